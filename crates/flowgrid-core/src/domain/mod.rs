@@ -1,0 +1,9 @@
+//! Domain types: identifiers and aggregates, parsed so that invalid values cannot be built.
+
+pub mod agent;
+mod ids;
+mod schedule;
+
+pub use agent::{Agent, AgentDefinition, AgentInput, AgentStatus};
+pub use ids::{AgentId, TenantId};
+pub use schedule::Schedule;

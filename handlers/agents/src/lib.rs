@@ -1,0 +1,48 @@
+//! The Agents app: agent CRUD, version history and restore, and lifecycle status, served as an
+//! Azure Functions custom handler (HTTP forwarding mode).
+//!
+//! `router(state)` is what both `main` and the tests serve.
+
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRef;
+use flowgrid_core::auth::TokenVerifier;
+use flowgrid_core::config::Config;
+use flowgrid_core::http::{health, with_common_layers};
+use flowgrid_core::store::Stores;
+
+/// The app's name: its folder under `functions/`, its binary `flowgrid-agents`.
+pub const APP: &str = "agents";
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Storage.
+    pub stores: Stores,
+    /// Bearer token verification.
+    pub verifier: Arc<TokenVerifier>,
+}
+
+impl FromRef<AppState> for Arc<TokenVerifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+impl AppState {
+    /// Opens storage and loads the token keys the configuration names.
+    pub async fn from_config(config: &Config) -> flowgrid_core::Result<AppState> {
+        let verifier = Arc::new(TokenVerifier::from_config(config)?);
+        let stores = Stores::open(config).await?;
+        Ok(AppState { stores, verifier })
+    }
+}
+
+/// Every route of the app, with health routes and the common layers.
+pub fn router(state: AppState) -> Router {
+    let health = health::routes(APP, vec![state.stores.health.clone()]);
+    with_common_layers(routes::routes().with_state(state).merge(health), APP)
+}

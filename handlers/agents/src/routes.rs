@@ -1,0 +1,263 @@
+//! The Agents routes. Each handler extracts, calls the domain and the store, and maps the result.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use flowgrid_core::auth::{Caller, Role};
+use flowgrid_core::domain::{Agent, AgentId, AgentInput, AgentStatus};
+use flowgrid_core::http::{Json, Query, etag};
+use flowgrid_core::store::{AgentQuery, Page, paging, update_agent};
+use flowgrid_core::{Error, Result};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::AppState;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/agents", get(list_agents).post(create_agent))
+        .route(
+            "/api/agents/{id}",
+            get(get_agent).put(replace_agent).delete(delete_agent),
+        )
+        .route("/api/agents/{id}/status", get(get_agent_status))
+        .route("/api/agents/{id}/versions", get(list_agent_versions))
+        .route(
+            "/api/agents/{id}/versions/{version}",
+            get(get_agent_version),
+        )
+        .route(
+            "/api/agents/{id}/versions/{version}/restore",
+            post(restore_agent_version),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListParams {
+    status: Option<String>,
+    q: Option<String>,
+    limit: Option<u32>,
+    continuation_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageParams {
+    limit: Option<u32>,
+    continuation_token: Option<String>,
+}
+
+/// The agent with its `ETag` header.
+fn with_etag(status: StatusCode, agent: Agent) -> Response {
+    let tag = etag::header_value(&agent.etag);
+    (status, [(header::ETAG, tag)], Json(agent)).into_response()
+}
+
+fn parse_version(raw: &str) -> Result<u32> {
+    raw.parse::<u32>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| Error::BadRequest(format!("{raw:?} is not a version number (1, 2, ...)")))
+}
+
+/// Lists the caller's agents, newest first, filtered by `status` and `q`, paged.
+async fn list_agents(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page<Agent>>> {
+    caller.require(Role::Viewer)?;
+    let query = AgentQuery {
+        status: params
+            .status
+            .as_deref()
+            .map(AgentStatus::parse)
+            .transpose()?,
+        name_contains: params.q.filter(|q| !q.trim().is_empty()),
+        limit: paging::limit(params.limit),
+        continuation_token: params.continuation_token,
+    };
+    Ok(Json(
+        state.stores.agents.list(&caller.tenant, &query).await?,
+    ))
+}
+
+/// Creates an agent at version 1.
+async fn create_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(input): Json<AgentInput>,
+) -> Result<Response> {
+    caller.require(Role::Editor)?;
+    let agent = Agent::create(
+        caller.tenant.clone(),
+        input.validate()?,
+        &caller.subject,
+        Utc::now(),
+    );
+    let agent = state.stores.agents.insert(&agent).await?;
+    let location = HeaderValue::from_str(&format!("/api/agents/{}", agent.id))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut response = with_etag(StatusCode::CREATED, agent);
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}
+
+/// Reads one agent; `If-None-Match` with its current ETag gives 304.
+async fn get_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    caller.require(Role::Viewer)?;
+    let agent = state
+        .stores
+        .agents
+        .get(&caller.tenant, AgentId::parse(&id)?)
+        .await?;
+    if etag::if_none_match(&headers).is_some_and(|c| c.matches(&agent.etag)) {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag::header_value(&agent.etag))],
+        )
+            .into_response());
+    }
+    Ok(with_etag(StatusCode::OK, agent))
+}
+
+/// Replaces an agent's content as its next version; honours `If-Match`.
+async fn replace_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(input): Json<AgentInput>,
+) -> Result<Response> {
+    caller.require(Role::Editor)?;
+    let id = AgentId::parse(&id)?;
+    let input = input.validate()?;
+    let now = Utc::now();
+    let agent = update_agent(
+        state.stores.agents.as_ref(),
+        &caller.tenant,
+        id,
+        etag::if_match(&headers).as_ref(),
+        |current| Ok(current.replaced(input.clone(), &caller.subject, now)),
+    )
+    .await?;
+    Ok(with_etag(StatusCode::OK, agent))
+}
+
+/// Deletes an agent and its history; honours `If-Match`.
+async fn delete_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode> {
+    caller.require(Role::Admin)?;
+    let id = AgentId::parse(&id)?;
+    state
+        .stores
+        .agents
+        .delete(&caller.tenant, id, etag::if_match(&headers).as_ref())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Lifecycle status, current and compiled version, and run figures (null until runs exist).
+async fn get_agent_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    caller.require(Role::Viewer)?;
+    let agent = state
+        .stores
+        .agents
+        .get(&caller.tenant, AgentId::parse(&id)?)
+        .await?;
+    Ok(Json(json!({
+        "id": agent.id,
+        "status": agent.status,
+        "version": agent.version,
+        "compiledVersion": agent.compiled_version,
+        "updatedAt": agent.updated_at,
+        // Run figures come from the Execution app's jobs; nothing is invented before it records runs.
+        "lastRunAt": null,
+        "runsLast24h": null,
+        "successRate": null,
+    })))
+}
+
+/// The agent's versions, newest first, paged.
+async fn list_agent_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<PageParams>,
+) -> Result<Response> {
+    caller.require(Role::Viewer)?;
+    let id = AgentId::parse(&id)?;
+    let page = state
+        .stores
+        .agents
+        .versions(
+            &caller.tenant,
+            id,
+            paging::limit(params.limit),
+            params.continuation_token.as_deref(),
+        )
+        .await?;
+    Ok(Json(page).into_response())
+}
+
+/// The agent as it was at one version.
+async fn get_agent_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, version)): Path<(String, String)>,
+) -> Result<Json<Agent>> {
+    caller.require(Role::Viewer)?;
+    let agent = state
+        .stores
+        .agents
+        .version(
+            &caller.tenant,
+            AgentId::parse(&id)?,
+            parse_version(&version)?,
+        )
+        .await?;
+    Ok(Json(agent))
+}
+
+/// Makes a new version whose content equals version `n`.
+async fn restore_agent_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    caller.require(Role::Admin)?;
+    let id = AgentId::parse(&id)?;
+    let old = state
+        .stores
+        .agents
+        .version(&caller.tenant, id, parse_version(&version)?)
+        .await?;
+    let now = Utc::now();
+    let agent = update_agent(
+        state.stores.agents.as_ref(),
+        &caller.tenant,
+        id,
+        etag::if_match(&headers).as_ref(),
+        |current| Ok(current.restored_from(&old, &caller.subject, now)),
+    )
+    .await?;
+    Ok(with_etag(StatusCode::OK, agent))
+}
