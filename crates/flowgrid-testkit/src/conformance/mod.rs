@@ -1,0 +1,37 @@
+//! The storage conformance suite: behaviour every backend must show, written once against the
+//! storage traits. A backend's test file instantiates it with [`agent_store_conformance!`].
+
+pub mod agents;
+
+/// Generates one `#[tokio::test]` per agents-store check, each on a fresh store made by
+/// `$make` (an async expression yielding an `Arc<dyn AgentStore>` and a guard kept alive for
+/// the test, e.g. the temp folder).
+#[macro_export]
+macro_rules! agent_store_conformance {
+    ($make:expr) => {
+        $crate::agent_store_conformance!(@tests $make;
+            insert_then_get_returns_the_agent_with_an_etag,
+            another_tenants_agent_is_not_found_anywhere,
+            names_are_unique_per_tenant_case_insensitively,
+            replace_with_the_current_etag_records_the_next_version,
+            replace_with_a_stale_etag_fails_and_changes_nothing,
+            replace_onto_a_taken_name_conflicts,
+            concurrent_replaces_from_one_version_let_exactly_one_win,
+            list_is_newest_first_and_pages_without_gaps_or_repeats,
+            list_filters_by_status_and_name_text,
+            list_never_shows_another_tenants_agents,
+            a_forged_continuation_token_is_a_bad_request,
+            delete_honours_if_match_and_removes_the_history,
+            versions_are_listed_newest_first_and_paged,
+        );
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::conformance::agents::$name(store.as_ref()).await;
+            }
+        )+
+    };
+}
