@@ -1,0 +1,600 @@
+//! The Agents routes in-process: every route, every error, tenant isolation and roles.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::TestApp;
+use flowgrid_core::auth::Role;
+use serde_json::json;
+
+fn agent_body(name: &str) -> serde_json::Value {
+    json!({"name": name, "definition": {"instructions": "triage incidents"}})
+}
+
+#[tokio::test]
+async fn create_then_get_round_trips_with_location_and_etag() {
+    let app = TestApp::new().await;
+    let created = app.create("acme", "Triage").await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created.headers["location"],
+        format!("/api/agents/{id}").as_str()
+    );
+    assert_eq!(created.body["version"], 1);
+    assert_eq!(created.body["status"], "draft");
+    assert_eq!(created.body["tenantId"], "acme");
+    assert_eq!(created.body["definition"]["model"]["provider"], "offline");
+
+    let token = app.token("acme", Role::Viewer);
+    let read = app
+        .send("GET", &format!("/api/agents/{id}"), &token, None)
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.etag(), created.etag());
+    assert_eq!(read.body, created.body);
+}
+
+#[tokio::test]
+async fn server_owned_fields_are_never_taken_from_input() {
+    let app = TestApp::new().await;
+    let token = app.token("acme", Role::Editor);
+    for field in [
+        "id",
+        "tenantId",
+        "version",
+        "createdAt",
+        "compiledVersion",
+        "etag",
+    ] {
+        let mut body = agent_body("sneaky");
+        body[field] = json!("x");
+        let reply = app.send("POST", "/api/agents", &token, Some(body)).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        assert_eq!(reply.body["errors"][0]["field"], field);
+    }
+    let list = app.send("GET", "/api/agents", &token, None).await;
+    assert_eq!(
+        list.body["items"].as_array().unwrap().len(),
+        0,
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn get_with_a_matching_if_none_match_is_not_modified() {
+    let app = TestApp::new().await;
+    let created = app.create("acme", "cached").await;
+    let uri = format!("/api/agents/{}", created.body["id"].as_str().unwrap());
+    let token = app.token("acme", Role::Viewer);
+    let etag = created.etag();
+    let same = app
+        .send_with("GET", &uri, &token, None, &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(same.status, StatusCode::NOT_MODIFIED);
+    let other = app
+        .send_with("GET", &uri, &token, None, &[("if-none-match", "\"other\"")])
+        .await;
+    assert_eq!(other.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn list_is_newest_first_filtered_searchable_and_paged() {
+    let app = TestApp::new().await;
+    for name in ["alpha", "beta", "gamma", "delta", "epsilon"] {
+        app.create("acme", name).await;
+    }
+    let token = app.token("acme", Role::Viewer);
+    let first = app.send("GET", "/api/agents?limit=2", &token, None).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let names = |r: &common::Reply| {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&first), ["epsilon", "delta"]);
+    let token_param = first.body["continuationToken"].as_str().unwrap().to_owned();
+    let second = app
+        .send(
+            "GET",
+            &format!("/api/agents?limit=2&continuationToken={token_param}"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(names(&second), ["gamma", "beta"]);
+    let searched = app.send("GET", "/api/agents?q=ALP", &token, None).await;
+    assert_eq!(names(&searched), ["alpha"]);
+    let drafts = app
+        .send("GET", "/api/agents?status=draft&limit=100000", &token, None)
+        .await;
+    assert_eq!(
+        drafts.status,
+        StatusCode::OK,
+        "an oversized limit is clamped, not refused"
+    );
+    assert_eq!(names(&drafts).len(), 5);
+    let active = app
+        .send("GET", "/api/agents?status=active", &token, None)
+        .await;
+    assert_eq!(names(&active).len(), 0);
+    assert!(active.body["continuationToken"].is_null());
+}
+
+#[tokio::test]
+async fn put_replaces_bumps_the_version_and_keeps_the_previous_one() {
+    let app = TestApp::new().await;
+    let created = app.create("acme", "v").await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let token = app.token("acme", Role::Editor);
+    let mut body = agent_body("v-renamed");
+    body["description"] = json!("second");
+    let etag = created.etag();
+    let replaced = app
+        .send_with(
+            "PUT",
+            &format!("/api/agents/{id}"),
+            &token,
+            Some(body),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(replaced.status, StatusCode::OK, "{:?}", replaced.body);
+    assert_eq!(replaced.body["version"], 2);
+    assert_eq!(replaced.body["name"], "v-renamed");
+    assert_ne!(replaced.etag(), created.etag());
+    let v1 = app
+        .send("GET", &format!("/api/agents/{id}/versions/1"), &token, None)
+        .await;
+    assert_eq!(v1.status, StatusCode::OK);
+    assert_eq!(v1.body["name"], "v");
+    assert_eq!(v1.body["version"], 1);
+}
+
+#[tokio::test]
+async fn put_with_a_stale_if_match_is_refused_and_changes_nothing() {
+    let app = TestApp::new().await;
+    let created = app.create("acme", "stale").await;
+    let uri = format!("/api/agents/{}", created.body["id"].as_str().unwrap());
+    let token = app.token("acme", Role::Editor);
+    let etag = created.etag();
+    let ok = app
+        .send_with(
+            "PUT",
+            &uri,
+            &token,
+            Some(agent_body("fresh")),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let stale = app
+        .send_with(
+            "PUT",
+            &uri,
+            &token,
+            Some(agent_body("lost-update")),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        stale.body["type"],
+        "urn:flowgrid:problem:precondition-failed"
+    );
+    let now = app.send("GET", &uri, &token, None).await;
+    assert_eq!(now.body["name"], "fresh");
+    assert_eq!(now.body["version"], 2);
+}
+
+#[tokio::test]
+async fn delete_honours_if_match_and_then_the_agent_is_gone() {
+    let app = TestApp::new().await;
+    let created = app.create("acme", "doomed").await;
+    let uri = format!("/api/agents/{}", created.body["id"].as_str().unwrap());
+    let admin = app.token("acme", Role::Admin);
+    let stale = app
+        .send_with("DELETE", &uri, &admin, None, &[("if-match", "\"nope\"")])
+        .await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    let etag = created.etag();
+    let deleted = app
+        .send_with("DELETE", &uri, &admin, None, &[("if-match", &etag)])
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.send("GET", &uri, &admin, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.send("DELETE", &uri, &admin, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn versions_are_listed_and_restore_makes_a_new_version_equal_to_the_old_one() {
+    let app = TestApp::new().await;
+    let created = app.create("acme", "original").await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let editor = app.token("acme", Role::Editor);
+    let admin = app.token("acme", Role::Admin);
+    let put = app
+        .send(
+            "PUT",
+            &format!("/api/agents/{id}"),
+            &editor,
+            Some(agent_body("changed")),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK);
+
+    let versions = app
+        .send("GET", &format!("/api/agents/{id}/versions"), &editor, None)
+        .await;
+    assert_eq!(versions.status, StatusCode::OK);
+    let numbers: Vec<u64> = versions.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [2, 1]);
+
+    let restored = app
+        .send(
+            "POST",
+            &format!("/api/agents/{id}/versions/1/restore"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(restored.status, StatusCode::OK, "{:?}", restored.body);
+    assert_eq!(restored.body["version"], 3);
+    assert_eq!(restored.body["name"], "original");
+    assert_eq!(restored.body["definition"], created.body["definition"]);
+    let missing = app
+        .send(
+            "POST",
+            &format!("/api/agents/{id}/versions/9/restore"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let bad = app
+        .send(
+            "GET",
+            &format!("/api/agents/{id}/versions/zero"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn status_reports_versions_and_leaves_run_figures_null() {
+    let app = TestApp::new().await;
+    let created = app.create("acme", "s").await;
+    let token = app.token("acme", Role::Viewer);
+    let status = app
+        .send(
+            "GET",
+            &format!(
+                "/api/agents/{}/status",
+                created.body["id"].as_str().unwrap()
+            ),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(status.status, StatusCode::OK);
+    assert_eq!(status.body["status"], "draft");
+    assert_eq!(status.body["version"], 1);
+    assert!(status.body["compiledVersion"].is_null());
+    assert!(
+        status.body["lastRunAt"].is_null()
+            && status.body["runsLast24h"].is_null()
+            && status.body["successRate"].is_null()
+    );
+}
+
+#[tokio::test]
+async fn another_tenants_agent_is_not_found_on_every_route_and_nothing_changes() {
+    let app = TestApp::new().await;
+    let created = app.create("acme", "private").await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let intruder = app.token("globex", Role::Owner);
+    let routes: [(&str, String, Option<serde_json::Value>); 7] = [
+        ("GET", format!("/api/agents/{id}"), None),
+        (
+            "PUT",
+            format!("/api/agents/{id}"),
+            Some(agent_body("pwned")),
+        ),
+        ("DELETE", format!("/api/agents/{id}"), None),
+        ("GET", format!("/api/agents/{id}/status"), None),
+        ("GET", format!("/api/agents/{id}/versions"), None),
+        ("GET", format!("/api/agents/{id}/versions/1"), None),
+        ("POST", format!("/api/agents/{id}/versions/1/restore"), None),
+    ];
+    let missing = uuid_like();
+    for (method, uri, body) in routes {
+        let reply = app.send(method, &uri, &intruder, body.clone()).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {uri}");
+        let unknown = app
+            .send(method, &uri.replace(&id, &missing), &intruder, body)
+            .await;
+        assert_eq!(
+            reply.body["detail"], unknown.body["detail"],
+            "another tenant's id looks like a missing one"
+        );
+    }
+    let list = app.send("GET", "/api/agents", &intruder, None).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 0);
+    let owner = app.token("acme", Role::Viewer);
+    let after = app
+        .send("GET", &format!("/api/agents/{id}"), &owner, None)
+        .await;
+    assert_eq!(after.body, created.body, "nothing changed");
+}
+
+fn uuid_like() -> String {
+    "01900000-0000-7000-8000-000000000000".into()
+}
+
+#[tokio::test]
+async fn roles_gate_reads_writes_deletes_and_restores() {
+    let app = TestApp::new().await;
+    let created = app.create("acme", "gated").await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let viewer = app.token("acme", Role::Viewer);
+    let editor = app.token("acme", Role::Editor);
+    let owner = app.token("acme", Role::Owner);
+    assert_eq!(
+        app.send("POST", "/api/agents", &viewer, Some(agent_body("x")))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.send(
+            "PUT",
+            &format!("/api/agents/{id}"),
+            &viewer,
+            Some(agent_body("x"))
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.send("DELETE", &format!("/api/agents/{id}"), &editor, None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.send(
+            "POST",
+            &format!("/api/agents/{id}/versions/1/restore"),
+            &editor,
+            None
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.send("GET", &format!("/api/agents/{id}"), &viewer, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.send("DELETE", &format!("/api/agents/{id}"), &owner, None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_problem_and_creates_nothing() {
+    let app = TestApp::new().await;
+    let token = app.token("acme", Role::Editor);
+    let post = |body: &'static str, content_type: &'static str| {
+        let request = axum::http::Request::builder()
+            .method("POST")
+            .uri("/api/agents")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", content_type)
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        app.raw(request)
+    };
+    let malformed = post("{\"name\": ", "application/json").await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    let wrong_type = post(
+        r#"{"name": 5, "definition": {"instructions": "x"}}"#,
+        "application/json",
+    )
+    .await;
+    assert_eq!(wrong_type.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(wrong_type.body["errors"][0]["field"], "name");
+    let missing = post(r#"{"name": "x", "definition": {}}"#, "application/json").await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        missing.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("instructions")
+    );
+    let not_json = post("name=x", "application/x-www-form-urlencoded").await;
+    assert_eq!(not_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let bad_cron = app
+        .send(
+            "POST",
+            "/api/agents",
+            &token,
+            Some(
+                json!({"name": "c", "schedule": "every day", "definition": {"instructions": "x"}}),
+            ),
+        )
+        .await;
+    assert_eq!(bad_cron.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad_cron.body["errors"][0]["field"], "schedule");
+    let long_name = app
+        .send(
+            "POST",
+            "/api/agents",
+            &token,
+            Some(agent_body(&"n".repeat(101))),
+        )
+        .await;
+    assert_eq!(long_name.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let huge = format!(
+        r#"{{"name": "big", "definition": {{"instructions": "{}"}}}}"#,
+        "x".repeat(1024 * 1024)
+    );
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/api/agents")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(huge))
+        .unwrap();
+    let too_large = app.raw(request).await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    for reply in [
+        &malformed,
+        &wrong_type,
+        &missing,
+        &not_json,
+        &bad_cron,
+        &too_large,
+    ] {
+        assert_eq!(reply.headers["content-type"], "application/problem+json");
+    }
+    let list = app.send("GET", "/api/agents", &token, None).await;
+    assert_eq!(
+        list.body["items"].as_array().unwrap().len(),
+        0,
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn bad_ids_filters_and_tokens_in_the_query_are_bad_requests() {
+    let app = TestApp::new().await;
+    let token = app.token("acme", Role::Viewer);
+    for uri in [
+        "/api/agents/not-a-uuid",
+        "/api/agents/not-a-uuid/status",
+        "/api/agents?status=sleeping",
+        "/api/agents?limit=lots",
+        "/api/agents?continuationToken=forged",
+    ] {
+        let reply = app.send("GET", uri, &token, None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(reply.headers["content-type"], "application/problem+json");
+    }
+}
+
+#[tokio::test]
+async fn duplicate_names_conflict_within_a_tenant_only() {
+    let app = TestApp::new().await;
+    app.create("acme", "Same").await;
+    let token = app.token("acme", Role::Editor);
+    let dup = app
+        .send("POST", "/api/agents", &token, Some(agent_body("same")))
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    app.create("globex", "same").await;
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_unauthorized() {
+    let app = TestApp::new().await;
+    let foreign = flowgrid_testkit::DataDir::new().token("acme", Role::Owner);
+    for token in ["", "garbage", foreign.as_str()] {
+        let reply = app.send("GET", "/api/agents", token, None).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{token}");
+        assert!(
+            reply.headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        assert_eq!(
+            reply.body["detail"], "A valid bearer token is required.",
+            "no verification detail leaks"
+        );
+    }
+    let basic = app
+        .send_with(
+            "GET",
+            "/api/agents",
+            "",
+            None,
+            &[("authorization", "Basic dXNlcjpwdw==")],
+        )
+        .await;
+    assert_eq!(basic.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = TestApp::new().await;
+    let token = app.token("acme", Role::Viewer);
+    let unknown = app.send("GET", "/api/nothing-here", &token, None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.headers["content-type"], "application/problem+json");
+    let method = app.send("PATCH", "/api/agents", &token, None).await;
+    assert_eq!(method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(method.headers["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn the_correlation_id_is_echoed_or_generated_and_lands_in_problems() {
+    let app = TestApp::new().await;
+    let given = app
+        .send_with(
+            "GET",
+            "/api/agents",
+            "",
+            None,
+            &[("x-correlation-id", "req-42")],
+        )
+        .await;
+    assert_eq!(given.headers["x-correlation-id"], "req-42");
+    assert_eq!(given.body["correlationId"], "req-42");
+    let generated = app.send("GET", "/api/health/agents/live", "", None).await;
+    let id = generated.headers["x-correlation-id"].to_str().unwrap();
+    assert_eq!(id.len(), 36, "a generated UUID: {id}");
+    assert!(generated.headers.contains_key("traceparent"));
+}
+
+#[tokio::test]
+async fn health_routes_answer_without_a_token() {
+    let app = TestApp::new().await;
+    for uri in [
+        "/",
+        "/api/health/agents/live",
+        "/api/health/agents/ready",
+        "/api/health/agents",
+    ] {
+        assert_eq!(
+            app.send("GET", uri, "", None).await.status,
+            StatusCode::OK,
+            "{uri}"
+        );
+    }
+    let deep = app.send("GET", "/api/health/agents", "", None).await;
+    assert_eq!(deep.body["checks"]["storage"]["status"], "ok");
+}
