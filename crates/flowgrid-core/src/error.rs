@@ -45,6 +45,10 @@ pub enum Error {
     /// 401: no token, or a token that fails verification. The text is logged, never returned.
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// 401: a login, refresh or one-time token exchange failed. The same body whatever was
+    /// wrong (unknown email, wrong password, used token), so nothing can be learnt from it.
+    #[error("invalid credentials: {0}")]
+    InvalidCredentials(String),
     /// 403: the caller is authenticated but their role does not allow the action.
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -87,7 +91,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized(_) | Error::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -107,6 +111,7 @@ impl Error {
             Error::BadRequest(_) => "bad-request",
             Error::Validation(_) => "validation",
             Error::Unauthorized(_) => "unauthorized",
+            Error::InvalidCredentials(_) => "invalid-credentials",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound => "not-found",
             Error::MethodNotAllowed => "method-not-allowed",
@@ -129,6 +134,7 @@ impl Error {
                 _ => format!("{} fields are invalid", errors.len()),
             },
             Error::Unauthorized(_) => "A valid bearer token is required.".into(),
+            Error::InvalidCredentials(_) => "The credentials are not valid.".into(),
             Error::NotFound => "No such resource.".into(),
             Error::MethodNotAllowed => "This route does not accept that method.".into(),
             Error::PreconditionFailed => {
@@ -202,6 +208,12 @@ impl IntoResponse for Error {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer realm="flowgrid", error="invalid_token""#),
+                );
+            }
+            Error::InvalidCredentials(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="flowgrid""#),
                 );
             }
             Error::TooManyRequests { retry_after_secs } => {

@@ -83,7 +83,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let verifier: Arc<TokenVerifier> = axum::extract::FromRef::from_ref(state);
         let token = bearer_token(parts)?;
-        let caller = verifier.verify(token)?.into_caller()?;
+        let caller = verifier.authenticate(token).await?.into_caller()?;
         if let Some(context) = parts.extensions.get::<RequestContext>() {
             context.set_tenant(caller.tenant.as_str());
         }

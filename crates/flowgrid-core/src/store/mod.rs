@@ -6,11 +6,15 @@
 //! → [`Error::Conflict`], unreachable → [`Error::Unavailable`].
 
 mod agents;
+mod identity;
 pub mod sqlite;
 
 use std::sync::Arc;
 
 pub use agents::{AgentQuery, AgentStore, AgentVersionSummary, update_agent};
+pub use identity::{
+    RevocationStore, SessionStore, SigningKeyStore, StoredSigningKey, TenantStore, UserStore,
+};
 
 use crate::config::{Config, StoreKind};
 use crate::http::health::HealthCheck;
@@ -44,6 +48,16 @@ pub mod paging {
 pub struct Stores {
     /// Agents and their versions.
     pub agents: Arc<dyn AgentStore>,
+    /// Tenants.
+    pub tenants: Arc<dyn TenantStore>,
+    /// Users.
+    pub users: Arc<dyn UserStore>,
+    /// Login sessions and refresh tokens.
+    pub sessions: Arc<dyn SessionStore>,
+    /// The built-in issuer's signing keys.
+    pub signing_keys: Arc<dyn SigningKeyStore>,
+    /// The session revocation denylist.
+    pub revocations: Arc<dyn RevocationStore>,
     /// Reachability of the backend, for readiness and deep health.
     pub health: Arc<dyn HealthCheck>,
 }
@@ -56,6 +70,11 @@ impl Stores {
                 let db = sqlite::Sqlite::open(&config.sqlite_path()).await?;
                 Ok(Stores {
                     agents: Arc::new(db.clone()),
+                    tenants: Arc::new(db.clone()),
+                    users: Arc::new(db.clone()),
+                    sessions: Arc::new(db.clone()),
+                    signing_keys: Arc::new(db.clone()),
+                    revocations: Arc::new(db.clone()),
                     health: Arc::new(db),
                 })
             }

@@ -22,6 +22,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections kept open per process.
 const POOL_SIZE: usize = 8;
 
+mod identity;
+
+pub(crate) use identity::{insert_signing_key, list_signing_keys};
+
 const MIGRATIONS: &[&str] = &[
     // 1: agents and their version history.
     "CREATE TABLE agents (
@@ -43,6 +47,8 @@ const MIGRATIONS: &[&str] = &[
         doc TEXT NOT NULL,
         PRIMARY KEY (tenant_id, agent_id, version)
     ) WITHOUT ROWID;",
+    // 2: tenants, users, sessions, refresh tokens, signing keys, revoked sessions.
+    identity::MIGRATION,
 ];
 
 /// A handle on the database file; cheap to clone.
@@ -71,6 +77,40 @@ impl Sqlite {
         };
         db.run(migrate).await?;
         Ok(db)
+    }
+
+    /// Opens the database like [`Sqlite::open`], on the calling thread (start-up code that has
+    /// no async runtime at hand).
+    pub fn open_blocking(path: &Path) -> Result<Sqlite> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        }
+        let db = Sqlite {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+            }),
+        };
+        db.run_blocking(migrate)?;
+        Ok(db)
+    }
+
+    /// Runs `f` with a pooled connection on the calling thread.
+    pub fn run_blocking<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.inner.path)?,
+        };
+        let result = f(&mut conn);
+        if let Ok(mut idle) = self.inner.idle.lock()
+            && idle.len() < POOL_SIZE
+            && conn.is_autocommit()
+        {
+            idle.push(conn);
+        }
+        result
     }
 
     /// Runs `f` with a pooled connection on a blocking thread.

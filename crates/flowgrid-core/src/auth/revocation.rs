@@ -1,0 +1,73 @@
+//! The session denylist as every app reads it: a short in-process cache over the
+//! [`RevocationStore`].
+//!
+//! The bound: a session revoked at time T is refused by every app from T + the cache time
+//! (`FLOWGRID_REVOCATION_CACHE_SECS`, default 5 s) at the latest. A "revoked" answer is kept
+//! for good (revocation is final); a "not revoked" answer is trusted for the cache time only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::Result;
+use crate::store::RevocationStore;
+
+/// Most session ids remembered per process; past it, stale entries go first, then all.
+const MAX_ENTRIES: usize = 10_000;
+
+pub(crate) struct RevocationCache {
+    store: Arc<dyn RevocationStore>,
+    ttl: Duration,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    checked: Instant,
+    revoked: bool,
+}
+
+impl RevocationCache {
+    pub(crate) fn new(store: Arc<dyn RevocationStore>, ttl: Duration) -> Self {
+        RevocationCache {
+            store,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn cached(&self, sid: &str) -> Option<bool> {
+        let entries = self.entries.lock().ok()?;
+        let entry = entries.get(sid)?;
+        (entry.revoked || entry.checked.elapsed() < self.ttl).then_some(entry.revoked)
+    }
+
+    /// Whether session `sid` is revoked, from the cache when fresh, else from the store.
+    pub(crate) async fn is_revoked(&self, sid: &str) -> Result<bool> {
+        if let Some(revoked) = self.cached(sid) {
+            return Ok(revoked);
+        }
+        let revoked = self.store.is_revoked(sid).await?;
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= MAX_ENTRIES {
+                let ttl = self.ttl;
+                entries.retain(|_, e| e.revoked || e.checked.elapsed() < ttl);
+                if entries.len() >= MAX_ENTRIES {
+                    entries.clear();
+                }
+            }
+            entries.insert(
+                sid.to_owned(),
+                Entry {
+                    checked: Instant::now(),
+                    revoked,
+                },
+            );
+        }
+        Ok(revoked)
+    }
+}

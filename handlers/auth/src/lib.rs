@@ -1,0 +1,133 @@
+//! The Auth app: login with refresh-token rotation, logout and revocation, token validation,
+//! the built-in issuer's discovery document and JWKS, and user management within a tenant,
+//! served as an Azure Functions custom handler (HTTP forwarding mode).
+//!
+//! `router(state)` is what both `main` and the tests serve. [`admin`] holds what the
+//! `flowgrid admin` commands run without HTTP.
+
+pub mod admin;
+mod issuer;
+pub mod password;
+mod routes;
+mod sessions;
+pub mod throttle;
+mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::FromRef;
+use flowgrid_core::auth::TokenVerifier;
+use flowgrid_core::auth::keyring::KeyEncryptionKey;
+use flowgrid_core::config::Config;
+use flowgrid_core::http::{health, with_common_layers};
+use flowgrid_core::store::Stores;
+
+pub use issuer::Issuer;
+pub use password::{Params as PasswordParams, Passwords};
+use throttle::{Policy, Throttle};
+
+/// The app's name: its folder under `functions/`, its binary `flowgrid-auth`.
+pub const APP: &str = "auth";
+
+/// Session and token lifetimes.
+#[derive(Debug, Clone)]
+pub struct Lifetimes {
+    /// Access tokens (`FLOWGRID_ACCESS_TOKEN_TTL_SECS`, 15 minutes by default).
+    pub access: Duration,
+    /// A refresh token unused for this long stops working (idle lifetime).
+    pub refresh_idle: Duration,
+    /// No refresh extends a session past this (absolute lifetime).
+    pub session: Duration,
+    /// A used refresh token presented again within this window is a concurrent refresh, not a
+    /// reuse: it gets a new refresh token too.
+    pub reuse_grace: Duration,
+}
+
+impl Lifetimes {
+    /// The lifetimes for `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Lifetimes {
+            access: Duration::from_secs(config.access_token_ttl_secs),
+            refresh_idle: Duration::from_secs(14 * 24 * 3600),
+            session: Duration::from_secs(30 * 24 * 3600),
+            reuse_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Failed-login throttles.
+pub struct Throttles {
+    /// Per account (lower-cased email).
+    pub account: Throttle,
+    /// Per caller (client address).
+    pub caller: Throttle,
+}
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Storage.
+    pub stores: Stores,
+    /// Bearer token verification (also for `/validate`).
+    pub verifier: Arc<TokenVerifier>,
+    /// The built-in issuer.
+    pub issuer: Arc<Issuer>,
+    /// Password hashing.
+    pub passwords: Passwords,
+    /// Failed-login throttles.
+    pub throttles: Arc<Throttles>,
+    /// Token and session lifetimes.
+    pub lifetimes: Lifetimes,
+}
+
+impl FromRef<AppState> for Arc<TokenVerifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+impl AppState {
+    /// Opens storage, loads keys and prepares the production password hasher.
+    pub async fn from_config(config: &Config) -> flowgrid_core::Result<AppState> {
+        let stores = Stores::open(config).await?;
+        Self::new(config, stores, PasswordParams::PRODUCTION, Policy::ACCOUNT, Policy::CALLER).await
+    }
+
+    /// The state over `stores` with the given password cost and throttle policies (tests use
+    /// cheap parameters).
+    pub async fn new(
+        config: &Config,
+        stores: Stores,
+        password_params: PasswordParams,
+        account: Policy,
+        caller: Policy,
+    ) -> flowgrid_core::Result<AppState> {
+        let kek = KeyEncryptionKey::from_config(config)?;
+        let issuer = Issuer::new(config, stores.signing_keys.clone(), kek);
+        // The first key is made now, so the JWKS is never empty.
+        issuer.current_key().await?;
+        let verifier = Arc::new(TokenVerifier::from_stores(config, &stores).await?);
+        let passwords = tokio::task::spawn_blocking(move || Passwords::new(password_params))
+            .await
+            .map_err(|e| flowgrid_core::Error::Internal(e.to_string()))??;
+        Ok(AppState {
+            stores,
+            verifier,
+            issuer: Arc::new(issuer),
+            passwords,
+            throttles: Arc::new(Throttles {
+                account: Throttle::new(account),
+                caller: Throttle::new(caller),
+            }),
+            lifetimes: Lifetimes::from_config(config),
+        })
+    }
+}
+
+/// Every route of the app, with health routes and the common layers.
+pub fn router(state: AppState) -> Router {
+    let health = health::routes(APP, vec![state.stores.health.clone()]);
+    with_common_layers(routes::routes().with_state(state).merge(health), APP)
+}
