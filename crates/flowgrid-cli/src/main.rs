@@ -1,6 +1,7 @@
 //! `flowgrid`: the command line of Flowgrid — local development tokens, the local Functions
 //! host, packaging and admin commands.
 
+mod admin;
 mod token;
 
 use std::path::PathBuf;
@@ -31,12 +32,16 @@ struct Cli {
 enum Command {
     /// Print an access token for local development, signed with the local development key.
     Token(token::TokenArgs),
+    /// Operator commands against storage: create a tenant, rotate signing keys.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Token(args) => token::run(&cli.data_dir, &args),
+        Command::Admin(command) => admin::run(&cli.data_dir, &command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

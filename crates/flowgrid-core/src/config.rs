@@ -5,7 +5,16 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `FLOWGRID_DATA_DIR` | `.flowgrid` | folder for the embedded database and the local development signing key |
-//! | `FLOWGRID_STORE` | `sqlite` | storage backend (`sqlite`) |
+//! | `FLOWGRID_STORE` | `sqlite` | storage backend: `sqlite` (embedded, in the data folder) or `cosmos` |
+//! | `COSMOS_ENDPOINT` | (required with `cosmos`) | the account endpoint, `https://<account>.documents.azure.com:443/` (`http://127.0.0.1:<port>/` for the emulator) |
+//! | `COSMOS_KEY` | (unset) | the account key; unset: managed identity |
+//! | `COSMOS_DATABASE` | `flowgrid` | the database |
+//! | `COSMOS_CREATE_CONTAINERS` | `true` | create the database and containers when missing (`false` for accounts where the app may not) |
+//! | `AZURE_CLIENT_ID` | (unset) | client id of the user-assigned managed identity for Cosmos and Blob Storage; unset: the system-assigned one |
+//! | `FLOWGRID_BLOBS` | `fs` | blob backend: `fs` (the `blobs` folder in the data folder) or `azure` |
+//! | `BLOB_ENDPOINT` | (required with `azure`) | the Blob service endpoint, `https://<account>.blob.core.windows.net` (`http://127.0.0.1:10000/devstoreaccount1` for Azurite) |
+//! | `BLOB_ACCOUNT_KEY` | (unset) | the storage account key (Shared Key); unset: managed identity |
+//! | `BLOB_CONTAINER` | `flowgrid` | the blob container (created when missing) |
 //! | `FLOWGRID_JWT_ISSUER` | `http://localhost:7071/api/auth` | the `iss` every access token must carry |
 //! | `FLOWGRID_JWT_AUDIENCE` | `flowgrid` | the `aud` every access token must carry |
 //! | `FLOWGRID_JWT_JWKS` | (unset) | a JWKS document (JSON) with the public keys that sign tokens; unset: the local development key in the data folder, created on first use |
@@ -22,10 +31,71 @@ use std::path::PathBuf;
 use crate::{Error, Result};
 
 /// Which storage backend a process uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     /// SQLite in one file in the data folder.
     Sqlite,
+    /// Azure Cosmos DB (NoSQL API).
+    Cosmos(CosmosSettings),
+}
+
+/// A secret setting: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        SecretString(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(***)")
+    }
+}
+
+/// Where the Cosmos backend connects (`FLOWGRID_STORE=cosmos`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CosmosSettings {
+    /// `COSMOS_ENDPOINT`.
+    pub endpoint: String,
+    /// `COSMOS_KEY`; `None`: managed identity.
+    pub key: Option<SecretString>,
+    /// `COSMOS_DATABASE`.
+    pub database: String,
+    /// `COSMOS_CREATE_CONTAINERS`.
+    pub create_containers: bool,
+    /// `AZURE_CLIENT_ID`: the user-assigned managed identity, when the key is unset.
+    pub client_id: Option<String>,
+}
+
+/// Which blob backend a process uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobKind {
+    /// A folder (`blobs` in the data folder).
+    Fs,
+    /// Azure Blob Storage.
+    Azure(BlobSettings),
+}
+
+/// Where the Azure blob backend connects (`FLOWGRID_BLOBS=azure`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobSettings {
+    /// `BLOB_ENDPOINT`: the service URL (for Azurite it ends with the account name).
+    pub endpoint: url::Url,
+    /// `BLOB_ACCOUNT_KEY`; `None`: managed identity.
+    pub account_key: Option<SecretString>,
+    /// `BLOB_CONTAINER`.
+    pub container: String,
+    /// `AZURE_CLIENT_ID`: the user-assigned managed identity, when the key is unset.
+    pub client_id: Option<String>,
 }
 
 /// Settings shared by every Flowgrid process.
@@ -33,8 +103,10 @@ pub enum StoreKind {
 pub struct Config {
     /// `FLOWGRID_DATA_DIR`.
     pub data_dir: PathBuf,
-    /// `FLOWGRID_STORE`.
+    /// `FLOWGRID_STORE` (with the `COSMOS_*` settings).
     pub store: StoreKind,
+    /// `FLOWGRID_BLOBS` (with the `BLOB_*` settings).
+    pub blobs: BlobKind,
     /// `FLOWGRID_JWT_ISSUER`.
     pub jwt_issuer: String,
     /// `FLOWGRID_JWT_AUDIENCE`.
@@ -114,10 +186,21 @@ impl Config {
         };
         let store = match non_empty("FLOWGRID_STORE").as_deref() {
             None | Some("sqlite") => StoreKind::Sqlite,
+            Some("cosmos") => StoreKind::Cosmos(cosmos_settings(&non_empty)?),
             Some(other) => {
                 return Err(setting_error(
                     "FLOWGRID_STORE",
-                    &format!("unknown backend {other:?} (expected sqlite)"),
+                    &format!("unknown backend {other:?} (expected sqlite or cosmos)"),
+                ));
+            }
+        };
+        let blobs = match non_empty("FLOWGRID_BLOBS").as_deref() {
+            None | Some("fs") => BlobKind::Fs,
+            Some("azure") => BlobKind::Azure(blob_settings(&non_empty)?),
+            Some(other) => {
+                return Err(setting_error(
+                    "FLOWGRID_BLOBS",
+                    &format!("unknown backend {other:?} (expected fs or azure)"),
                 ));
             }
         };
@@ -165,7 +248,9 @@ impl Config {
             Some(doc) => serde_json::from_str::<Vec<OidcIssuerConfig>>(&doc).map_err(|e| {
                 setting_error(
                     "FLOWGRID_OIDC_ISSUERS",
-                    &format!("not a JSON array of {{issuer, audience, tenantClaim, rolesClaim}}: {e}"),
+                    &format!(
+                        "not a JSON array of {{issuer, audience, tenantClaim, rolesClaim}}: {e}"
+                    ),
                 )
             })?,
         };
@@ -189,6 +274,7 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(".flowgrid")),
             store,
+            blobs,
             jwt_issuer,
             jwt_audience,
             jwt_jwks: non_empty("FLOWGRID_JWT_JWKS"),
@@ -198,6 +284,93 @@ impl Config {
     /// The embedded database file.
     pub fn sqlite_path(&self) -> PathBuf {
         self.data_dir.join("flowgrid.db")
+    }
+
+    /// The folder of the `fs` blob backend.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
+}
+
+fn cosmos_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<CosmosSettings> {
+    let endpoint = get("COSMOS_ENDPOINT")
+        .ok_or_else(|| setting_error("COSMOS_ENDPOINT", "required when FLOWGRID_STORE=cosmos"))?;
+    let url = url::Url::parse(&endpoint)
+        .map_err(|e| setting_error("COSMOS_ENDPOINT", &format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(setting_error(
+            "COSMOS_ENDPOINT",
+            "expected https://<account>.documents.azure.com:443/",
+        ));
+    }
+    let database = get("COSMOS_DATABASE").unwrap_or_else(|| "flowgrid".to_owned());
+    let database_ok = database.len() <= 255
+        && !database.contains(['/', '\\', '?', '#'])
+        && !database.ends_with(' ');
+    if !database_ok {
+        return Err(setting_error(
+            "COSMOS_DATABASE",
+            "at most 255 characters, none of / \\ ? #",
+        ));
+    }
+    Ok(CosmosSettings {
+        endpoint,
+        key: get("COSMOS_KEY").map(SecretString::new),
+        database,
+        create_containers: flag(get, "COSMOS_CREATE_CONTAINERS", true)?,
+        client_id: get("AZURE_CLIENT_ID"),
+    })
+}
+
+fn blob_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<BlobSettings> {
+    let raw = get("BLOB_ENDPOINT")
+        .ok_or_else(|| setting_error("BLOB_ENDPOINT", "required when FLOWGRID_BLOBS=azure"))?;
+    let endpoint = url::Url::parse(&raw)
+        .map_err(|e| setting_error("BLOB_ENDPOINT", &format!("not a URL: {e}")))?;
+    if !matches!(endpoint.scheme(), "https" | "http") || endpoint.host_str().is_none() {
+        return Err(setting_error(
+            "BLOB_ENDPOINT",
+            "expected https://<account>.blob.core.windows.net",
+        ));
+    }
+    let account_key = get("BLOB_ACCOUNT_KEY").map(SecretString::new);
+    if let Some(key) = &account_key {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(key.expose())
+            .map_err(|_| setting_error("BLOB_ACCOUNT_KEY", "not a base64 account key"))?;
+    }
+    let container = get("BLOB_CONTAINER").unwrap_or_else(|| "flowgrid".to_owned());
+    let container_ok = (3..=63).contains(&container.len())
+        && container
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !container.starts_with('-')
+        && !container.ends_with('-')
+        && !container.contains("--");
+    if !container_ok {
+        return Err(setting_error(
+            "BLOB_CONTAINER",
+            "3-63 characters of a-z, 0-9 and single hyphens",
+        ));
+    }
+    Ok(BlobSettings {
+        endpoint,
+        account_key,
+        container,
+        client_id: get("AZURE_CLIENT_ID"),
+    })
+}
+
+fn flag(get: &dyn Fn(&str) -> Option<String>, name: &str, default: bool) -> Result<bool> {
+    match get(name).as_deref() {
+        None => Ok(default),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => Err(setting_error(
+            name,
+            &format!("{other:?} is not true or false"),
+        )),
     }
 }
 

@@ -5,6 +5,7 @@
 //! traits with their backends, and the HTTP plumbing every app is served with.
 
 pub mod auth;
+pub mod blob;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -3,6 +3,7 @@
 //! conformance suite every backend runs.
 
 pub mod conformance;
+pub mod emulators;
 mod process;
 
 use std::path::{Path, PathBuf};

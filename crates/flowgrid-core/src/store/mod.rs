@@ -6,6 +6,7 @@
 //! → [`Error::Conflict`], unreachable → [`Error::Unavailable`].
 
 mod agents;
+pub mod cosmos;
 mod identity;
 pub mod sqlite;
 
@@ -16,6 +17,7 @@ pub use identity::{
     RevocationStore, SessionStore, SigningKeyStore, StoredSigningKey, TenantStore, UserStore,
 };
 
+use crate::blob::BlobStore;
 use crate::config::{Config, StoreKind};
 use crate::http::health::HealthCheck;
 use crate::{Error, Result};
@@ -60,12 +62,17 @@ pub struct Stores {
     pub revocations: Arc<dyn RevocationStore>,
     /// Reachability of the backend, for readiness and deep health.
     pub health: Arc<dyn HealthCheck>,
+    /// Blobs (`FLOWGRID_BLOBS`).
+    pub blobs: Arc<dyn BlobStore>,
+    /// Reachability of the blob backend, for the apps that use blobs.
+    pub blobs_health: Arc<dyn HealthCheck>,
 }
 
 impl Stores {
     /// Opens the backend the configuration names.
     pub async fn open(config: &Config) -> Result<Stores> {
-        match config.store {
+        let (blobs, blobs_health) = crate::blob::open(config).await?;
+        match &config.store {
             StoreKind::Sqlite => {
                 let db = sqlite::Sqlite::open(&config.sqlite_path()).await?;
                 Ok(Stores {
@@ -76,7 +83,22 @@ impl Stores {
                     signing_keys: Arc::new(db.clone()),
                     revocations: Arc::new(db.clone()),
                     health: Arc::new(db),
+                    blobs,
+                    blobs_health,
                 })
+            }
+            StoreKind::Cosmos(settings) => {
+                let cosmos = cosmos::Cosmos::open(settings).await?;
+                // Agents live in Cosmos. Kinds without a Cosmos implementation yet stay in the
+                // embedded database of the data folder (docs/storage.md lists them).
+                let embedded = Config {
+                    store: StoreKind::Sqlite,
+                    ..config.clone()
+                };
+                let mut stores = Box::pin(Stores::open(&embedded)).await?;
+                stores.agents = Arc::new(cosmos.clone());
+                stores.health = Arc::new(cosmos);
+                Ok(stores)
             }
         }
     }

@@ -2,6 +2,7 @@
 //! storage traits. A backend's test file instantiates it with [`agent_store_conformance!`].
 
 pub mod agents;
+pub mod blobs;
 
 /// Generates one `#[tokio::test]` per agents-store check, each on a fresh store made by
 /// `$make` (an async expression yielding an `Arc<dyn AgentStore>` and a guard kept alive for
@@ -31,6 +32,36 @@ macro_rules! agent_store_conformance {
             async fn $name() {
                 let (store, _guard) = $make.await;
                 $crate::conformance::agents::$name(store.as_ref()).await;
+            }
+        )+
+    };
+}
+
+/// Generates one `#[tokio::test]` per blob-store check, each on a store made by `$make` (an
+/// async expression yielding an `Arc<dyn BlobStore>` and a guard kept alive for the test).
+#[macro_export]
+macro_rules! blob_store_conformance {
+    ($make:expr) => {
+        $crate::blob_store_conformance!(@tests $make;
+            upload_then_download_returns_the_bytes_and_content_type,
+            an_empty_blob_round_trips,
+            a_body_larger_than_a_block_streams_and_comes_back_whole,
+            upload_replaces_an_existing_blob,
+            a_missing_blob_is_not_found,
+            delete_removes_the_blob,
+            another_tenants_blob_is_not_found_anywhere,
+            list_is_in_name_order_filters_by_prefix_and_pages,
+            names_that_look_like_paths_do_not_collide,
+            a_forged_continuation_token_is_a_bad_request,
+            a_bad_content_type_is_a_bad_request,
+        );
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::conformance::blobs::$name(store.as_ref()).await;
             }
         )+
     };

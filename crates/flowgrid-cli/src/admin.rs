@@ -1,0 +1,94 @@
+//! `flowgrid admin`: tenant bootstrap and signing-key rotation, straight against storage
+//! (no HTTP, no token needed: whoever can read the data folder or the settings is an operator).
+
+use anyhow::Context;
+use flowgrid_core::config::Config;
+use flowgrid_core::store::Stores;
+
+/// `flowgrid admin` subcommands.
+#[derive(clap::Subcommand)]
+pub enum AdminCommand {
+    /// Create a tenant and its owner; prints the tenant id and the owner's one-time password.
+    CreateTenant(CreateTenantArgs),
+    /// Make a new signing key current for the built-in issuer (older keys stay published until
+    /// the tokens they signed have expired).
+    RotateKeys(RotateKeysArgs),
+}
+
+/// Arguments of `flowgrid admin create-tenant`.
+#[derive(clap::Args)]
+pub struct CreateTenantArgs {
+    /// Display name of the tenant.
+    #[arg(long)]
+    name: String,
+    /// Email of the tenant's owner.
+    #[arg(long)]
+    admin_email: String,
+    /// Print `{"tenantId","email","password"}` instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `flowgrid admin rotate-keys`.
+#[derive(clap::Args)]
+pub struct RotateKeysArgs {
+    /// Print `{"kid","published"}` instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs an admin command against the storage of `data_dir` and the other settings.
+pub fn run(data_dir: &std::path::Path, command: &AdminCommand) -> anyhow::Result<()> {
+    let dir = data_dir.display().to_string();
+    let config = Config::from_lookup(|name| {
+        if name == "FLOWGRID_DATA_DIR" {
+            Some(dir.clone())
+        } else {
+            std::env::var(name).ok()
+        }
+    })
+    .context("reading settings")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let stores = Stores::open(&config).await.context("opening storage")?;
+        match command {
+            AdminCommand::CreateTenant(args) => create_tenant(&stores, args).await,
+            AdminCommand::RotateKeys(args) => rotate_keys(&config, &stores, args).await,
+        }
+    })
+}
+
+async fn create_tenant(stores: &Stores, args: &CreateTenantArgs) -> anyhow::Result<()> {
+    let created = flowgrid_auth::admin::create_tenant(stores, &args.name, &args.admin_email)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&created)?);
+    } else {
+        eprintln!("Tenant {:?} created with owner {}.", args.name, created.email);
+        eprintln!("The password is shown once; log in with POST /api/auth/login.");
+        println!("tenant id: {}", created.tenant_id);
+        println!("email:     {}", created.email);
+        println!("password:  {}", created.password);
+    }
+    Ok(())
+}
+
+async fn rotate_keys(config: &Config, stores: &Stores, args: &RotateKeysArgs) -> anyhow::Result<()> {
+    let (kid, published) = flowgrid_auth::admin::rotate_keys(config, stores)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "kid": kid, "published": published })
+        );
+    } else {
+        println!("new signing key: {kid}");
+        println!("published keys:  {}", published.join(", "));
+    }
+    Ok(())
+}

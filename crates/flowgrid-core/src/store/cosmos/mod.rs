@@ -1,0 +1,277 @@
+//! The production backend: Azure Cosmos DB (NoSQL API) through the official `azure_data_cosmos`
+//! crate.
+//!
+//! Layout: one database (`COSMOS_DATABASE`), one container per aggregate ([`CONTAINERS`]), every
+//! container partitioned by `/tenantId`, so every document of a tenant lives in the tenant's
+//! logical partition and a point read or a transactional batch never crosses tenants.
+//!
+//! Rules every query here follows: parameters only (no value is ever spliced into query text),
+//! and `c.tenantId = @tenant` in the text of every query even though the query is also scoped
+//! to the tenant's partition. Real Cosmos scopes by partition; the local emulator ignores the
+//! scope, so the text filter is what keeps tenants apart there (and a second guard on Cosmos).
+//!
+//! Failures map to the same domain errors as the SQLite backend: 404 → `NotFound`, 412 →
+//! `PreconditionFailed`, 409 → `Conflict`, and anything that means "Cosmos is not answering"
+//! (connection refused, timeouts, 5xx, 401/403 from a wrong key, throttling that outlasted the
+//! retries) → `Unavailable`, which the HTTP layer turns into 503 problem+json. Throttled
+//! requests (429) are retried by the SDK's driver, honouring `x-ms-retry-after-ms` (up to 9
+//! retries and 30 s of waiting, the SDK defaults), all within [`OPERATION_TIMEOUT`].
+//!
+//! The database and containers are created when missing, on first use rather than at process
+//! start, so a handler started while Cosmos is unreachable still starts, answers readiness with
+//! 503, and recovers by itself once Cosmos answers (`COSMOS_CREATE_CONTAINERS=false` skips the
+//! creation for accounts where the app's identity may not manage containers).
+
+mod agents;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_core::credentials::{Secret, TokenCredential};
+use azure_data_cosmos::models::ContainerProperties;
+use azure_data_cosmos::options::{
+    BinaryEncodingOptions, ConnectionPoolOptions, EndToEndOperationLatencyPolicy, OperationOptions,
+    Region, ServerCertificateValidation,
+};
+use azure_data_cosmos::{
+    AccountEndpoint, AccountReference, ContainerClient, CosmosClient, CosmosError, CosmosRuntime,
+    RoutingStrategy,
+};
+use tokio::sync::OnceCell;
+
+use crate::config::CosmosSettings;
+use crate::http::health::HealthCheck;
+use crate::{Error, Result};
+
+/// Every container the backend uses, by kind. Infrastructure (Bicep, issue 7) must create
+/// exactly these, each with partition key [`PARTITION_KEY`].
+///
+/// `agents` holds an aggregate's three document types, told apart by `type`: the agent
+/// (`agent`), its immutable versions (`agentVersion`) and its name reservation (`agentName`).
+/// Keeping them in one container and one partition is what lets a create, a replace or a delete
+/// change all three in one atomic transactional batch (batches cannot span containers).
+/// The other kinds of the design (tenants, users, jobs, connections, events, usage, tokens) are
+/// added here as their storage traits gain a Cosmos implementation.
+pub const CONTAINERS: &[&str] = &[agents::CONTAINER];
+
+/// The partition key path of every container.
+pub const PARTITION_KEY: &str = "/tenantId";
+
+/// Upper bound of one storage call, retries included; beyond it the call is `Unavailable`.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The well-known key of the Cosmos DB emulators (public, documented by Microsoft).
+pub const EMULATOR_KEY: &str =
+    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DF2nQq9Xe7F9kmvtw0Q8xOk7z7dQ1tRSBmoQwz5oxuL84g==";
+
+/// A Cosmos account opened by this process; cheap to clone.
+#[derive(Clone)]
+pub struct Cosmos {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: CosmosClient,
+    database: String,
+    create: bool,
+    containers: OnceCell<Containers>,
+}
+
+/// Clients of the containers, ready for data operations.
+struct Containers {
+    agents: ContainerClient,
+}
+
+impl Cosmos {
+    /// Builds the client for the account in `settings`. Does not contact the account: the
+    /// database and containers are checked (and created when allowed) on first use.
+    pub async fn open(settings: &CosmosSettings) -> Result<Cosmos> {
+        let setting = |name: &str, e: &dyn std::fmt::Display| {
+            crate::config::setting_error(name, &e.to_string())
+        };
+        let endpoint: AccountEndpoint = settings
+            .endpoint
+            .parse()
+            .map_err(|e: CosmosError| setting("COSMOS_ENDPOINT", &e))?;
+        let local = is_local(endpoint.url());
+        let account = match &settings.key {
+            Some(key) => AccountReference::with_authentication_key(
+                endpoint,
+                Secret::new(key.expose().to_owned()),
+            ),
+            None => AccountReference::with_credential(endpoint, managed_identity(settings)?),
+        };
+        let mut operation = OperationOptions::default();
+        operation.end_to_end_latency_policy =
+            Some(EndToEndOperationLatencyPolicy::new(OPERATION_TIMEOUT));
+        let mut pool = ConnectionPoolOptions::builder();
+        if local {
+            // The local emulator: self-signed certificate, HTTP/1.1 only (Node's https server).
+            pool = pool
+                .with_server_certificate_validation(
+                    ServerCertificateValidation::RequiredUnlessEmulator,
+                )
+                .with_is_http2_allowed(false)
+                .with_gateway_v2_disabled(true);
+        }
+        let pool = pool.build().map_err(|e| setting("COSMOS_ENDPOINT", &e))?;
+        let runtime = CosmosRuntime::builder()
+            .with_connection_pool(pool)
+            .build()
+            .await
+            .map_err(|e| Error::Internal(format!("cosmos runtime: {e}")))?;
+        let client = CosmosClient::builder()
+            .with_runtime(runtime)
+            .with_default_operation_options(operation)
+            // JSON on the wire: the emulator cannot read the binary encoding, and nothing here
+            // needs it.
+            .with_binary_encoding_options(BinaryEncodingOptions::new().with_enabled(false))
+            .build(account, RoutingStrategy::ProximityTo(Region::EAST_US))
+            .await
+            .map_err(|e| setting("COSMOS_ENDPOINT", &e))?;
+        Ok(Cosmos {
+            inner: Arc::new(Inner {
+                client,
+                database: settings.database.clone(),
+                create: settings.create_containers,
+                containers: OnceCell::new(),
+            }),
+        })
+    }
+
+    /// The container clients, making the database and containers first when allowed. A failure
+    /// is not remembered: the next call tries again.
+    async fn containers(&self) -> Result<&Containers> {
+        self.inner
+            .containers
+            .get_or_try_init(|| async {
+                timed("open containers", async {
+                    if self.inner.create {
+                        self.create_missing().await?;
+                    }
+                    let db = self
+                        .inner
+                        .client
+                        .database_client(self.inner.database.as_str());
+                    let agents = db
+                        .container_client(agents::CONTAINER, None)
+                        .await
+                        .map_err(|e| map_error(e, "opening the agents container"))?;
+                    Ok(Containers { agents })
+                })
+                .await
+            })
+            .await
+    }
+
+    /// Creates the database and every container in [`CONTAINERS`] that does not exist yet.
+    async fn create_missing(&self) -> Result<()> {
+        let client = &self.inner.client;
+        match client.create_database(&self.inner.database, None).await {
+            Ok(_) => {
+                tracing::info!(cosmos.database = %self.inner.database, "created the Cosmos database")
+            }
+            Err(e) if e.status().is_conflict() => {}
+            Err(e) => return Err(map_error(e, "creating the database")),
+        }
+        let db = client.database_client(self.inner.database.as_str());
+        for name in CONTAINERS {
+            let properties = ContainerProperties::new(*name, PARTITION_KEY.into());
+            match db.create_container(properties, None).await {
+                Ok(_) => tracing::info!(cosmos.container = name, "created a Cosmos container"),
+                Err(e) if e.status().is_conflict() => {}
+                Err(e) => return Err(map_error(e, "creating a container")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The database's name (for tests and tools).
+    pub fn database(&self) -> &str {
+        &self.inner.database
+    }
+
+    /// Deletes the whole database (for tests and tools).
+    pub async fn delete_database(&self) -> Result<()> {
+        self.inner
+            .client
+            .database_client(self.inner.database.as_str())
+            .delete(None)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_error(e, "deleting the database"))
+    }
+}
+
+#[async_trait::async_trait]
+impl HealthCheck for Cosmos {
+    fn name(&self) -> &'static str {
+        "storage"
+    }
+
+    /// Opens the containers (once) and reads a document that does not exist: a 404 proves the
+    /// account, database and container answer.
+    async fn check(&self) -> Result<()> {
+        let containers = self.containers().await?;
+        let probe = containers
+            .agents
+            .read_item("health".to_owned(), "health-probe", None);
+        match tokio::time::timeout(OPERATION_TIMEOUT, probe).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.status().is_not_found() => Ok(()),
+            Ok(Err(e)) => Err(map_error(e, "health probe")),
+            Err(_) => Err(Error::Unavailable("cosmos: health probe timed out".into())),
+        }
+    }
+}
+
+/// The managed identity of the process (user-assigned when `AZURE_CLIENT_ID` is set).
+fn managed_identity(settings: &CosmosSettings) -> Result<Arc<dyn TokenCredential>> {
+    use azure_identity::{
+        ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    };
+    let options = ManagedIdentityCredentialOptions {
+        user_assigned_id: settings.client_id.clone().map(UserAssignedId::ClientId),
+        ..Default::default()
+    };
+    let credential = ManagedIdentityCredential::new(Some(options))
+        .map_err(|e| crate::config::setting_error("AZURE_CLIENT_ID", &e.to_string()))?;
+    Ok(credential)
+}
+
+/// Whether `url` points at this machine (the emulator).
+pub(crate) fn is_local(url: &url::Url) -> bool {
+    matches!(
+        url.host_str(),
+        Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
+    )
+}
+
+/// Runs `f` under [`OPERATION_TIMEOUT`]; running out of time is `Unavailable`.
+async fn timed<T>(what: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(OPERATION_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
+                "cosmos: {what} took longer than {} s",
+                OPERATION_TIMEOUT.as_secs()
+            )))
+        })
+}
+
+/// Translates an SDK error into the domain error of the same meaning.
+pub(crate) fn map_error(e: CosmosError, doing: &str) -> Error {
+    let status = e.status();
+    let code = u16::from(status.status_code());
+    match code {
+        404 => Error::NotFound,
+        409 => Error::Conflict("The resource already exists.".into()),
+        412 => Error::PreconditionFailed,
+        // Throttled even after the driver's retries, timeouts, service errors, a wrong key or a
+        // forbidden identity, and transport failures (no status from the wire): Cosmos is not
+        // serving us right now.
+        401 | 403 | 408 | 429 | 449 => Error::Unavailable(format!("cosmos {doing}: {e}")),
+        c if c >= 500 || !e.is_from_wire() => Error::Unavailable(format!("cosmos {doing}: {e}")),
+        _ => Error::Internal(format!("cosmos {doing}: {e}")),
+    }
+}
