@@ -68,7 +68,10 @@ async fn create_tenant(stores: &Stores, args: &CreateTenantArgs) -> anyhow::Resu
     if args.json {
         println!("{}", serde_json::to_string(&created)?);
     } else {
-        eprintln!("Tenant {:?} created with owner {}.", args.name, created.email);
+        eprintln!(
+            "Tenant {:?} created with owner {}.",
+            args.name, created.email
+        );
         eprintln!("The password is shown once; log in with POST /api/auth/login.");
         println!("tenant id: {}", created.tenant_id);
         println!("email:     {}", created.email);
@@ -77,7 +80,11 @@ async fn create_tenant(stores: &Stores, args: &CreateTenantArgs) -> anyhow::Resu
     Ok(())
 }
 
-async fn rotate_keys(config: &Config, stores: &Stores, args: &RotateKeysArgs) -> anyhow::Result<()> {
+async fn rotate_keys(
+    config: &Config,
+    stores: &Stores,
+    args: &RotateKeysArgs,
+) -> anyhow::Result<()> {
     let (kid, published) = flowgrid_auth::admin::rotate_keys(config, stores)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

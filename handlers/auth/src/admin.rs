@@ -34,7 +34,11 @@ impl std::fmt::Debug for CreatedTenant {
 }
 
 /// Creates tenant `name` with an owner `admin_email` holding a generated password.
-pub async fn create_tenant(stores: &Stores, name: &str, admin_email: &str) -> Result<CreatedTenant> {
+pub async fn create_tenant(
+    stores: &Stores,
+    name: &str,
+    admin_email: &str,
+) -> Result<CreatedTenant> {
     create_tenant_with(stores, name, admin_email, Params::PRODUCTION).await
 }
 

@@ -58,7 +58,10 @@ impl Issuer {
 
     /// The published keys: the current one and recently retired ones.
     pub async fn jwks(&self) -> Result<JwkSet> {
-        Ok(keyring::published_jwks(&self.store.list().await?, Utc::now()))
+        Ok(keyring::published_jwks(
+            &self.store.list().await?,
+            Utc::now(),
+        ))
     }
 
     /// An access token for `user` in session `sid`.

@@ -92,7 +92,14 @@ impl AppState {
     /// Opens storage, loads keys and prepares the production password hasher.
     pub async fn from_config(config: &Config) -> flowgrid_core::Result<AppState> {
         let stores = Stores::open(config).await?;
-        Self::new(config, stores, PasswordParams::PRODUCTION, Policy::ACCOUNT, Policy::CALLER).await
+        Self::new(
+            config,
+            stores,
+            PasswordParams::PRODUCTION,
+            Policy::ACCOUNT,
+            Policy::CALLER,
+        )
+        .await
     }
 
     /// The state over `stores` with the given password cost and throttle policies (tests use

@@ -154,8 +154,7 @@ fn hash_blocking(params: Params, password: &str) -> Result<String> {
     SystemRandom::new()
         .fill(&mut salt)
         .map_err(|_| Error::Internal("no randomness".into()))?;
-    let salt = SaltString::encode_b64(&salt)
-        .map_err(|e| Error::Internal(format!("salt: {e}")))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| Error::Internal(format!("salt: {e}")))?;
     params
         .argon2()?
         .hash_password(password.as_bytes(), &salt)
@@ -208,12 +207,20 @@ mod tests {
         let p = Passwords::new(Params::TEST).unwrap();
         let hash = p.hash("correct horse battery").await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
-        assert!(p.verify(Some(&hash), "correct horse battery").await.unwrap());
+        assert!(
+            p.verify(Some(&hash), "correct horse battery")
+                .await
+                .unwrap()
+        );
         assert!(!p.verify(Some(&hash), "wrong horse battery").await.unwrap());
         assert!(!p.verify(None, "correct horse battery").await.unwrap());
         assert_eq!(p.verifications(), 3);
         assert!(!p.needs_rehash(&hash));
-        assert!(Passwords::new(Params::PRODUCTION).unwrap().needs_rehash(&hash));
+        assert!(
+            Passwords::new(Params::PRODUCTION)
+                .unwrap()
+                .needs_rehash(&hash)
+        );
     }
 
     #[test]

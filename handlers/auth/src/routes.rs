@@ -81,7 +81,9 @@ fn secret_body<T: serde::de::DeserializeOwned>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|m| m.trim().to_ascii_lowercase())
-        .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")));
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        });
     if !json {
         return Err(Error::UnsupportedMediaType);
     }
@@ -89,9 +91,15 @@ fn secret_body<T: serde::de::DeserializeOwned>(
 }
 
 /// Logs in with email and password; returns an access token and a refresh token.
-async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<TokenResponse>> {
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<TokenResponse>> {
     let request: LoginRequest = secret_body(&headers, &body, &["password"])?;
-    Ok(Json(sessions::login(&state, request, &client(&headers)).await?))
+    Ok(Json(
+        sessions::login(&state, request, &client(&headers)).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -101,9 +109,15 @@ struct RefreshRequest {
 }
 
 /// Exchanges a refresh token for new tokens (the presented one is spent).
-async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<TokenResponse>> {
+async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<TokenResponse>> {
     let request: RefreshRequest = secret_body(&headers, &body, &["refreshToken"])?;
-    Ok(Json(sessions::refresh(&state, &request.refresh_token, &client(&headers)).await?))
+    Ok(Json(
+        sessions::refresh(&state, &request.refresh_token, &client(&headers)).await?,
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -126,8 +140,9 @@ async fn logout(
         secret_body(&headers, &body, &[])?
     };
     if request.all_sessions {
-        let user = UserId::parse(&caller.subject)
-            .map_err(|_| Error::BadRequest("This token's subject is not a Flowgrid user.".into()))?;
+        let user = UserId::parse(&caller.subject).map_err(|_| {
+            Error::BadRequest("This token's subject is not a Flowgrid user.".into())
+        })?;
         sessions::revoke_user(&state, &caller.tenant, user).await?;
     } else {
         let sid = caller
@@ -146,7 +161,11 @@ struct ValidateRequest {
 }
 
 /// Verifies a token (signature, claims, revocation) and returns its claims; 401 otherwise.
-async fn validate(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>> {
+async fn validate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>> {
     let request: ValidateRequest = secret_body(&headers, &body, &["token"])?;
     let claims = state.verifier.authenticate(request.token.trim()).await?;
     Ok(Json(json!({ "active": true, "claims": claims })))
@@ -174,7 +193,9 @@ async fn current_user(State(state): State<AppState>, caller: Caller) -> Result<J
 async fn current_tenant(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>> {
     match state.stores.tenants.get(&caller.tenant).await {
         Ok(tenant) => Ok(Json(json!(tenant))),
-        Err(Error::NotFound) => Ok(Json(json!({ "id": caller.tenant.as_str(), "registered": false }))),
+        Err(Error::NotFound) => Ok(Json(
+            json!({ "id": caller.tenant.as_str(), "registered": false }),
+        )),
         Err(e) => Err(e),
     }
 }
@@ -218,7 +239,11 @@ async fn list_users(
     let page = state
         .stores
         .users
-        .list(&caller.tenant, paging::limit(params.limit), params.continuation_token.as_deref())
+        .list(
+            &caller.tenant,
+            paging::limit(params.limit),
+            params.continuation_token.as_deref(),
+        )
         .await?;
     Ok(Json(Page {
         items: page.items.iter().map(UserView::from).collect(),
@@ -239,7 +264,11 @@ async fn create_user(
 }
 
 /// One user of the caller's tenant (admins and owners).
-async fn get_user(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<UserView>> {
+async fn get_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>> {
     let user = users::get_user(&state, &caller, &id).await?;
     Ok(Json(UserView::from(&user)))
 }
@@ -268,11 +297,17 @@ async fn reset_password(
     } else {
         secret_body(&headers, &body, &["password"])?
     };
-    Ok(Json(users::reset_password(&state, &caller, &id, request).await?))
+    Ok(Json(
+        users::reset_password(&state, &caller, &id, request).await?,
+    ))
 }
 
 /// Sets a password with an invitation or reset token.
-async fn set_password(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<StatusCode> {
+async fn set_password(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode> {
     let request: SetPassword = secret_body(&headers, &body, &["token", "password"])?;
     users::set_password(&state, request, &client(&headers)).await?;
     Ok(StatusCode::NO_CONTENT)

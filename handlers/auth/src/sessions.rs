@@ -55,18 +55,28 @@ pub fn invalid(reason: &str) -> Error {
     Error::InvalidCredentials(reason.into())
 }
 
-fn new_refresh_token(state: &AppState, session_id: &str, now: DateTime<Utc>) -> Result<(String, RefreshToken)> {
+fn new_refresh_token(
+    state: &AppState,
+    session_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(String, RefreshToken)> {
     let token = format!("fgr_{}", random_token(32)?);
     let record = RefreshToken {
         hash: token_hash(&token),
         session_id: session_id.to_owned(),
         issued_at: now,
-        expires_at: now + chrono::Duration::from_std(state.lifetimes.refresh_idle).unwrap_or_default(),
+        expires_at: now
+            + chrono::Duration::from_std(state.lifetimes.refresh_idle).unwrap_or_default(),
     };
     Ok((token, record))
 }
 
-async fn tokens(state: &AppState, user: &User, session: &Session, refresh: String) -> Result<TokenResponse> {
+async fn tokens(
+    state: &AppState,
+    user: &User,
+    session: &Session,
+    refresh: String,
+) -> Result<TokenResponse> {
     let access = state.issuer.access_token(user, &session.id).await?;
     Ok(TokenResponse {
         access_token: access.token,
@@ -183,7 +193,11 @@ pub async fn deny(state: &AppState, sessions: &[Session]) -> Result<()> {
 
 /// Revokes one session everywhere.
 pub async fn revoke_session(state: &AppState, tenant: &TenantId, sid: &str) -> Result<()> {
-    let session = state.stores.sessions.revoke(tenant, sid, Utc::now()).await?;
+    let session = state
+        .stores
+        .sessions
+        .revoke(tenant, sid, Utc::now())
+        .await?;
     deny(state, &[session]).await
 }
 
@@ -222,7 +236,12 @@ pub async fn refresh(state: &AppState, presented: &str, client: &str) -> Result<
             return Err(invalid("refresh: unknown, expired or revoked token"));
         }
     };
-    let user = match state.stores.users.get(&session.tenant_id, session.user_id).await {
+    let user = match state
+        .stores
+        .users
+        .get(&session.tenant_id, session.user_id)
+        .await
+    {
         Ok(user) if !user.disabled => user,
         Ok(_) | Err(Error::NotFound) => {
             revoke_session(state, &session.tenant_id, &session.id).await?;

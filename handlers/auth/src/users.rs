@@ -127,7 +127,11 @@ fn is_self(caller: &Caller, user: &User) -> bool {
 }
 
 /// A one-time token naming its user: `<tenant>.<user>.<secret>`, stored as a hash.
-fn one_time_token(user: &User, purpose: &str, ttl: chrono::Duration) -> Result<(String, OneTimeToken)> {
+fn one_time_token(
+    user: &User,
+    purpose: &str,
+    ttl: chrono::Duration,
+) -> Result<(String, OneTimeToken)> {
     let token = format!("{}.{}.{}", user.tenant_id, user.id, random_token(32)?);
     let stored = OneTimeToken {
         hash: token_hash(&token),
@@ -143,7 +147,9 @@ pub async fn create_user(state: &AppState, caller: &Caller, body: CreateUser) ->
     let email = Email::parse(&body.email)?;
     let role = parse_role(&body.role)?;
     if role > own {
-        return Err(Error::Forbidden("Nobody can grant a role above their own.".into()));
+        return Err(Error::Forbidden(
+            "Nobody can grant a role above their own.".into(),
+        ));
     }
     let password_hash = match &body.password {
         Some(password) => {
@@ -181,15 +187,26 @@ pub async fn create_user(state: &AppState, caller: &Caller, body: CreateUser) ->
 /// A user of the caller's tenant for an admin (404 for any other tenant's id).
 pub async fn get_user(state: &AppState, caller: &Caller, id: &str) -> Result<User> {
     admin_role(caller)?;
-    state.stores.users.get(&caller.tenant, UserId::parse(id)?).await
+    state
+        .stores
+        .users
+        .get(&caller.tenant, UserId::parse(id)?)
+        .await
 }
 
 /// Changes a user's role or disabled flag; disabling (or any role change) revokes their sessions.
-pub async fn update_user(state: &AppState, caller: &Caller, id: &str, body: UpdateUser) -> Result<User> {
+pub async fn update_user(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: UpdateUser,
+) -> Result<User> {
     let own = admin_role(caller)?;
     let user = get_user(state, caller, id).await?;
     if user.role() > Some(own) {
-        return Err(Error::Forbidden("Nobody can change a user ranked above them.".into()));
+        return Err(Error::Forbidden(
+            "Nobody can change a user ranked above them.".into(),
+        ));
     }
     let mut next = user.clone();
     if let Some(raw) = &body.role {
@@ -198,7 +215,9 @@ pub async fn update_user(state: &AppState, caller: &Caller, id: &str, body: Upda
             return Err(Error::Forbidden("Nobody can change their own role.".into()));
         }
         if role > own {
-            return Err(Error::Forbidden("Nobody can grant a role above their own.".into()));
+            return Err(Error::Forbidden(
+                "Nobody can grant a role above their own.".into(),
+            ));
         }
         next.roles = vec![role.as_str().to_owned()];
     }
@@ -220,11 +239,18 @@ pub async fn update_user(state: &AppState, caller: &Caller, id: &str, body: Upda
 }
 
 /// Sets a user's password, or issues a reset token; either way their sessions are revoked.
-pub async fn reset_password(state: &AppState, caller: &Caller, id: &str, body: ResetPassword) -> Result<Reset> {
+pub async fn reset_password(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: ResetPassword,
+) -> Result<Reset> {
     let own = admin_role(caller)?;
     let user = get_user(state, caller, id).await?;
     if user.role() > Some(own) {
-        return Err(Error::Forbidden("Nobody can reset the password of a user ranked above them.".into()));
+        return Err(Error::Forbidden(
+            "Nobody can reset the password of a user ranked above them.".into(),
+        ));
     }
     let mut next = user.clone();
     let mut reset_token = None;

@@ -69,12 +69,7 @@ impl KeyEncryptionKey {
 
     fn load_or_create(data_dir: &Path) -> Result<Self> {
         let path = data_dir.join(KEK_FILE);
-        let bad = || {
-            Error::Config(format!(
-                "{}: not a key-encryption key file",
-                path.display()
-            ))
-        };
+        let bad = || Error::Config(format!("{}: not a key-encryption key file", path.display()));
         let contents = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -151,7 +146,10 @@ impl std::fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// A new Ed25519 key, and its stored form encrypted under `kek`.
-    pub fn generate(kek: &KeyEncryptionKey, now: DateTime<Utc>) -> Result<(Self, StoredSigningKey)> {
+    pub fn generate(
+        kek: &KeyEncryptionKey,
+        now: DateTime<Utc>,
+    ) -> Result<(Self, StoredSigningKey)> {
         let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
             .map_err(|_| Error::Internal("generating an Ed25519 key failed".into()))?;
         let kid = format!(
@@ -342,7 +340,11 @@ mod tests {
     #[test]
     fn a_stored_key_decrypts_only_with_its_key_encryption_key() {
         let (key, stored) = SigningKey::generate(&kek(1), Utc::now()).unwrap();
-        assert!(!stored.encrypted_private.contains(&STANDARD.encode(&key.pkcs8)));
+        assert!(
+            !stored
+                .encrypted_private
+                .contains(&STANDARD.encode(&key.pkcs8))
+        );
         let back = SigningKey::decrypt(&stored, &kek(1)).unwrap();
         assert_eq!(back.public, key.public);
         assert!(SigningKey::decrypt(&stored, &kek(2)).is_err());
@@ -357,7 +359,10 @@ mod tests {
         let (_, mut old) = SigningKey::generate(&kek(1), now).unwrap();
         let (_, new) = SigningKey::generate(&kek(1), now).unwrap();
         old.retired_at = Some(now - chrono::Duration::minutes(30));
-        assert_eq!(published_jwks(&[new.clone(), old.clone()], now).keys.len(), 2);
+        assert_eq!(
+            published_jwks(&[new.clone(), old.clone()], now).keys.len(),
+            2
+        );
         old.retired_at = Some(now - RETIRED_KEY_RETENTION - chrono::Duration::seconds(1));
         assert_eq!(published_jwks(&[new, old], now).keys.len(), 1);
     }

@@ -139,9 +139,7 @@ impl KeyCache {
         }
         let jwks = match &self.source {
             KeySource::Static => return Ok(false),
-            KeySource::Store(store) => {
-                super::keyring::published_jwks(&store.list().await?, now)
-            }
+            KeySource::Store(store) => super::keyring::published_jwks(&store.list().await?, now),
             KeySource::Oidc(source) => source.fetch_jwks().await?,
         };
         let keys = key_map(&jwks, matches!(self.source, KeySource::Oidc(_)));
@@ -327,7 +325,9 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str) -> Result<AccessClaims> {
         match self.check(token) {
             Ok(claims) => Ok(claims),
-            Err(Failure::UnknownKid(_)) => Err(Error::Unauthorized("token kid is not trusted".into())),
+            Err(Failure::UnknownKid(_)) => {
+                Err(Error::Unauthorized("token kid is not trusted".into()))
+            }
             Err(Failure::Rejected(e)) => Err(e),
         }
     }
@@ -408,7 +408,10 @@ impl TokenVerifier {
             .ok_or_else(|| reject("token issuer is not trusted"))?;
         // Entra ID access tokens say `JWT`; RFC 9068 ones `at+jwt`. ID tokens are refused below.
         if !matches!(typ.as_deref(), Some(ACCESS_TOKEN_TYPE | "jwt")) {
-            return Err(reject(format!("token typ {:?} is not an access token type", header.typ)));
+            return Err(reject(format!(
+                "token typ {:?} is not an access token type",
+                header.typ
+            )));
         }
         let trusted = external
             .keys
@@ -603,11 +606,23 @@ impl SigningKeyStore for LazyStores {
     async fn list(&self) -> Result<Vec<crate::store::StoredSigningKey>> {
         self.get().await?.signing_keys.list().await
     }
-    async fn retire_all_except(&self, current: &str, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
-        self.get().await?.signing_keys.retire_all_except(current, now).await
+    async fn retire_all_except(
+        &self,
+        current: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        self.get()
+            .await?
+            .signing_keys
+            .retire_all_except(current, now)
+            .await
     }
     async fn delete_retired_before(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64> {
-        self.get().await?.signing_keys.delete_retired_before(before).await
+        self.get()
+            .await?
+            .signing_keys
+            .delete_retired_before(before)
+            .await
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod blobs;
+pub mod identity;
 
 /// Generates one `#[tokio::test]` per agents-store check, each on a fresh store made by
 /// `$make` (an async expression yielding an `Arc<dyn AgentStore>` and a guard kept alive for
@@ -62,6 +63,40 @@ macro_rules! blob_store_conformance {
             async fn $name() {
                 let (store, _guard) = $make.await;
                 $crate::conformance::blobs::$name(store.as_ref()).await;
+            }
+        )+
+    };
+}
+
+/// Generates one `#[tokio::test]` per identity-store check (tenants, users, sessions, signing
+/// keys, revocations), each on fresh stores made by `$make` (an async expression yielding a
+/// [`identity::IdentityStores`] and a guard kept alive for the test).
+#[macro_export]
+macro_rules! identity_store_conformance {
+    ($make:expr) => {
+        $crate::identity_store_conformance!(@tests $make;
+            tenants_are_stored_once_and_read_back,
+            a_user_is_found_by_id_only_within_its_tenant,
+            emails_are_unique_per_tenant_case_insensitively_and_found_across_tenants,
+            replacing_a_user_needs_the_current_etag,
+            users_list_pages_without_gaps_or_repeats_within_the_tenant,
+            a_refresh_token_rotates_once_and_its_successor_works,
+            a_spent_token_presented_within_the_grace_window_rotates_again,
+            a_spent_token_presented_after_the_grace_window_revokes_the_family,
+            expired_tokens_and_revoked_or_ended_sessions_do_not_rotate,
+            a_successor_never_outlives_its_session,
+            revoking_a_user_revokes_only_their_live_sessions,
+            concurrent_rotations_of_one_token_both_succeed,
+            signing_keys_are_listed_newest_first_retired_and_deleted,
+            revoked_sessions_stay_denied_until_purged_after_expiry,
+        );
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (stores, _guard) = $make.await;
+                $crate::conformance::identity::$name(&stores).await;
             }
         )+
     };

@@ -34,13 +34,21 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(40);
     let dir = std::env::temp_dir().join(format!("flowgrid-auth-bench-{}", std::process::id()));
     let data_dir = dir.display().to_string();
-    let config = Config::from_lookup(|name| (name == "FLOWGRID_DATA_DIR").then(|| data_dir.clone()))?;
+    let config =
+        Config::from_lookup(|name| (name == "FLOWGRID_DATA_DIR").then(|| data_dir.clone()))?;
     let stores = Stores::open(&config).await?;
     let unlimited = Policy {
         max_failures: u32::MAX,
         window: Duration::from_secs(1),
     };
-    let state = AppState::new(&config, stores.clone(), PasswordParams::PRODUCTION, unlimited, unlimited).await?;
+    let state = AppState::new(
+        &config,
+        stores.clone(),
+        PasswordParams::PRODUCTION,
+        unlimited,
+        unlimited,
+    )
+    .await?;
     let created = admin::create_tenant(&stores, "Bench", "bench@example.com").await?;
     let app = router(state.clone());
 
@@ -52,11 +60,26 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut token = String::new();
     let cases = [
-        ("right password", created.email.clone(), created.password.clone()),
-        ("wrong password", created.email.clone(), "not the password at all".to_owned()),
-        ("unknown email", "nobody@example.com".to_owned(), "not the password at all".to_owned()),
+        (
+            "right password",
+            created.email.clone(),
+            created.password.clone(),
+        ),
+        (
+            "wrong password",
+            created.email.clone(),
+            "not the password at all".to_owned(),
+        ),
+        (
+            "unknown email",
+            "nobody@example.com".to_owned(),
+            "not the password at all".to_owned(),
+        ),
     ];
-    println!("login through the router, argon2id {:?}, {logins} logins each:", PasswordParams::PRODUCTION);
+    println!(
+        "login through the router, argon2id {:?}, {logins} logins each:",
+        PasswordParams::PRODUCTION
+    );
     for (label, email, password) in &cases {
         let mut times = Vec::with_capacity(logins);
         for _ in 0..logins {
@@ -95,7 +118,10 @@ async fn main() -> anyhow::Result<()> {
         verifier.verify(&token)?;
     }
     let per = started.elapsed() / rounds;
-    println!("  of which signature + claims only: {:.1} µs", per.as_secs_f64() * 1e6);
+    println!(
+        "  of which signature + claims only: {:.1} µs",
+        per.as_secs_f64() * 1e6
+    );
     drop(app);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

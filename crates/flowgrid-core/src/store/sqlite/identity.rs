@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::{Sqlite, is_unique_violation, new_etag};
 use crate::domain::{RefreshOutcome, RefreshToken, Session, Tenant, TenantId, User, UserId};
 use crate::store::{
-    Page, RevocationStore, SessionStore, SigningKeyStore, StoredSigningKey, TenantStore,
-    UserStore, decode_token, encode_token,
+    Page, RevocationStore, SessionStore, SigningKeyStore, StoredSigningKey, TenantStore, UserStore,
+    decode_token, encode_token,
 };
 use crate::{Error, Result};
 
@@ -266,8 +266,17 @@ impl UserStore for Sqlite {
     }
 }
 
-fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, i64, Option<i64>)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+fn session_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, String, String, i64, i64, Option<i64>)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 fn session_from(row: (String, String, String, i64, i64, Option<i64>)) -> Result<Session> {
@@ -296,11 +305,23 @@ fn load_session(conn: &Connection, tenant: &str, id: &str) -> Result<Option<Sess
     .transpose()
 }
 
-fn insert_refresh(conn: &Connection, tenant: &str, session: &str, token: &RefreshToken, cap_ms: i64) -> Result<()> {
+fn insert_refresh(
+    conn: &Connection,
+    tenant: &str,
+    session: &str,
+    token: &RefreshToken,
+    cap_ms: i64,
+) -> Result<()> {
     conn.execute(
         "INSERT INTO refresh_tokens (hash, tenant_id, session_id, issued_ms, expires_ms, used_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-        params![token.hash, tenant, session, ms(token.issued_at), ms(token.expires_at).min(cap_ms)],
+        params![
+            token.hash,
+            tenant,
+            session,
+            ms(token.issued_at),
+            ms(token.expires_at).min(cap_ms)
+        ],
     )
     .map_err(|e| {
         if is_unique_violation(&e) {
@@ -320,7 +341,9 @@ impl SessionStore for Sqlite {
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
-                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                &format!(
+                    "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                ),
                 params![
                     session.tenant_id.as_str(),
                     session.id,
@@ -330,7 +353,13 @@ impl SessionStore for Sqlite {
                     session.revoked_at.map(ms)
                 ],
             )?;
-            insert_refresh(&tx, session.tenant_id.as_str(), &session.id, &first, ms(session.expires_at))?;
+            insert_refresh(
+                &tx,
+                session.tenant_id.as_str(),
+                &session.id,
+                &first,
+                ms(session.expires_at),
+            )?;
             tx.commit()?;
             Ok(())
         })
