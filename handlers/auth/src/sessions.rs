@@ -187,6 +187,7 @@ pub async fn deny(state: &AppState, sessions: &[Session]) -> Result<()> {
     let until = deny_until(state, Utc::now());
     for session in sessions {
         state.stores.revocations.revoke(&session.id, until).await?;
+        state.verifier.note_revoked(&session.id);
     }
     Ok(())
 }

@@ -46,6 +46,19 @@ impl RevocationCache {
         (entry.revoked || entry.checked.elapsed() < self.ttl).then_some(entry.revoked)
     }
 
+    /// Records that this process revoked `sid`, so it is refused here at once.
+    pub(crate) fn note_revoked(&self, sid: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(
+                sid.to_owned(),
+                Entry {
+                    checked: Instant::now(),
+                    revoked: true,
+                },
+            );
+        }
+    }
+
     /// Whether session `sid` is revoked, from the cache when fresh, else from the store.
     pub(crate) async fn is_revoked(&self, sid: &str) -> Result<bool> {
         if let Some(revoked) = self.cached(sid) {

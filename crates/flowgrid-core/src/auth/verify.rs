@@ -314,6 +314,14 @@ impl TokenVerifier {
         self
     }
 
+    /// Tells the verifier that this process has just revoked session `sid` (after writing it to
+    /// the denylist), so that its tokens fail here at once rather than after the cache time.
+    pub fn note_revoked(&self, sid: &str) {
+        if let Some(revocations) = &self.revocations {
+            revocations.note_revoked(sid);
+        }
+    }
+
     /// How long a revoked session may still pass this verifier: the revocation cache time.
     pub fn revocation_bound(&self) -> Option<Duration> {
         self.revocations.as_ref().map(RevocationCache::ttl)
