@@ -162,7 +162,7 @@ pub fn base64_decode_lenient(s: &str) -> Option<Vec<u8>> {
         .chars()
         .filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n'))
         .collect();
-    if compact.len() % 4 != 0 {
+    if !compact.len().is_multiple_of(4) {
         return None;
     }
     STANDARD.decode(compact.as_bytes()).ok()

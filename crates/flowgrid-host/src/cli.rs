@@ -1,0 +1,370 @@
+//! The `flowgrid dev`, `flowgrid package` and `flowgrid queue` commands (the `flowgrid` binary
+//! only parses arguments and calls these).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use crate::bus::{Bus, BusSettings, Outgoing, SendOutcome, Target};
+use crate::package::{PackageOptions, package};
+use crate::{Host, HostOptions};
+
+/// `flowgrid dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Port to serve every app on.
+    #[arg(long, default_value_t = 7071)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub bind: IpAddr,
+    /// The app root (host.json, functions/); default: the nearest folder upwards that has both.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Do not run `cargo build --bins` first.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Where the handler binaries `flowgrid-<app>` are (default: next to this `flowgrid`).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// `flowgrid package`.
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// Only this app (a folder name under functions/).
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Output folder.
+    #[arg(long, default_value = "dist")]
+    pub out: PathBuf,
+    /// The app root (host.json, functions/); default: the nearest folder upwards that has both.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Rust target to build for (e.g. x86_64-unknown-linux-musl for a static binary; needs the
+    /// target and a musl C compiler installed). Default: the host's target (glibc).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not build; package the binaries already in target/release (or target/<target>/release).
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+/// `flowgrid queue`.
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    #[command(subcommand)]
+    pub command: QueueCommand,
+}
+
+/// The queue subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Every queue and subscription with its active, scheduled and dead-letter counts.
+    List,
+    /// Show messages without locking them.
+    Peek {
+        /// Queue, or `topic/Subscriptions/sub`.
+        entity: String,
+        /// Peek the dead-letter queue instead.
+        #[arg(long)]
+        dead_letter: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        max: usize,
+    },
+    /// Move every dead letter of an entity back to it, with a fresh delivery count.
+    Resubmit {
+        /// Queue, or `topic/Subscriptions/sub`.
+        entity: String,
+    },
+    /// Delete every dead letter of an entity.
+    Purge {
+        /// Queue, or `topic/Subscriptions/sub`.
+        entity: String,
+    },
+    /// Send a message to a queue (or, with --topic, a topic).
+    Send {
+        /// Queue or topic name.
+        entity: String,
+        /// The message body.
+        body: String,
+        /// Send to the topic of that name.
+        #[arg(long)]
+        topic: bool,
+        /// MessageId (duplicate detection drops a repeat within the window).
+        #[arg(long)]
+        message_id: Option<String>,
+        /// ContentType.
+        #[arg(long)]
+        content_type: Option<String>,
+        /// An application property `key=value` (repeatable).
+        #[arg(long = "property", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+        /// Deliver no earlier than this many seconds from now.
+        #[arg(long)]
+        scheduled_in_secs: Option<u64>,
+    },
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+/// The nearest folder from the current directory upwards holding `host.json` and `functions/`.
+fn find_root(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if !p.join("host.json").is_file() {
+            bail!(
+                "{}: no host.json here; pass the folder that holds host.json and functions/ to --root",
+                p.display()
+            );
+        }
+        return Ok(p.to_owned());
+    }
+    let cwd = std::env::current_dir()?;
+    for dir in cwd.ancestors() {
+        if dir.join("host.json").is_file() && dir.join("functions").is_dir() {
+            return Ok(dir.to_owned());
+        }
+    }
+    bail!(
+        "no host.json with a functions/ folder in {} or above; run this from the Flowgrid checkout or pass --root",
+        cwd.display()
+    )
+}
+
+/// `debug` or `release`: the profile this `flowgrid` was built with.
+fn own_profile() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            p.parent()
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .filter(|p| p == "release")
+        .unwrap_or_else(|| "debug".to_owned())
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn run_cargo(root: &Path, args: &[&str]) -> Result<()> {
+    eprintln!("flowgrid: building: cargo {}", args.join(" "));
+    let status = Command::new(cargo())
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| {
+            format!(
+                "cannot run {} (is Rust installed? see https://rustup.rs)",
+                cargo()
+            )
+        })?;
+    if !status.success() {
+        bail!(
+            "cargo {} failed ({status}); fix the build errors above, or pass --no-build to run what is built",
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// `flowgrid dev`: builds what is stale, starts every app, serves until Ctrl-C.
+pub fn dev(data_dir: &Path, args: &DevArgs) -> Result<()> {
+    let root = find_root(args.root.as_deref())?;
+    let profile = own_profile();
+    if !args.no_build && root.join("Cargo.toml").is_file() {
+        let mut cargo_args = vec!["build", "--bins", "--workspace"];
+        if profile == "release" {
+            cargo_args.push("--release");
+        }
+        run_cargo(&root, &cargo_args)?;
+    }
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_owned))
+            .filter(|d| d.join("flowgrid").is_file() && d.ends_with(&profile))
+            .unwrap_or_else(|| root.join("target").join(&profile)),
+    };
+    flowgrid_core::telemetry::init("flowgrid-dev");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let opts = HostOptions {
+            root: root.clone(),
+            bin_dir,
+            data_dir: data_dir.to_owned(),
+            listen: SocketAddr::new(args.bind, args.port),
+        };
+        let host = Host::start(opts, &mut |n| eprintln!("flowgrid: {n}")).await?;
+        eprintln!("flowgrid: waiting for the apps to answer...");
+        host.settle(Duration::from_secs(60)).await;
+        print_banner(&host, data_dir);
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        eprintln!("flowgrid: stopping");
+        host.shutdown().await;
+        Ok(())
+    })
+}
+
+fn print_banner(host: &Host, data_dir: &Path) {
+    let url = format!("http://localhost:{}", host.addr().port());
+    println!();
+    println!("Flowgrid is running at {url}");
+    println!("  health of every app: {url}/api/health");
+    println!("  data folder:         {}", data_dir.display());
+    println!();
+    println!("Apps:");
+    for (name, s) in host.statuses() {
+        let extra = s.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+        println!("  {name:<14} {:?}{extra}", s.state);
+    }
+    println!();
+    println!("Routes:");
+    for (app, methods, path) in host.routes() {
+        println!("  {app:<14} {methods:<18} {url}{path}");
+    }
+    println!();
+    println!("Get a token:  cargo run -q -p flowgrid -- token --tenant demo --role owner");
+    println!("Then:         curl -H \"Authorization: Bearer $TOKEN\" {url}/api/agents");
+    println!("Queues:       cargo run -q -p flowgrid -- queue list");
+    println!("Stop with Ctrl-C.");
+}
+
+/// `flowgrid package`: release build, then one zip and folder per app.
+pub fn run_package(args: &PackageArgs) -> Result<()> {
+    let root = find_root(args.root.as_deref())?;
+    let target_dir = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    let bin_dir = match &args.target {
+        Some(t) => target_dir.join(t).join("release"),
+        None => target_dir.join("release"),
+    };
+    if !args.no_build {
+        let mut cargo_args = vec!["build", "--release", "--bins", "--workspace"];
+        if let Some(t) = &args.target {
+            cargo_args.push("--target");
+            cargo_args.push(t);
+        }
+        run_cargo(&root, &cargo_args)?;
+    }
+    let out = if args.out.is_absolute() {
+        args.out.clone()
+    } else {
+        std::env::current_dir()?.join(&args.out)
+    };
+    eprintln!("flowgrid: writing packages to {}", out.display());
+    let done = package(
+        &PackageOptions {
+            root,
+            out,
+            app: args.app.clone(),
+            bin_dir,
+        },
+        &mut |n| eprintln!("flowgrid: {n}"),
+    )?;
+    for p in done {
+        #[expect(clippy::cast_precision_loss, reason = "file sizes for display")]
+        let mb = p.zip_bytes as f64 / 1_048_576.0;
+        println!(
+            "{}: {} ({mb:.1} MB) and {}/",
+            p.app,
+            p.zip.display(),
+            p.dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `flowgrid queue ...`.
+pub fn run_queue(data_dir: &Path, args: &QueueArgs) -> Result<()> {
+    let path = data_dir.join("servicebus.db");
+    if !path.is_file() {
+        bail!(
+            "{}: no queues yet; they are created by `flowgrid dev` from the function.json bindings (or pass --data-dir)",
+            path.display()
+        );
+    }
+    let bus = Bus::open(&path, BusSettings::default())?;
+    match &args.command {
+        QueueCommand::List => {
+            println!(
+                "{:<40} {:>8} {:>10} {:>12}",
+                "ENTITY", "ACTIVE", "SCHEDULED", "DEAD-LETTER"
+            );
+            for e in bus.list()? {
+                println!(
+                    "{:<40} {:>8} {:>10} {:>12}",
+                    e.entity, e.active, e.scheduled, e.dead_letter
+                );
+            }
+        }
+        QueueCommand::Peek {
+            entity,
+            dead_letter,
+            max,
+        } => {
+            for m in bus.peek(entity, *dead_letter, *max)? {
+                println!("{}", serde_json::to_string(&m)?);
+            }
+        }
+        QueueCommand::Resubmit { entity } => println!(
+            "resubmitted {} dead letter(s) of {entity}",
+            bus.resubmit_dead_letters(entity)?
+        ),
+        QueueCommand::Purge { entity } => println!(
+            "purged {} dead letter(s) of {entity}",
+            bus.purge_dead_letters(entity)?
+        ),
+        QueueCommand::Send {
+            entity,
+            body,
+            topic,
+            message_id,
+            content_type,
+            properties,
+            scheduled_in_secs,
+        } => {
+            let target = if *topic {
+                Target::Topic(entity.clone())
+            } else {
+                Target::Queue(entity.clone())
+            };
+            let msg = Outgoing {
+                body: body.clone().into_bytes(),
+                message_id: message_id.clone(),
+                content_type: content_type.clone(),
+                application_properties: properties
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect(),
+                scheduled_enqueue_time: scheduled_in_secs.map(|s| {
+                    chrono::Utc::now() + chrono::Duration::seconds(i64::try_from(s).unwrap_or(0))
+                }),
+                ..Outgoing::default()
+            };
+            match bus.send(&target, msg)? {
+                SendOutcome::Accepted(seqs) => println!("sent: sequence number(s) {seqs:?}"),
+                SendOutcome::Duplicate => println!(
+                    "dropped: a message with this MessageId was sent within the duplicate detection window"
+                ),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! Flowgrid's local Azure Functions host: what `flowgrid dev` runs.
+//!
+//! It reads `host.json`, the app settings and every `functions/<app>/<Function>/function.json`,
+//! starts one custom-handler process per app as the Functions host does, and serves every app on
+//! one port: HTTP forwarding, the invocation envelope for other triggers, Service Bus queues and
+//! topics durable in SQLite, timers, and the gateway's correlation ids, rate limits and body limit.
+//! See `docs/local-host.md`.
+
+pub mod bus;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod host;
+pub mod invoke;
+pub mod package;
+pub mod ratelimit;
+pub mod route;
+pub mod supervisor;
+pub mod timer;
+
+pub use host::{Host, HostOptions};

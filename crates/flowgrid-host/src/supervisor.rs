@@ -1,0 +1,289 @@
+//! One handler process per app, started and restarted as the Functions host does
+//! (`HttpWorkerProcess`, `HttpFunctionInvocationDispatcher`):
+//!
+//! - a free port in `FUNCTIONS_CUSTOMHANDLER_PORT` (and `FUNCTIONS_HTTPWORKER_PORT`), a worker id
+//!   in `FUNCTIONS_CUSTOMHANDLER_WORKER_ID`/`FUNCTIONS_HTTPWORKER_ID`, `FUNCTIONS_APP_ROOT_PATH`,
+//!   and every app setting as environment;
+//! - readiness: `GET http://127.0.0.1:{port}/` every 25 ms; any HTTP answer means ready; the
+//!   initialization timeout (default 30 s) counts as an error;
+//! - exit code 0: not restarted (the app is `stopped`); exit 200: restarted; any other exit or an
+//!   initialization timeout: an error, restarted; errors are bucketed (the bucket is cleared when
+//!   the last error is older than 30 minutes) and on the third the real host stops — here only
+//!   that app is marked `failed`, with the reason, and every other app keeps serving.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::client::HttpClient;
+
+/// The lifecycle state of an app's handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Spawned, waiting for readiness.
+    Starting,
+    /// Answering on its port.
+    Ready,
+    /// Exited with code 0: not restarted, as the real host.
+    Stopped,
+    /// Given up on (third error, or it cannot be started at all).
+    Failed,
+}
+
+/// What everyone else sees of an app's handler.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// Current state.
+    pub state: State,
+    /// Port of the running process (when starting or ready).
+    pub port: Option<u16>,
+    /// Process id.
+    pub pid: Option<u32>,
+    /// How many times it was restarted.
+    pub restarts: u32,
+    /// Why it last exited or failed.
+    pub reason: Option<String>,
+}
+
+/// How to start one app's handler.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// App name.
+    pub app: String,
+    /// Executable.
+    pub program: PathBuf,
+    /// Arguments (already expanded).
+    pub args: Vec<String>,
+    /// App root (working directory and `FUNCTIONS_APP_ROOT_PATH`).
+    pub root: PathBuf,
+    /// Environment (app settings plus host variables).
+    pub env: BTreeMap<String, String>,
+    /// Initialization timeout.
+    pub init_timeout: Duration,
+}
+
+const ERROR_WINDOW: Duration = Duration::from_secs(30 * 60);
+const ERRORS_BEFORE_FAILED: usize = 3;
+
+fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Runs the supervision loop of one app until `shutdown` turns true (the child is then killed).
+pub async fn supervise(
+    launch: Launch,
+    client: HttpClient,
+    status: watch::Sender<Status>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut errors: Vec<Instant> = Vec::new();
+    let mut restarts = 0u32;
+    loop {
+        let port = match free_port() {
+            Ok(p) => p,
+            Err(e) => {
+                mark(
+                    &status,
+                    State::Failed,
+                    None,
+                    None,
+                    restarts,
+                    Some(format!("no free port: {e}")),
+                );
+                return;
+            }
+        };
+        let worker_id = uuid::Uuid::new_v4().to_string();
+        let mut cmd = Command::new(&launch.program);
+        cmd.args(&launch.args)
+            .current_dir(&launch.root)
+            .envs(&launch.env)
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("FUNCTIONS_HTTPWORKER_PORT", port.to_string())
+            .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", &worker_id)
+            .env("FUNCTIONS_HTTPWORKER_ID", &worker_id)
+            .env("FUNCTIONS_APP_ROOT_PATH", &launch.root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!(
+                    "cannot start {}: {e} (build it with `cargo build --bins`, or run `flowgrid dev` without --no-build)",
+                    launch.program.display()
+                );
+                tracing::error!(app = %launch.app, "{reason}");
+                mark(&status, State::Failed, None, None, restarts, Some(reason));
+                return;
+            }
+        };
+        let pid = child.id();
+        pipe_output(&launch.app, child.stdout.take(), false);
+        pipe_output(&launch.app, child.stderr.take(), true);
+        let previous_reason = status.borrow().reason.clone();
+        mark(
+            &status,
+            State::Starting,
+            Some(port),
+            pid,
+            restarts,
+            previous_reason,
+        );
+
+        // Readiness: poll GET / every 25 ms until any HTTP answer, the child exits, or the timeout.
+        let deadline = Instant::now() + launch.init_timeout;
+        let mut ready = false;
+        let mut exit = None;
+        while Instant::now() < deadline {
+            if client.probe(port).await {
+                ready = true;
+                break;
+            }
+            if let Ok(Some(code)) = child.try_wait() {
+                exit = Some(code);
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(25)) => {}
+                _ = shutdown.changed() => { let _ = child.kill().await; return; }
+            }
+        }
+        let outcome = if ready {
+            tracing::info!(app = %launch.app, port, "handler ready");
+            mark(&status, State::Ready, Some(port), pid, restarts, None);
+            tokio::select! {
+                r = child.wait() => r.ok(),
+                _ = shutdown.changed() => { let _ = child.kill().await; return; }
+            }
+        } else if let Some(code) = exit {
+            Some(code)
+        } else {
+            let _ = child.kill().await;
+            None
+        };
+        let (code, reason) = match outcome {
+            Some(s) => (s.code(), describe_exit(s)),
+            None if ready => (None, "the handler process was lost".to_owned()),
+            None => (
+                None,
+                format!(
+                    "the handler did not answer GET / within {} s (initialization timeout)",
+                    launch.init_timeout.as_secs()
+                ),
+            ),
+        };
+        if *shutdown.borrow() {
+            return;
+        }
+        match code {
+            Some(0) => {
+                let reason =
+                    format!("{reason}; exit code 0 is not restarted (as the Functions host does)");
+                tracing::warn!(app = %launch.app, "{reason}");
+                mark(&status, State::Stopped, None, None, restarts, Some(reason));
+                return;
+            }
+            Some(200) => {
+                tracing::info!(app = %launch.app, "handler asked for a restart (exit 200)");
+            }
+            _ => {
+                let now = Instant::now();
+                if errors
+                    .last()
+                    .is_some_and(|t| now.duration_since(*t) > ERROR_WINDOW)
+                {
+                    errors.clear();
+                }
+                errors.push(now);
+                if errors.len() >= ERRORS_BEFORE_FAILED {
+                    let reason = format!(
+                        "{reason}; {ERRORS_BEFORE_FAILED} errors within 30 minutes: the app is marked failed (the Functions host would stop here)"
+                    );
+                    tracing::error!(app = %launch.app, "{reason}");
+                    mark(&status, State::Failed, None, None, restarts, Some(reason));
+                    return;
+                }
+                tracing::warn!(app = %launch.app, "{reason}; restarting");
+            }
+        }
+        restarts += 1;
+        mark(&status, State::Starting, None, None, restarts, Some(reason));
+    }
+}
+
+fn describe_exit(s: std::process::ExitStatus) -> String {
+    match s.code() {
+        Some(c) => format!("the handler exited with code {c}"),
+        None => format!("the handler was killed ({s})"),
+    }
+}
+
+fn mark(
+    status: &watch::Sender<Status>,
+    state: State,
+    port: Option<u16>,
+    pid: Option<u32>,
+    restarts: u32,
+    reason: Option<String>,
+) {
+    status.send_replace(Status {
+        state,
+        port,
+        pid,
+        restarts,
+        reason,
+    });
+}
+
+fn pipe_output<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    app: &str,
+    stream: Option<R>,
+    stderr: bool,
+) {
+    let Some(stream) = stream else { return };
+    let app = app.to_owned();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if !stderr {
+                tracing::info!(target: "handler", app = %app, "{line}");
+            } else if line.to_ascii_lowercase().contains("warn") {
+                tracing::warn!(target: "handler", app = %app, "{line}");
+            } else {
+                tracing::error!(target: "handler", app = %app, "{line}");
+            }
+        }
+    });
+}
+
+/// Waits until the app is ready (returns its port), or `None` when it is stopped or failed or
+/// the wait exceeds `timeout`.
+pub async fn wait_ready(status: &mut watch::Receiver<Status>, timeout: Duration) -> Option<u16> {
+    let fut = async {
+        loop {
+            {
+                let s = status.borrow_and_update();
+                match s.state {
+                    State::Ready => return s.port,
+                    State::Stopped | State::Failed => return None,
+                    State::Starting => {}
+                }
+            }
+            if status.changed().await.is_err() {
+                return None;
+            }
+        }
+    };
+    tokio::time::timeout(timeout, fut).await.ok().flatten()
+}
