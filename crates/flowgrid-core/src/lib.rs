@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod invocation;
+pub mod outbound;
 pub mod plan;
 pub mod store;
 pub mod telemetry;

@@ -2,6 +2,7 @@
 //! the JSON extractor whose rejections are problem+json, ETag helpers, health routes and `serve`.
 
 pub mod correlation;
+pub mod envelope;
 pub mod etag;
 pub mod health;
 pub mod json;

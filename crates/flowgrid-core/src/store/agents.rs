@@ -85,6 +85,16 @@ pub trait AgentStore: Send + Sync {
 
     /// The agent as it was at `version`.
     async fn version(&self, tenant: &TenantId, id: AgentId, version: u32) -> Result<Agent>;
+
+    /// Across tenants: agents that have a schedule and are not disabled (at most `limit`), for
+    /// the Execution app's schedule timer. A backend that cannot answer this query reports
+    /// [`Error::Unavailable`], so the timer fails loudly instead of silently never firing.
+    async fn scheduled(&self, limit: u32) -> Result<Vec<Agent>> {
+        let _ = limit;
+        Err(Error::Unavailable(
+            "this storage backend does not list scheduled agents yet".into(),
+        ))
+    }
 }
 
 /// Read-modify-write of one agent with optimistic concurrency: reads it, checks `if_match`,

@@ -8,6 +8,7 @@
 mod agents;
 pub mod cosmos;
 mod identity;
+pub mod jobs;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub use agents::{AgentQuery, AgentStore, AgentVersionSummary, update_agent};
 pub use identity::{
     RevocationStore, SessionStore, SigningKeyStore, StoredSigningKey, TenantStore, UserStore,
 };
+pub use jobs::{Job, JobId, JobQuery, JobStatus, JobStore};
 
 use crate::blob::BlobStore;
 use crate::config::{Config, StoreKind};
@@ -60,6 +62,8 @@ pub struct Stores {
     pub signing_keys: Arc<dyn SigningKeyStore>,
     /// The session revocation denylist.
     pub revocations: Arc<dyn RevocationStore>,
+    /// Jobs (runs of agents).
+    pub jobs: Arc<dyn JobStore>,
     /// Reachability of the backend, for readiness and deep health.
     pub health: Arc<dyn HealthCheck>,
     /// Blobs (`FLOWGRID_BLOBS`).
@@ -82,6 +86,7 @@ impl Stores {
                     sessions: Arc::new(db.clone()),
                     signing_keys: Arc::new(db.clone()),
                     revocations: Arc::new(db.clone()),
+                    jobs: Arc::new(db.clone()),
                     health: Arc::new(db),
                     blobs,
                     blobs_health,

@@ -23,6 +23,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_SIZE: usize = 8;
 
 mod identity;
+mod jobs;
 
 pub(crate) use identity::{insert_signing_key, list_signing_keys};
 
@@ -49,6 +50,8 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
     // 2: tenants, users, sessions, refresh tokens, signing keys, revoked sessions.
     identity::MIGRATION,
+    // 3: jobs (the Execution app).
+    jobs::MIGRATION,
 ];
 
 /// A handle on the database file; cheap to clone.
@@ -452,6 +455,24 @@ impl AgentStore for Sqlite {
                 _ => None,
             };
             Ok(Page { items, continuation_token })
+        })
+        .await
+    }
+
+    async fn scheduled(&self, limit: u32) -> Result<Vec<Agent>> {
+        self.run(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT doc, etag FROM agents WHERE json_extract(doc, '$.schedule') IS NOT NULL
+                     AND status != 'disabled' ORDER BY tenant_id, id LIMIT ?1",
+                )?
+                .query_map(params![limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(doc, etag)| from_doc(&doc, etag))
+                .collect()
         })
         .await
     }
