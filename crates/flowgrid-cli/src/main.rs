@@ -35,6 +35,12 @@ enum Command {
     /// Operator commands against storage: create a tenant, rotate signing keys.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Run every app locally under Flowgrid's own Functions host (builds what is stale first).
+    Dev(flowgrid_host::cli::DevArgs),
+    /// Build release binaries and write one zip-deploy package per app.
+    Package(flowgrid_host::cli::PackageArgs),
+    /// Inspect the local Service Bus: list, peek, send, resubmit or purge dead letters.
+    Queue(flowgrid_host::cli::QueueArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +48,9 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Token(args) => token::run(&cli.data_dir, &args),
         Command::Admin(command) => admin::run(&cli.data_dir, &command),
+        Command::Dev(args) => flowgrid_host::cli::dev(&cli.data_dir, &args),
+        Command::Package(args) => flowgrid_host::cli::run_package(&args),
+        Command::Queue(args) => flowgrid_host::cli::run_queue(&cli.data_dir, &args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -314,7 +314,8 @@ impl Host {
     /// The HTTP routes, for the start-up banner: (app, methods, path).
     pub fn routes(&self) -> Vec<(String, String, String)> {
         let prefix = &self.shared.config.host.route_prefix;
-        self.shared
+        let mut routes = self
+            .shared
             .routes
             .iter()
             .map(|r| {
@@ -329,7 +330,9 @@ impl Host {
                 };
                 (self.shared.apps[r.app].name.clone(), methods, path)
             })
-            .collect()
+            .collect::<Vec<_>>();
+        routes.sort_by(|a, b| (&a.2, &a.1).cmp(&(&b.2, &b.1)));
+        routes
     }
 
     /// Waits until every app is ready, stopped or failed (or `timeout` passes).

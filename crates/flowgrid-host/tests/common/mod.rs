@@ -1,6 +1,9 @@
 //! Throw-away app roots served by the fixture handler.
 
-#![expect(clippy::unwrap_used, reason = "test support: a failed set-up should fail the test loudly")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test support: a failed set-up should fail the test loudly"
+)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
