@@ -212,9 +212,12 @@ pub fn dev(data_dir: &Path, args: &DevArgs) -> Result<()> {
         eprintln!("flowgrid: waiting for the apps to answer...");
         host.settle(Duration::from_secs(60)).await;
         print_banner(&host, data_dir);
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
         eprintln!("flowgrid: stopping");
         host.shutdown().await;
         Ok(())
