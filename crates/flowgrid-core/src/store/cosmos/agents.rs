@@ -355,7 +355,7 @@ fn to_batch_error(e: azure_data_cosmos::CosmosError) -> Error {
 impl AgentStore for Cosmos {
     async fn insert(&self, agent: &Agent) -> Result<Agent> {
         let span = span("insert", &agent.tenant_id);
-        timed("insert", async {
+        timed("insert", self.limit(), async {
             let batch = TransactionalBatch::new(agent.tenant_id.as_str().to_owned())
                 .create_item(name_doc(agent))
                 .and_then(|b| b.create_item(agent_doc(agent)))
@@ -389,7 +389,7 @@ impl AgentStore for Cosmos {
     }
 
     async fn get(&self, tenant: &TenantId, id: AgentId) -> Result<Agent> {
-        timed("get", async {
+        timed("get", self.limit(), async {
             let (agent, _, units) = self.read_agent(tenant, id).await?;
             charge(units);
             Ok(agent)
@@ -405,7 +405,7 @@ impl AgentStore for Cosmos {
             .map(decode_token)
             .transpose()?;
         let limit = query.limit as usize;
-        timed("list", async {
+        timed("list", self.limit(), async {
             // Fixed text fragments only; every value is a parameter.
             let mut text =
                 String::from("SELECT * FROM c WHERE c.tenantId = @tenant AND c.type = @type");
@@ -459,7 +459,7 @@ impl AgentStore for Cosmos {
 
     async fn replace(&self, next: &Agent, expected_etag: &str) -> Result<Agent> {
         let tenant = &next.tenant_id;
-        timed("replace", async {
+        timed("replace", self.limit(), async {
             let (current, current_raw, read_units) = self.read_agent(tenant, next.id).await?;
             if current.etag != expected_etag {
                 charge(read_units);
@@ -515,7 +515,7 @@ impl AgentStore for Cosmos {
         id: AgentId,
         if_match: Option<&Condition>,
     ) -> Result<()> {
-        timed("delete", async {
+        timed("delete", self.limit(), async {
             let (current, current_raw, units) = self.read_agent(tenant, id).await?;
             charge(units);
             if let Some(condition) = if_match
@@ -578,7 +578,7 @@ impl AgentStore for Cosmos {
     ) -> Result<Page<AgentVersionSummary>> {
         let cursor: Option<VersionCursor> = continuation_token.map(decode_token).transpose()?;
         let limit = limit as usize;
-        timed("versions", async {
+        timed("versions", self.limit(), async {
             // The agent must exist now: a deleted agent has no history to show.
             self.read_agent(tenant, id).await?;
             let mut text = String::from(
@@ -620,7 +620,7 @@ impl AgentStore for Cosmos {
     }
 
     async fn version(&self, tenant: &TenantId, id: AgentId, version: u32) -> Result<Agent> {
-        timed("version", async {
+        timed("version", self.limit(), async {
             let (_, _, read_units) = self.read_agent(tenant, id).await?;
             let c = &self.containers().await?.agents;
             let response = c

@@ -60,6 +60,10 @@ pub const PARTITION_KEY: &str = "/tenantId";
 /// Upper bound of one storage call, retries included; beyond it the call is `Unavailable`.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Upper bound of the first use: building the client (it reads the account), creating the
+/// database and containers when missing, and loading the partition topology.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The well-known key of the Cosmos DB emulators (public, documented by Microsoft).
 pub const EMULATOR_KEY: &str =
     "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DF2nQq9Xe7F9kmvtw0Q8xOk7z7dQ1tRSBmoQwz5oxuL84g==";
@@ -71,20 +75,23 @@ pub struct Cosmos {
 }
 
 struct Inner {
-    client: CosmosClient,
+    account: AccountReference,
+    pool: ConnectionPoolOptions,
     database: String,
     create: bool,
     containers: OnceCell<Containers>,
 }
 
-/// Clients of the containers, ready for data operations.
+/// The account's client and the container clients, ready for data operations.
 struct Containers {
+    client: CosmosClient,
     agents: ContainerClient,
 }
 
 impl Cosmos {
-    /// Builds the client for the account in `settings`. Does not contact the account: the
-    /// database and containers are checked (and created when allowed) on first use.
+    /// Checks the settings and prepares the client for the account in `settings`. Does not
+    /// contact the account (building the SDK client does, so that waits too): the client is
+    /// built, and the database and containers checked (and created when allowed), on first use.
     pub async fn open(settings: &CosmosSettings) -> Result<Cosmos> {
         let setting = |name: &str, e: &dyn std::fmt::Display| {
             crate::config::setting_error(name, &e.to_string())
@@ -101,9 +108,6 @@ impl Cosmos {
             ),
             None => AccountReference::with_credential(endpoint, managed_identity(settings)?),
         };
-        let mut operation = OperationOptions::default();
-        operation.end_to_end_latency_policy =
-            Some(EndToEndOperationLatencyPolicy::new(OPERATION_TIMEOUT));
         let mut pool = ConnectionPoolOptions::builder();
         if local {
             // The local emulator: self-signed certificate, HTTP/1.1 only (Node's https server).
@@ -115,23 +119,10 @@ impl Cosmos {
                 .with_gateway_v2_disabled(true);
         }
         let pool = pool.build().map_err(|e| setting("COSMOS_ENDPOINT", &e))?;
-        let runtime = CosmosRuntime::builder()
-            .with_connection_pool(pool)
-            .build()
-            .await
-            .map_err(|e| Error::Internal(format!("cosmos runtime: {e}")))?;
-        let client = CosmosClient::builder()
-            .with_runtime(runtime)
-            .with_default_operation_options(operation)
-            // JSON on the wire: the emulator cannot read the binary encoding, and nothing here
-            // needs it.
-            .with_binary_encoding_options(BinaryEncodingOptions::new().with_enabled(false))
-            .build(account, RoutingStrategy::ProximityTo(Region::EAST_US))
-            .await
-            .map_err(|e| setting("COSMOS_ENDPOINT", &e))?;
         Ok(Cosmos {
             inner: Arc::new(Inner {
-                client,
+                account,
+                pool,
                 database: settings.database.clone(),
                 create: settings.create_containers,
                 containers: OnceCell::new(),
@@ -139,34 +130,55 @@ impl Cosmos {
         })
     }
 
-    /// The container clients, making the database and containers first when allowed. A failure
-    /// is not remembered: the next call tries again.
+    /// The client and container clients, making the database and containers first when
+    /// allowed. A failure is not remembered: the next call tries again.
     async fn containers(&self) -> Result<&Containers> {
         self.inner
             .containers
             .get_or_try_init(|| async {
-                timed("open containers", async {
+                timed("open containers", INIT_TIMEOUT, async {
+                    let client = self.client().await?;
                     if self.inner.create {
-                        self.create_missing().await?;
+                        self.create_missing(&client).await?;
                     }
-                    let db = self
-                        .inner
-                        .client
-                        .database_client(self.inner.database.as_str());
+                    let db = client.database_client(self.inner.database.as_str());
                     let agents = db
                         .container_client(agents::CONTAINER, None)
                         .await
                         .map_err(|e| map_error(e, "opening the agents container"))?;
-                    Ok(Containers { agents })
+                    Ok(Containers { client, agents })
                 })
                 .await
             })
             .await
     }
 
+    /// Builds the SDK client (it reads the account's properties, so Cosmos must answer).
+    async fn client(&self) -> Result<CosmosClient> {
+        let mut operation = OperationOptions::default();
+        operation.end_to_end_latency_policy =
+            Some(EndToEndOperationLatencyPolicy::new(OPERATION_TIMEOUT));
+        let runtime = CosmosRuntime::builder()
+            .with_connection_pool(self.inner.pool.clone())
+            .build()
+            .await
+            .map_err(|e| Error::Internal(format!("cosmos runtime: {e}")))?;
+        CosmosClient::builder()
+            .with_runtime(runtime)
+            .with_default_operation_options(operation)
+            // JSON on the wire: the emulator cannot read the binary encoding, and nothing here
+            // needs it.
+            .with_binary_encoding_options(BinaryEncodingOptions::new().with_enabled(false))
+            .build(
+                self.inner.account.clone(),
+                RoutingStrategy::ProximityTo(Region::EAST_US),
+            )
+            .await
+            .map_err(|e| map_error(e, "connecting to the account"))
+    }
+
     /// Creates the database and every container in [`CONTAINERS`] that does not exist yet.
-    async fn create_missing(&self) -> Result<()> {
-        let client = &self.inner.client;
+    async fn create_missing(&self, client: &CosmosClient) -> Result<()> {
         match client.create_database(&self.inner.database, None).await {
             Ok(_) => {
                 tracing::info!(cosmos.database = %self.inner.database, "created the Cosmos database")
@@ -186,6 +198,15 @@ impl Cosmos {
         Ok(())
     }
 
+    /// The time budget of one call: longer while the first use is still to come.
+    fn limit(&self) -> Duration {
+        if self.inner.containers.initialized() {
+            OPERATION_TIMEOUT
+        } else {
+            INIT_TIMEOUT + OPERATION_TIMEOUT
+        }
+    }
+
     /// The database's name (for tests and tools).
     pub fn database(&self) -> &str {
         &self.inner.database
@@ -193,7 +214,8 @@ impl Cosmos {
 
     /// Deletes the whole database (for tests and tools).
     pub async fn delete_database(&self) -> Result<()> {
-        self.inner
+        self.containers()
+            .await?
             .client
             .database_client(self.inner.database.as_str())
             .delete(None)
@@ -248,15 +270,17 @@ pub(crate) fn is_local(url: &url::Url) -> bool {
 }
 
 /// Runs `f` under [`OPERATION_TIMEOUT`]; running out of time is `Unavailable`.
-async fn timed<T>(what: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::time::timeout(OPERATION_TIMEOUT, f)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::Unavailable(format!(
-                "cosmos: {what} took longer than {} s",
-                OPERATION_TIMEOUT.as_secs()
-            )))
-        })
+async fn timed<T>(
+    what: &str,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+        Err(Error::Unavailable(format!(
+            "cosmos: {what} took longer than {} s",
+            limit.as_secs()
+        )))
+    })
 }
 
 /// Translates an SDK error into the domain error of the same meaning.
