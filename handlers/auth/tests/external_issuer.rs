@@ -1,0 +1,250 @@
+//! External OpenID Connect issuers: discovery and JWKS from a local test server, fetched once at
+//! start-up, refreshed on an unknown kid at most once a minute, never otherwise on the request path.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use axum::http::StatusCode;
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::eventually;
+use flowgrid_core::auth::{Role, TokenVerifier};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const AUDIENCE: &str = "api://flowgrid";
+
+struct EcKey {
+    kid: String,
+    pkcs8: Vec<u8>,
+    jwk: Value,
+}
+
+impl EcKey {
+    fn new(kid: &str) -> EcKey {
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap();
+        let point = pair.public_key().as_ref();
+        let jwk = json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        });
+        EcKey {
+            kid: kid.into(),
+            pkcs8: doc.as_ref().to_vec(),
+            jwk,
+        }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("JWT".into());
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&self.pkcs8)).unwrap()
+    }
+}
+
+/// A local identity provider: discovery + JWKS, counting every request.
+struct Provider {
+    issuer: String,
+    keys: Arc<std::sync::Mutex<Vec<Value>>>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Provider {
+    async fn start() -> Provider {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}/tenant-1/v2.0", listener.local_addr().unwrap());
+        let keys: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (doc_issuer, doc_hits, jwks_keys, jwks_hits) =
+            (issuer.clone(), hits.clone(), keys.clone(), hits.clone());
+        let app = axum::Router::new()
+            .route(
+                "/tenant-1/v2.0/.well-known/openid-configuration",
+                get(move || {
+                    doc_hits.fetch_add(1, Ordering::SeqCst);
+                    let issuer = doc_issuer.clone();
+                    async move {
+                        axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")}))
+                    }
+                }),
+            )
+            .route(
+                "/tenant-1/v2.0/keys",
+                get(move || {
+                    jwks_hits.fetch_add(1, Ordering::SeqCst);
+                    let keys = jwks_keys.lock().unwrap().clone();
+                    async move { axum::Json(json!({ "keys": keys })) }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Provider { issuer, keys, hits }
+    }
+
+    fn publish(&self, key: &EcKey) {
+        self.keys.lock().unwrap().push(key.jwk.clone());
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    fn settings(&self) -> String {
+        json!([{ "issuer": self.issuer, "audience": AUDIENCE, "tenantClaim": "org", "rolesClaim": "groups" }]).to_string()
+    }
+
+    fn claims(&self) -> Value {
+        let now = chrono::Utc::now().timestamp();
+        json!({
+            "iss": self.issuer, "aud": AUDIENCE, "sub": "entra-user-1", "org": "contoso",
+            "groups": ["admin", "unrelated-group"], "iat": now, "nbf": now, "exp": now + 600,
+        })
+    }
+}
+
+fn settings(provider: &Provider) -> Vec<(&'static str, String)> {
+    vec![
+        ("FLOWGRID_OIDC_ISSUERS", provider.settings()),
+        ("FLOWGRID_OIDC_ALLOW_HTTP", "true".into()),
+    ]
+}
+
+#[tokio::test]
+async fn an_external_issuers_token_is_accepted_by_the_agents_app_with_tenant_and_roles_from_the_named_claims()
+ {
+    let provider = Provider::start().await;
+    let key = EcKey::new("ext-1");
+    provider.publish(&key);
+    let s = settings(&provider);
+    let pairs: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = common::TestApp::with(&pairs, common::LOOSE, common::LOOSE).await;
+    // Both apps fetch discovery + JWKS once at start-up, off the request path.
+    assert!(
+        eventually(Duration::from_secs(5), || async { provider.hits() >= 4 })
+            .await
+            .is_some()
+    );
+    let settled = provider.hits();
+    let token = key.sign(&provider.claims());
+    let reply = app.agents("GET", "/api/agents", &token, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
+    let validated = app
+        .send(
+            "POST",
+            "/api/auth/validate",
+            "",
+            Some(json!({"token": token})),
+        )
+        .await;
+    assert_eq!(validated.status, StatusCode::OK, "{}", validated.raw);
+    assert_eq!(validated.body["claims"]["tid"], "contoso");
+    assert_eq!(
+        validated.body["claims"]["roles"],
+        json!(["admin", "unrelated-group"])
+    );
+    let me = app.send("GET", "/api/auth/user", &token, None).await;
+    assert_eq!(me.body["role"], "admin");
+    assert_eq!(me.body["tenantId"], "contoso");
+    for _ in 0..5 {
+        app.agents("GET", "/api/agents", &token, None).await;
+    }
+    assert_eq!(provider.hits(), settled, "known keys never cause a fetch");
+}
+
+#[tokio::test]
+async fn an_unknown_kid_refreshes_the_keys_at_most_once_a_minute() {
+    let provider = Provider::start().await;
+    let first = EcKey::new("ext-1");
+    provider.publish(&first);
+    let s = settings(&provider);
+    let dir = flowgrid_testkit::DataDir::new();
+    let pairs: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let config = common::config(&dir, &pairs);
+    // Built outside a runtime: no start-up fetch, so the first token's kid is unknown.
+    let verifier = std::thread::spawn(move || TokenVerifier::from_config(&config))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(provider.hits(), 0);
+    let claims = verifier
+        .authenticate(&first.sign(&provider.claims()))
+        .await
+        .unwrap();
+    assert_eq!(claims.into_caller().unwrap().role, Some(Role::Admin));
+    assert_eq!(provider.hits(), 2, "one discovery and one JWKS fetch");
+    // A key the provider publishes now is not fetched again within the minute.
+    let second = EcKey::new("ext-2");
+    provider.publish(&second);
+    for _ in 0..10 {
+        assert!(
+            verifier
+                .authenticate(&second.sign(&provider.claims()))
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(provider.hits(), 2);
+    assert!(
+        verifier
+            .authenticate(&first.sign(&provider.claims()))
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        flowgrid_core::auth::OIDC_REFRESH_INTERVAL,
+        Duration::from_secs(60)
+    );
+}
+
+#[tokio::test]
+async fn external_id_tokens_wrong_audiences_and_missing_tenants_are_refused() {
+    let provider = Provider::start().await;
+    let key = EcKey::new("ext-1");
+    provider.publish(&key);
+    let s = settings(&provider);
+    let dir = flowgrid_testkit::DataDir::new();
+    let pairs: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let verifier = TokenVerifier::from_config(&common::config(&dir, &pairs)).unwrap();
+    assert!(
+        verifier
+            .authenticate(&key.sign(&provider.claims()))
+            .await
+            .is_ok()
+    );
+    let mut id_token = provider.claims();
+    id_token["nonce"] = json!("n-0S6_WzA2Mj");
+    assert!(verifier.authenticate(&key.sign(&id_token)).await.is_err());
+    let mut other_aud = provider.claims();
+    other_aud["aud"] = json!("some-client-id");
+    assert!(verifier.authenticate(&key.sign(&other_aud)).await.is_err());
+    let mut no_tenant = provider.claims();
+    no_tenant.as_object_mut().unwrap().remove("org");
+    assert!(verifier.authenticate(&key.sign(&no_tenant)).await.is_err());
+    let mut other_issuer = provider.claims();
+    other_issuer["iss"] = json!("https://login.example.com/other/v2.0");
+    assert!(
+        verifier
+            .authenticate(&key.sign(&other_issuer))
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn plain_http_issuers_need_the_explicit_allow_setting() {
+    let dir = flowgrid_testkit::DataDir::new();
+    let issuers = json!([{ "issuer": "http://127.0.0.1:9/x", "audience": "a" }]).to_string();
+    let config = common::config(&dir, &[("FLOWGRID_OIDC_ISSUERS", issuers.as_str())]);
+    let err = TokenVerifier::from_config(&config).unwrap_err().to_string();
+    assert!(err.contains("FLOWGRID_OIDC_ISSUERS"), "{err}");
+}
