@@ -94,7 +94,7 @@ param oidcIssuers array = []
 @description('Log filter of the handlers (FLOWGRID_LOG).')
 param logFilter string = 'info'
 
-@description('Object id of the person or pipeline that deploys, granted Key Vault Secrets Officer on the vault so that it can set the secrets (docs/deploy.md); empty: none.')
+@description('Object id of the person or pipeline that deploys: Key Vault Secrets Officer on the vault to set the secrets, and on Elastic Premium Storage Blob Data Contributor on the package containers to upload them (docs/deploy.md); empty: none.')
 param deployerPrincipalId string = ''
 
 @description('Tags on every resource.')
@@ -151,8 +151,15 @@ module runtimeStorage 'modules/storage.bicep' = {
     accountRoles: [for (app, i) in apps: {
       principalId: identities[i].properties.principalId
       role: 'Storage Blob Data Owner'
+      principalType: 'ServicePrincipal'
     }]
-    containerRoles: []
+    // Elastic Premium deploys upload the packages as the deployer (docs/deploy.md).
+    containerRoles: flex || empty(deployerPrincipalId) ? [] : map(range(0, length(apps)), i => {
+      principalId: deployerPrincipalId
+      container: packageContainers[i]
+      role: 'Storage Blob Data Contributor'
+      principalType: ''
+    })
   }
 }
 
@@ -172,6 +179,7 @@ module dataStorage 'modules/storage.bicep' = {
       principalId: identities[i].properties.principalId
       container: dataContainer
       role: 'Storage Blob Data Contributor'
+      principalType: 'ServicePrincipal'
     }]
   }
 }

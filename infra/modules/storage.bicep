@@ -15,10 +15,10 @@ param tags object
 @description('Blob containers to create.')
 param containers array
 
-@description('Roles on the whole account: [{principalId, role}].')
+@description('Roles on the whole account: [{principalId, role, principalType}] (principalType empty: let Azure find it).')
 param accountRoles array
 
-@description('Roles on one container: [{principalId, container, role}].')
+@description('Roles on one container: [{principalId, container, role, principalType}].')
 param containerRoles array
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -57,7 +57,7 @@ resource accountAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01'
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds[r.role])
     principalId: r.principalId
-    principalType: 'ServicePrincipal'
+    principalType: empty(r.principalType) ? null : r.principalType
   }
 }]
 
@@ -72,7 +72,7 @@ resource containerAssignments 'Microsoft.Authorization/roleAssignments@2022-04-0
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds[r.role])
     principalId: r.principalId
-    principalType: 'ServicePrincipal'
+    principalType: empty(r.principalType) ? null : r.principalType
   }
   dependsOn: [
     blobContainers
