@@ -314,7 +314,7 @@ module gateway 'modules/apim.bicep' = {
 output gatewayUrl string = gatewayUrl
 
 @description('The Function App of each app, by app name (for the zip deploys).')
-output functionApps array = [for (app, i) in apps: {
+output functionAppNames array = [for (app, i) in apps: {
   app: app.name
   name: functionApps[i].outputs.name
 }]

@@ -556,7 +556,7 @@ fn every_bicep_file_parses_with_the_bicep_grammar() {
 }
 
 #[test]
-fn a_syntax_error_is_reported_with_its_file_line() {
+fn a_syntax_error_is_reported_with_its_line() {
     let good = "param name string\nvar tags = {\n  app: name\n}\noutput id string = name\n";
     assert!(syntax_errors(good).is_empty(), "{:?}", syntax_errors(good));
     // Line 3 opens an array that never closes before the object does.
