@@ -320,6 +320,95 @@ impl Bicep {
         out
     }
 
+    /// Parameters: name → whether it has a default value.
+    fn parameter_defaults(&self) -> BTreeMap<String, bool> {
+        self.nodes("parameter_declaration")
+            .into_iter()
+            .filter_map(|p| {
+                let name = self.text(p.named_child(0)?).to_owned();
+                Some((name, p.named_child_count() >= 3))
+            })
+            .collect()
+    }
+
+    /// The names of `output` declarations.
+    fn outputs(&self) -> BTreeSet<String> {
+        self.nodes("output_declaration")
+            .into_iter()
+            .filter_map(|o| o.named_child(0).map(|id| self.text(id).to_owned()))
+            .collect()
+    }
+
+    /// Module declarations: (symbol, path, the keys of its `params`).
+    fn modules(&self) -> Vec<(String, String, BTreeSet<String>)> {
+        let mut out = Vec::new();
+        for m in self.nodes("module_declaration") {
+            let mut cursor = m.walk();
+            let children: Vec<Node> = m.named_children(&mut cursor).collect();
+            let (Some(symbol), Some(path)) = (
+                children.first().map(|c| self.text(*c).to_owned()),
+                children.iter().find_map(|c| self.literal(*c)),
+            ) else {
+                continue;
+            };
+            // The body: `= {…}`, `= [for … : {…}]` or `= if (…) {…}`.
+            let body = children.iter().find_map(|c| match c.kind() {
+                "object" => Some(*c),
+                "for_statement" => c.child_by_field_name("body"),
+                "if_statement" => {
+                    let mut cursor = c.walk();
+                    c.named_children(&mut cursor).find(|n| n.kind() == "object")
+                }
+                _ => None,
+            });
+            let params = body
+                .and_then(|b| {
+                    self.properties(b)
+                        .into_iter()
+                        .find(|(k, _)| k == "params")
+                        .map(|(_, v)| v)
+                })
+                .map(|p| self.properties(p).into_iter().map(|(k, _)| k).collect())
+                .unwrap_or_default();
+            out.push((symbol, path, params));
+        }
+        out
+    }
+
+    /// Every `<symbol>.outputs.<name>` and `<symbol>[…].outputs.<name>`: (symbol, name, line).
+    fn output_references(&self) -> Vec<(String, String, usize)> {
+        let mut out = Vec::new();
+        for m in self.nodes("member_expression") {
+            let (Some(object), Some(property)) = (
+                m.child_by_field_name("object"),
+                m.child_by_field_name("property"),
+            ) else {
+                continue;
+            };
+            if object.kind() != "member_expression"
+                || object
+                    .child_by_field_name("property")
+                    .is_none_or(|p| self.text(p) != "outputs")
+            {
+                continue;
+            }
+            let Some(mut base) = object.child_by_field_name("object") else {
+                continue;
+            };
+            if base.kind() == "subscript_expression"
+                && let Some(inner) = base.child_by_field_name("object")
+            {
+                base = inner;
+            }
+            out.push((
+                self.text(base).to_owned(),
+                self.text(property).to_owned(),
+                m.start_position().row + 1,
+            ));
+        }
+        out
+    }
+
     /// The declared type strings of resources (`'Microsoft.X/y@version'`).
     fn resource_types(&self) -> BTreeSet<String> {
         self.nodes("resource_declaration")
@@ -990,5 +1079,56 @@ fn service_bus_bindings_become_entities_connections_and_roles_in_the_manifest() 
                 "urlTemplate": "/execute/cancel/{jobId}", "parameters": ["jobId"],
             }],
         })
+    );
+}
+
+#[test]
+fn every_module_gets_the_parameters_it_declares_and_has_the_outputs_used() {
+    let mut checked = 0;
+    for file in bicep_files() {
+        let bicep = Bicep {
+            source: read(&file),
+            tree: parse(&read(&file)),
+            path: file.clone(),
+        };
+        let dir = file.parent().expect("a file in a folder");
+        let mut outputs_of = BTreeMap::new();
+        for (symbol, path, passed) in bicep.modules() {
+            let module = Bicep::load(&relative(&dir.join(&path)));
+            let declared = module.parameter_defaults();
+            for name in &passed {
+                assert!(
+                    declared.contains_key(name),
+                    "{}: module {symbol} passes {name}, which {path} does not declare",
+                    relative(&file)
+                );
+            }
+            for (name, has_default) in &declared {
+                assert!(
+                    *has_default || passed.contains(name),
+                    "{}: module {symbol} does not pass {name}, which {path} requires",
+                    relative(&file)
+                );
+            }
+            outputs_of.insert(symbol, (path, module.outputs()));
+            checked += 1;
+        }
+        for (symbol, name, line) in bicep.output_references() {
+            let (path, outputs) = outputs_of.get(&symbol).unwrap_or_else(|| {
+                panic!(
+                    "{}:{line}: {symbol}.outputs, but {symbol} is no module",
+                    relative(&file)
+                )
+            });
+            assert!(
+                outputs.contains(&name),
+                "{}:{line}: {symbol}.outputs.{name}, which {path} does not output",
+                relative(&file)
+            );
+        }
+    }
+    assert!(
+        checked >= 7,
+        "expected main.bicep's modules, checked {checked}"
     );
 }
