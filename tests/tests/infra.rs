@@ -821,11 +821,26 @@ fn every_setting_the_code_reads_is_deployed_and_nothing_else() {
 
     // What the Bicep sets: the *Settings objects, and the Key Vault references of apps.json.
     let mut deployed = BTreeSet::new();
+    // Connection prefixes the function.json files name: the Functions host reads them.
+    let mut connections = BTreeSet::new();
     for file in ["infra/main.bicep", "infra/modules/functionapp.bicep"] {
         deployed.extend(Bicep::load(file).declared_settings());
     }
     let manifest = read_json(&root().join("infra/apps.json"));
     for app in manifest["apps"].as_array().expect("an apps array") {
+        // Service Bus connections are set identity-based by functionapp.bicep (checked in
+        // the_deployment_manifest_matches_the_function_definitions).
+        for connection in app["serviceBusConnections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let connection = connection.as_str().unwrap_or_default();
+            connections.insert(connection.to_owned());
+            for suffix in ["fullyQualifiedNamespace", "credential", "clientId"] {
+                deployed.insert(format!("{connection}__{suffix}"));
+            }
+        }
         let secrets = app["secrets"]
             .as_object()
             .expect("a secrets object per app");
@@ -876,7 +891,10 @@ fn every_setting_the_code_reads_is_deployed_and_nothing_else() {
         .filter(|d| {
             !local.contains(*d)
                 && !PLATFORM_SETTINGS.contains(&d.as_str())
-                && !local.iter().any(|n| d.starts_with(&format!("{n}__")))
+                && !local
+                    .iter()
+                    .chain(&connections)
+                    .any(|n| d.starts_with(&format!("{n}__")))
         })
         .collect();
     assert!(
