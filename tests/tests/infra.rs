@@ -737,6 +737,23 @@ fn the_deployment_manifest_matches_the_function_definitions() {
     let path = root().join("infra/apps.json");
     let current = read_json(&path);
     let expected = expected_manifest(&root().join("functions"), &current);
+    // API Management refuses two operations with one method and URL template (parameter names
+    // aside), and operation names must be unique.
+    let mut routes = BTreeMap::new();
+    for op in expected["operations"].as_array().expect("operations") {
+        let template = op["urlTemplate"].as_str().unwrap_or_default();
+        let shape: String = template
+            .split('/')
+            .map(|s| if s.starts_with('{') { "{}" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        let key = (op["method"].to_string(), shape.to_lowercase());
+        let name = format!("{}/{}", op["app"], op["function"]);
+        if let Some(other) = routes.insert(key, name.clone()) {
+            panic!("{name} and {other} both answer {} {template}", op["method"]);
+        }
+    }
+
     assert!(
         current == expected,
         "infra/apps.json does not match the function.json files; it should read:\n{}",
