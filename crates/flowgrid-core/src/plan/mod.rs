@@ -56,7 +56,10 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 1, backoff_ms: 500 }
+        RetryPolicy {
+            max_attempts: 1,
+            backoff_ms: 500,
+        }
     }
 }
 
@@ -176,13 +179,21 @@ pub fn compile(agent: &Agent) -> Result<Plan> {
     }
     let mut steps = Vec::new();
     for (i, step) in raw.iter().enumerate() {
-        let mut reader = StepReader { i, obj: step.as_object(), errors: &mut errors, templates: &templates };
+        let mut reader = StepReader {
+            i,
+            obj: step.as_object(),
+            errors: &mut errors,
+            templates: &templates,
+        };
         if let Some(compiled) = reader.step(agent, &index_of) {
             steps.push(compiled);
         }
     }
     if steps.is_empty() && errors.is_empty() {
-        errors.push(FieldError::new("definition.steps", "a plan needs at least one step"));
+        errors.push(FieldError::new(
+            "definition.steps",
+            "a plan needs at least one step",
+        ));
     }
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
@@ -243,7 +254,8 @@ impl StepReader<'_> {
     fn template_value(&mut self, name: &str) -> Option<Value> {
         let value = self.get(name)?.clone();
         if let Err((path, e)) = self.templates.check_value(&value, &self.field(name)) {
-            self.errors.push(FieldError::new(path, format!("template error: {e}")));
+            self.errors
+                .push(FieldError::new(path, format!("template error: {e}")));
         }
         Some(value)
     }
@@ -264,7 +276,14 @@ impl StepReader<'_> {
     fn unknown_fields(&mut self, allowed: &[&str]) {
         let unknown: Vec<String> = self
             .obj
-            .map(|o| o.keys().filter(|k| !COMMON_FIELDS.contains(&k.as_str()) && !allowed.contains(&k.as_str())).cloned().collect())
+            .map(|o| {
+                o.keys()
+                    .filter(|k| {
+                        !COMMON_FIELDS.contains(&k.as_str()) && !allowed.contains(&k.as_str())
+                    })
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         for key in unknown {
             self.error(&key, "is not a field of this step kind");
@@ -287,9 +306,15 @@ impl StepReader<'_> {
                 }
                 ("backoffMs", Some(n)) if n <= limits::MAX_BACKOFF_MS => policy.backoff_ms = n,
                 ("maxAttempts", _) => {
-                    self.error("retry.maxAttempts", format!("must be from 1 to {}", limits::MAX_ATTEMPTS));
+                    self.error(
+                        "retry.maxAttempts",
+                        format!("must be from 1 to {}", limits::MAX_ATTEMPTS),
+                    );
                 }
-                ("backoffMs", _) => self.error("retry.backoffMs", format!("must be from 0 to {}", limits::MAX_BACKOFF_MS)),
+                ("backoffMs", _) => self.error(
+                    "retry.backoffMs",
+                    format!("must be from 0 to {}", limits::MAX_BACKOFF_MS),
+                ),
                 (other, _) => self.error(&format!("retry.{other}"), "is not a retry setting"),
             }
         }
@@ -303,7 +328,10 @@ impl StepReader<'_> {
             Some(Value::String(s)) => match index_of.get(s) {
                 Some(&target) if target > self.i => Jump::Step(target),
                 Some(_) => {
-                    self.error(name, format!("step {s:?} is not after this one; conditions only jump forward"));
+                    self.error(
+                        name,
+                        format!("step {s:?} is not after this one; conditions only jump forward"),
+                    );
                     Jump::Next
                 }
                 None => {
@@ -322,13 +350,19 @@ impl StepReader<'_> {
         if self.obj.is_none() {
             // Shape errors (not an object, bad id) were reported when the agent was validated.
             let field = format!("definition.steps[{}]", self.i);
-            self.errors.push(FieldError::new(field, "must be an object with id and kind"));
+            self.errors
+                .push(FieldError::new(field, "must be an object with id and kind"));
             return None;
         }
         let id = self.string("id", true)?;
         let kind = self.string("kind", true)?;
         let retry = self.retry();
-        let timeout_ms = self.number("timeoutMs", limits::DEFAULT_TIMEOUT_MS, 1, limits::MAX_TIMEOUT_MS);
+        let timeout_ms = self.number(
+            "timeoutMs",
+            limits::DEFAULT_TIMEOUT_MS,
+            1,
+            limits::MAX_TIMEOUT_MS,
+        );
         let action = match kind.as_str() {
             "transform" => {
                 self.unknown_fields(&["output"]);
@@ -336,11 +370,16 @@ impl StepReader<'_> {
                 if output.is_none() {
                     self.error("output", "is required");
                 }
-                StepAction::Transform { output: output.unwrap_or(Value::Null) }
+                StepAction::Transform {
+                    output: output.unwrap_or(Value::Null),
+                }
             }
             "http" => {
                 self.unknown_fields(&["method", "url", "headers", "body", "maxResponseBytes"]);
-                let method = self.string("method", false).unwrap_or_else(|| "GET".into()).to_ascii_uppercase();
+                let method = self
+                    .string("method", false)
+                    .unwrap_or_else(|| "GET".into())
+                    .to_ascii_uppercase();
                 if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&method.as_str()) {
                     self.error("method", "must be GET, POST, PUT, PATCH, DELETE or HEAD");
                 }
@@ -354,9 +393,19 @@ impl StepReader<'_> {
                     }
                 };
                 let body = self.template_value("body");
-                let max_response_bytes =
-                    self.number("maxResponseBytes", limits::DEFAULT_RESPONSE_BYTES, 1, limits::MAX_RESPONSE_BYTES);
-                StepAction::Http { method, url, headers, body, max_response_bytes }
+                let max_response_bytes = self.number(
+                    "maxResponseBytes",
+                    limits::DEFAULT_RESPONSE_BYTES,
+                    1,
+                    limits::MAX_RESPONSE_BYTES,
+                );
+                StepAction::Http {
+                    method,
+                    url,
+                    headers,
+                    body,
+                    max_response_bytes,
+                }
             }
             "condition" => {
                 self.unknown_fields(&["if", "then", "else"]);
@@ -368,31 +417,58 @@ impl StepReader<'_> {
                 }
                 let then = self.jump("then", index_of);
                 let otherwise = self.jump("else", index_of);
-                StepAction::Condition { condition, then, otherwise }
+                StepAction::Condition {
+                    condition,
+                    then,
+                    otherwise,
+                }
             }
             "llm" => {
                 self.unknown_fields(&["prompt", "system", "maxTokens"]);
                 let prompt = self.template("prompt", true).unwrap_or_default();
-                let system = self.template("system", false).unwrap_or_else(|| agent.definition.instructions.clone());
-                let max_tokens = self.get("maxTokens").is_some().then(|| self.number("maxTokens", 1, 1, 1_000_000));
-                StepAction::Llm { prompt, system, max_tokens: max_tokens.and_then(|n| u32::try_from(n).ok()) }
+                let system = self
+                    .template("system", false)
+                    .unwrap_or_else(|| agent.definition.instructions.clone());
+                let max_tokens = self
+                    .get("maxTokens")
+                    .is_some()
+                    .then(|| self.number("maxTokens", 1, 1, 1_000_000));
+                StepAction::Llm {
+                    prompt,
+                    system,
+                    max_tokens: max_tokens.and_then(|n| u32::try_from(n).ok()),
+                }
             }
             "integration" => {
                 self.unknown_fields(&["connection", "action", "input"]);
                 let connection = self.string("connection", true).unwrap_or_default();
                 if !connection.is_empty() && !agent.definition.integrations.contains(&connection) {
-                    self.error("connection", "must be one of the agent's definition.integrations");
+                    self.error(
+                        "connection",
+                        "must be one of the agent's definition.integrations",
+                    );
                 }
                 let action = self.string("action", true).unwrap_or_default();
-                let input = self.template_value("input").unwrap_or(Value::Object(Map::new()));
-                StepAction::Integration { connection, action, input }
+                let input = self
+                    .template_value("input")
+                    .unwrap_or(Value::Object(Map::new()));
+                StepAction::Integration {
+                    connection,
+                    action,
+                    input,
+                }
             }
             other => {
                 self.error("kind", format!("{other:?} is not a step kind"));
                 return None;
             }
         };
-        Some(PlanStep { id, action, retry, timeout_ms })
+        Some(PlanStep {
+            id,
+            action,
+            retry,
+            timeout_ms,
+        })
     }
 }
 
@@ -403,8 +479,14 @@ mod tests {
     use serde_json::json;
 
     fn agent(definition: Value) -> Agent {
-        let input: AgentInput = serde_json::from_value(json!({"name": "a", "definition": definition})).unwrap();
-        Agent::create(TenantId::parse("t").unwrap(), input.validate().unwrap(), "u", chrono::Utc::now())
+        let input: AgentInput =
+            serde_json::from_value(json!({"name": "a", "definition": definition})).unwrap();
+        Agent::create(
+            TenantId::parse("t").unwrap(),
+            input.validate().unwrap(),
+            "u",
+            chrono::Utc::now(),
+        )
     }
 
     #[test]
@@ -424,11 +506,27 @@ mod tests {
         .unwrap();
         assert_eq!(plan.steps.len(), 5);
         assert_eq!(plan.agent_version, 1);
-        assert!(matches!(&plan.steps[1].action, StepAction::Condition { then: Jump::Step(2), otherwise: Jump::End, .. }));
-        assert!(matches!(&plan.steps[2].action, StepAction::Http { method, .. } if method == "POST"));
-        assert_eq!(plan.steps[2].retry, RetryPolicy { max_attempts: 3, backoff_ms: 100 });
+        assert!(matches!(
+            &plan.steps[1].action,
+            StepAction::Condition {
+                then: Jump::Step(2),
+                otherwise: Jump::End,
+                ..
+            }
+        ));
+        assert!(
+            matches!(&plan.steps[2].action, StepAction::Http { method, .. } if method == "POST")
+        );
+        assert_eq!(
+            plan.steps[2].retry,
+            RetryPolicy {
+                max_attempts: 3,
+                backoff_ms: 100
+            }
+        );
         assert!(matches!(&plan.steps[3].action, StepAction::Llm { system, .. } if system == "x"));
-        let round_trip: Plan = serde_json::from_value(serde_json::to_value(&plan).unwrap()).unwrap();
+        let round_trip: Plan =
+            serde_json::from_value(serde_json::to_value(&plan).unwrap()).unwrap();
         assert_eq!(round_trip, plan);
     }
 
@@ -445,9 +543,17 @@ mod tests {
             ]
         })))
         .unwrap_err();
-        let Error::Validation(errors) = err else { panic!("{err:?}") };
-        let by_field: HashMap<&str, &str> = errors.iter().map(|e| (e.field.as_str(), e.message.as_str())).collect();
-        assert!(by_field["definition.steps[0].output.x"].contains("line 2"), "{by_field:?}");
+        let Error::Validation(errors) = err else {
+            panic!("{err:?}")
+        };
+        let by_field: HashMap<&str, &str> = errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.message.as_str()))
+            .collect();
+        assert!(
+            by_field["definition.steps[0].output.x"].contains("line 2"),
+            "{by_field:?}"
+        );
         assert!(by_field.contains_key("definition.steps[1].url"));
         assert!(by_field.contains_key("definition.steps[2].if"));
         assert!(by_field["definition.steps[2].then"].contains("forward"));

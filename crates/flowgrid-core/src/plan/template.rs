@@ -35,7 +35,10 @@ impl From<minijinja::Error> for TemplateError {
         if let Some(detail) = e.detail() {
             message = format!("{message}: {detail}");
         }
-        TemplateError { message, line: e.line() }
+        TemplateError {
+            message,
+            line: e.line(),
+        }
     }
 }
 
@@ -64,13 +67,20 @@ impl Templates {
     pub fn check_template(&self, template: &str) -> Result<(), TemplateError> {
         match single_expression(template) {
             Some(expr) => self.check_expression(expr),
-            None => self.env.template_from_str(template).map(|_| ()).map_err(Into::into),
+            None => self
+                .env
+                .template_from_str(template)
+                .map(|_| ())
+                .map_err(Into::into),
         }
     }
 
     /// Checks that `expr` parses as an expression.
     pub fn check_expression(&self, expr: &str) -> Result<(), TemplateError> {
-        self.env.compile_expression(expr).map(|_| ()).map_err(Into::into)
+        self.env
+            .compile_expression(expr)
+            .map(|_| ())
+            .map_err(Into::into)
     }
 
     /// Renders a string template against `context` (see the module doc for the single-expression rule).
@@ -82,16 +92,21 @@ impl Templates {
             return Ok(Value::String(template.to_owned()));
         }
         let tmpl = self.env.template_from_str(template)?;
-        Ok(Value::String(tmpl.render(minijinja::Value::from(minijinja::value::Serde(context)))?))
+        Ok(Value::String(tmpl.render(minijinja::Value::from(
+            minijinja::value::Serde(context),
+        ))?))
     }
 
     /// Renders every string inside `value` (objects and arrays recursively; keys are kept).
     pub fn render_value(&self, value: &Value, context: &Value) -> Result<Value, TemplateError> {
         Ok(match value {
             Value::String(s) => self.render_str(s, context)?,
-            Value::Array(items) => {
-                Value::Array(items.iter().map(|v| self.render_value(v, context)).collect::<Result<_, _>>()?)
-            }
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| self.render_value(v, context))
+                    .collect::<Result<_, _>>()?,
+            ),
             Value::Object(map) => Value::Object(
                 map.iter()
                     .map(|(k, v)| Ok((k.clone(), self.render_value(v, context)?)))
@@ -105,10 +120,13 @@ impl Templates {
     pub fn check_value(&self, value: &Value, path: &str) -> Result<(), (String, TemplateError)> {
         match value {
             Value::String(s) => self.check_template(s).map_err(|e| (path.to_owned(), e)),
-            Value::Array(items) => {
-                items.iter().enumerate().try_for_each(|(i, v)| self.check_value(v, &format!("{path}[{i}]")))
-            }
-            Value::Object(map) => map.iter().try_for_each(|(k, v)| self.check_value(v, &format!("{path}.{k}"))),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| self.check_value(v, &format!("{path}[{i}]"))),
+            Value::Object(map) => map
+                .iter()
+                .try_for_each(|(k, v)| self.check_value(v, &format!("{path}.{k}"))),
             _ => Ok(()),
         }
     }
@@ -118,9 +136,15 @@ impl Templates {
         let compiled = self.env.compile_expression(expr)?;
         let value = compiled.eval(minijinja::Value::from(minijinja::value::Serde(context)))?;
         if value.is_undefined() {
-            return Err(TemplateError { message: format!("{expr} is undefined"), line: None });
+            return Err(TemplateError {
+                message: format!("{expr} is undefined"),
+                line: None,
+            });
         }
-        serde_json::to_value(&value).map_err(|e| TemplateError { message: e.to_string(), line: None })
+        serde_json::to_value(&value).map_err(|e| TemplateError {
+            message: e.to_string(),
+            line: None,
+        })
     }
 
     /// Evaluates a condition: true when the expression's value is truthy.
@@ -128,7 +152,10 @@ impl Templates {
         let compiled = self.env.compile_expression(expr)?;
         let value = compiled.eval(minijinja::Value::from(minijinja::value::Serde(context)))?;
         if value.is_undefined() {
-            return Err(TemplateError { message: format!("{expr} is undefined"), line: None });
+            return Err(TemplateError {
+                message: format!("{expr} is undefined"),
+                line: None,
+            });
         }
         Ok(value.is_true())
     }
@@ -152,23 +179,37 @@ mod tests {
     #[test]
     fn strings_render_and_single_expressions_keep_their_type() {
         let t = Templates::new();
-        assert_eq!(t.render_str("hello {{ input.name }}", &ctx()).unwrap(), json!("hello Ada"));
+        assert_eq!(
+            t.render_str("hello {{ input.name }}", &ctx()).unwrap(),
+            json!("hello Ada")
+        );
         assert_eq!(t.render_str("{{ input.n + 1 }}", &ctx()).unwrap(), json!(4));
-        assert_eq!(t.render_str("{{ steps.fetch.output }}", &ctx()).unwrap(), json!({"items": [1, 2]}));
+        assert_eq!(
+            t.render_str("{{ steps.fetch.output }}", &ctx()).unwrap(),
+            json!({"items": [1, 2]})
+        );
         assert_eq!(t.render_str("plain", &ctx()).unwrap(), json!("plain"));
     }
 
     #[test]
     fn values_render_recursively() {
         let t = Templates::new();
-        let out = t.render_value(&json!({"greeting": "hi {{ input.name }}", "list": ["{{ input.n }}"]}), &ctx()).unwrap();
+        let out = t
+            .render_value(
+                &json!({"greeting": "hi {{ input.name }}", "list": ["{{ input.n }}"]}),
+                &ctx(),
+            )
+            .unwrap();
         assert_eq!(out, json!({"greeting": "hi Ada", "list": [3]}));
     }
 
     #[test]
     fn undefined_variables_are_errors() {
         let t = Templates::new();
-        assert!(t.render_str("hi {{ input.missing.deeper }}", &ctx()).is_err());
+        assert!(
+            t.render_str("hi {{ input.missing.deeper }}", &ctx())
+                .is_err()
+        );
         assert!(t.render_str("{{ nothing }}", &ctx()).is_err());
     }
 
@@ -183,7 +224,9 @@ mod tests {
     #[test]
     fn runaway_templates_run_out_of_fuel() {
         let t = Templates::new();
-        let err = t.render_str("{% for i in range(100000) %}{{ i }}{% endfor %}", &ctx()).unwrap_err();
+        let err = t
+            .render_str("{% for i in range(100000) %}{{ i }}{% endfor %}", &ctx())
+            .unwrap_err();
         assert!(err.message.to_lowercase().contains("fuel"), "{err}");
     }
 
