@@ -319,6 +319,9 @@ output functionAppNames array = [for (app, i) in apps: {
   name: functionApps[i].outputs.name
 }]
 
+@description('FlexConsumption or ElasticPremium: how the apps are deployed (docs/deploy.md).')
+output hostingPlan string = hostingPlan
+
 @description('The storage account holding the deployment packages (Elastic Premium deploys upload there).')
 output packageStorageAccount string = runtimeStorage.outputs.name
 
