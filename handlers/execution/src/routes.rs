@@ -1,0 +1,262 @@
+//! The Execution app's HTTP routes. Each handler extracts, calls the engine or the store, and
+//! maps the result.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use flowgrid_core::auth::{Caller, Role};
+use flowgrid_core::domain::AgentId;
+use flowgrid_core::http::envelope::OutputBindings;
+use flowgrid_core::http::{Json, Query};
+use flowgrid_core::store::jobs::Created;
+use flowgrid_core::store::{Job, JobId, JobQuery, JobStatus, Page, paging};
+use flowgrid_core::{Error, Result};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::engine::JobMessage;
+
+/// The output binding (Service Bus, queue `executions`) of `SubmitJob`.
+pub const MESSAGE_BINDING: &str = "msg";
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/execute/agent/{id}", post(submit_job))
+        .route("/api/execute/jobs", get(list_jobs))
+        .route("/api/execute/jobs/{job_id}", get(get_job))
+        .route("/api/execute/cancel/{job_id}", post(cancel_job))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListParams {
+    agent_id: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    continuation_token: Option<String>,
+}
+
+/// A job as the API shows it (no plan, lease or internal fields).
+pub fn job_view(job: &Job, with_detail: bool) -> Value {
+    let mut view = json!({
+        "id": job.id,
+        "agentId": job.agent_id,
+        "agentVersion": job.agent_version,
+        "trigger": job.trigger,
+        "status": job.status,
+        "attempts": job.attempts,
+        "output": job.output,
+        "error": job.error,
+        "createdAt": job.created_at,
+        "createdBy": job.created_by,
+        "startedAt": job.started_at,
+        "finishedAt": job.finished_at,
+        "updatedAt": job.updated_at,
+        "statusUrl": format!("/api/execute/jobs/{}", job.id),
+    });
+    if with_detail && let Some(obj) = view.as_object_mut() {
+        obj.insert("input".into(), job.input.clone());
+        obj.insert(
+            "steps".into(),
+            serde_json::to_value(&job.steps).unwrap_or_default(),
+        );
+    }
+    view
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| (1..=200).contains(&k.len()) && !k.starts_with("schedule:"))
+        .ok_or_else(|| {
+            Error::BadRequest("Idempotency-Key must be 1-200 visible ASCII characters".into())
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn request_hash(agent: AgentId, input: &Value) -> String {
+    let text = format!("{agent}\n{input}");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Submits a run of the agent: 202 with the job id and its status URL.
+///
+/// The job record and its message never exist one without the other: the job is committed
+/// (`queued`) first, and its message is returned as the `msg` output binding, which the host
+/// sends only when this invocation answers 2xx. If the process dies between the commit and the
+/// answer, or the host fails to send, the job stays `queued` without a message: the reaper
+/// (`ReapJobs`) re-enqueues every job left queued for a minute. A duplicate message is harmless:
+/// its `MessageId` is the job id and the worker is an idempotent consumer (a job already claimed
+/// or finished is left alone).
+async fn submit_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    caller.require(Role::Editor)?;
+    let id = AgentId::parse(&id)?;
+    let input = parse_submit(&headers, &body)?;
+    let key = idempotency_key(&headers)?;
+    let hash = request_hash(id, &input);
+    let agent = state.stores.agents.get(&caller.tenant, id).await?;
+    let created = state
+        .engine
+        .create_job(
+            &agent,
+            input,
+            "manual",
+            &caller.subject,
+            key,
+            Some(hash.clone()),
+        )
+        .await?;
+    let (job, status) = match created {
+        Created::New(job) => (job, StatusCode::ACCEPTED),
+        Created::Existing(job) if job.request_hash.as_deref() == Some(hash.as_str()) => {
+            (job, StatusCode::ACCEPTED)
+        }
+        Created::Existing(_) => {
+            return Err(Error::Validation(vec![flowgrid_core::FieldError::new(
+                "Idempotency-Key",
+                "was already used with a different request body",
+            )]));
+        }
+    };
+    let location = HeaderValue::from_str(&format!("/api/execute/jobs/{}", job.id))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut response = (
+        status,
+        [(header::LOCATION, location)],
+        Json(json!({"jobId": job.id, "status": job.status, "statusUrl": format!("/api/execute/jobs/{}", job.id)})),
+    )
+        .into_response();
+    if job.status == JobStatus::Queued {
+        // A replayed key whose job is still queued sends its message again: harmless, and it
+        // covers a first answer whose message was lost.
+        let mut bindings = OutputBindings::default();
+        bindings.push(MESSAGE_BINDING, JobMessage::of(&job));
+        response.extensions_mut().insert(bindings);
+    }
+    Ok(response)
+}
+
+fn parse_submit(headers: &HeaderMap, body: &[u8]) -> Result<Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/json"));
+    if !json_type {
+        return Err(Error::UnsupportedMediaType);
+    }
+    let parsed: SubmitBody = serde_json::from_slice(body).map_err(|e| {
+        Error::BadRequest(format!(
+            "the body is not a valid submission ({{\"input\": ...}}): {e}"
+        ))
+    })?;
+    Ok(parsed.input.unwrap_or_else(|| json!({})))
+}
+
+/// One job with its step records.
+async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> Result<Json<Value>> {
+    caller.require(Role::Viewer)?;
+    let job = state
+        .stores
+        .jobs
+        .get(&caller.tenant, JobId::parse(&job_id)?)
+        .await?;
+    Ok(Json(job_view(&job, true)))
+}
+
+/// The caller's jobs, newest first, filtered by `agentId` and `status`, paged.
+async fn list_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page<Value>>> {
+    caller.require(Role::Viewer)?;
+    let query = JobQuery {
+        agent_id: params.agent_id.as_deref().map(AgentId::parse).transpose()?,
+        status: params.status.as_deref().map(JobStatus::parse).transpose()?,
+        limit: paging::limit(params.limit),
+        continuation_token: params.continuation_token,
+    };
+    let page = state.stores.jobs.list(&caller.tenant, &query).await?;
+    Ok(Json(Page {
+        items: page.items.iter().map(|j| job_view(j, false)).collect(),
+        continuation_token: page.continuation_token,
+    }))
+}
+
+/// Cancels a job: a queued one at once, a running one by asking its worker (`cancelling`);
+/// a finished one is a 409.
+async fn cancel_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> Result<Response> {
+    caller.require(Role::Editor)?;
+    let id = JobId::parse(&job_id)?;
+    for _ in 0..5 {
+        let job = state.stores.jobs.get(&caller.tenant, id).await?;
+        let mut next = job.clone();
+        let now = Utc::now();
+        match job.status {
+            s if s.is_terminal() => {
+                return Err(Error::Conflict(format!(
+                    "The job has already finished ({}).",
+                    s.as_str()
+                )));
+            }
+            JobStatus::Cancelling => {
+                return Ok((StatusCode::ACCEPTED, Json(job_view(&job, false))).into_response());
+            }
+            JobStatus::Queued => {
+                next.status = JobStatus::Cancelled;
+                next.error = Some("cancelled on request".into());
+                next.finished_at = Some(now);
+            }
+            _ => next.status = JobStatus::Cancelling,
+        }
+        next.updated_at = now;
+        match state.stores.jobs.replace(&next, &job.etag).await {
+            Ok(saved) => {
+                let status = if saved.status == JobStatus::Cancelled {
+                    StatusCode::OK
+                } else {
+                    StatusCode::ACCEPTED
+                };
+                return Ok((status, Json(job_view(&saved, false))).into_response());
+            }
+            Err(Error::PreconditionFailed) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Conflict("The job is changing; try again.".into()))
+}

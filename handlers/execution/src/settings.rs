@@ -1,0 +1,108 @@
+//! The Execution app's own settings (on top of the shared `Config`).
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `FLOWGRID_TENANT_MAX_RUNNING` | `4` | jobs one tenant may have running at once; more wait queued |
+//! | `FLOWGRID_TENANT_MAX_QUEUED` | `1000` | queued jobs one tenant may have; beyond it a submit gets 429 |
+//! | `FLOWGRID_OUTBOUND_ALLOWLIST` | (empty) | comma-separated `host[:port]` that `http` steps may reach over plain http or on private addresses (local development, tests) |
+//! | `FLOWGRID_JOB_LEASE_SECS` | `60` | how long a worker's claim on a job lasts without renewal (renewed every step and every third of it during a step) |
+//! | `FLOWGRID_JOB_MAX_CLAIMS` | `5` | claims of one job (first run + takeovers after a lost lease) before the reaper fails it |
+//! | `FLOWGRID_STEP_OUTPUT_MAX_BYTES` | `65536` | largest step output kept in the job record (larger: `null` and `outputTruncated`) |
+
+use std::time::Duration;
+
+use flowgrid_core::Result;
+use flowgrid_core::config::setting_error;
+use flowgrid_core::outbound::OutboundPolicy;
+
+/// The Execution app's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `FLOWGRID_TENANT_MAX_RUNNING`.
+    pub tenant_max_running: u64,
+    /// `FLOWGRID_TENANT_MAX_QUEUED`.
+    pub tenant_max_queued: u64,
+    /// `FLOWGRID_OUTBOUND_ALLOWLIST`.
+    pub outbound: OutboundPolicy,
+    /// `FLOWGRID_JOB_LEASE_SECS`.
+    pub lease: Duration,
+    /// `FLOWGRID_JOB_MAX_CLAIMS`.
+    pub max_claims: u32,
+    /// `FLOWGRID_STEP_OUTPUT_MAX_BYTES`.
+    pub step_output_max_bytes: usize,
+    /// How often a running step checks for a cancel (and renews the lease when due).
+    pub cancel_poll: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            tenant_max_running: 4,
+            tenant_max_queued: 1000,
+            outbound: OutboundPolicy::default(),
+            lease: Duration::from_secs(60),
+            max_claims: 5,
+            step_output_max_bytes: 64 * 1024,
+            cancel_poll: Duration::from_millis(250),
+        }
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+    ok: impl Fn(&T) -> bool,
+) -> Result<T> {
+    match get(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| ok(n))
+            .ok_or_else(|| setting_error(name, &format!("{v:?} is not a valid number here"))),
+    }
+}
+
+impl Settings {
+    /// Reads the settings from the environment.
+    pub fn from_env() -> Result<Settings> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `get`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
+        let d = Settings::default();
+        Ok(Settings {
+            tenant_max_running: number(
+                &get,
+                "FLOWGRID_TENANT_MAX_RUNNING",
+                d.tenant_max_running,
+                |n| *n >= 1,
+            )?,
+            tenant_max_queued: number(
+                &get,
+                "FLOWGRID_TENANT_MAX_QUEUED",
+                d.tenant_max_queued,
+                |n| *n >= 1,
+            )?,
+            outbound: OutboundPolicy::parse(
+                &get("FLOWGRID_OUTBOUND_ALLOWLIST").unwrap_or_default(),
+            )?,
+            lease: Duration::from_secs(number(&get, "FLOWGRID_JOB_LEASE_SECS", 60u64, |n| {
+                (5..=600).contains(n)
+            })?),
+            max_claims: number(&get, "FLOWGRID_JOB_MAX_CLAIMS", d.max_claims, |n| {
+                (1..=100).contains(n)
+            })?,
+            step_output_max_bytes: number(
+                &get,
+                "FLOWGRID_STEP_OUTPUT_MAX_BYTES",
+                d.step_output_max_bytes,
+                |n| (1024..=1024 * 1024).contains(n),
+            )?,
+            cancel_poll: d.cancel_poll,
+        })
+    }
+}

@@ -1,0 +1,389 @@
+//! Shared by the in-process tests: the app on a fresh data folder, a local HTTP server that counts
+//! requests per idempotency key, agents made directly in the store, and a tiny in-memory queue
+//! that delivers the app's output messages to its worker function as the host would.
+#![allow(dead_code, clippy::unwrap_used, clippy::allow_attributes)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use chrono::Utc;
+use flowgrid_core::auth::Role;
+use flowgrid_core::config::Config;
+use flowgrid_core::domain::{Agent, AgentInput, TenantId};
+use flowgrid_core::store::{Job, JobId, Stores};
+use flowgrid_execution::{AppState, Settings, router};
+use flowgrid_testkit::DataDir;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+/// What the test server saw.
+#[derive(Default)]
+pub struct Seen {
+    /// Requests per `Idempotency-Key` (absent key: "").
+    pub by_key: HashMap<String, usize>,
+    /// Responses fully sent by `/slow`.
+    pub slow_completed: usize,
+    /// Requests to `/fail` answered 500.
+    pub failures: usize,
+}
+
+/// A local HTTP server: `/ok` echoes, `/fail` answers 500, `/slow` waits 30 s, `/gate` waits
+/// for [`TestServer::open_gate`].
+#[derive(Clone)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Seen>>,
+    pub gate: Arc<Notify>,
+}
+
+#[derive(Clone)]
+struct ServerState {
+    seen: Arc<Mutex<Seen>>,
+    gate: Arc<Notify>,
+}
+
+fn count(state: &ServerState, headers: &HeaderMap) {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    *state.seen.lock().unwrap().by_key.entry(key).or_default() += 1;
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let gate = Arc::new(Notify::new());
+        let state = ServerState {
+            seen: seen.clone(),
+            gate: gate.clone(),
+        };
+        let app = Router::new()
+            .route(
+                "/ok",
+                post(|State(s): State<ServerState>, headers: HeaderMap, body: String| async move {
+                    count(&s, &headers);
+                    axum::Json(json!({"received": serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)}))
+                })
+                .get(|State(s): State<ServerState>, headers: HeaderMap| async move {
+                    count(&s, &headers);
+                    axum::Json(json!({"ok": true}))
+                }),
+            )
+            .route(
+                "/fail",
+                get(|State(s): State<ServerState>, headers: HeaderMap| async move {
+                    count(&s, &headers);
+                    s.seen.lock().unwrap().failures += 1;
+                    (StatusCode::INTERNAL_SERVER_ERROR, "boom")
+                }),
+            )
+            .route(
+                "/slow",
+                get(|State(s): State<ServerState>, headers: HeaderMap| async move {
+                    count(&s, &headers);
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    s.seen.lock().unwrap().slow_completed += 1;
+                    "late"
+                }),
+            )
+            .route(
+                "/gate",
+                get(|State(s): State<ServerState>, headers: HeaderMap| async move {
+                    count(&s, &headers);
+                    s.gate.notified().await;
+                    axum::Json(json!({"gate": "open"}))
+                }),
+            )
+            .route(
+                "/redirect",
+                get(|| async { (StatusCode::FOUND, [("location", "http://169.254.169.254/")], "") }),
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestServer { addr, seen, gate }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn calls(&self, key: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .by_key
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn total_calls(&self) -> usize {
+        self.seen.lock().unwrap().by_key.values().sum()
+    }
+
+    pub fn open_gate(&self) {
+        self.gate.notify_waiters();
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub dir: DataDir,
+    pub server: TestServer,
+    /// Messages sent to the `executions` queue and not yet delivered.
+    pub queue: Mutex<VecDeque<Value>>,
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        Self::with(&[]).await
+    }
+
+    /// An app whose settings are the defaults plus `overrides`; the test server is allow-listed.
+    pub async fn with(overrides: &[(&str, &str)]) -> TestApp {
+        flowgrid_core::telemetry::init_for_tests();
+        let server = TestServer::start().await;
+        let dir = DataDir::new();
+        let path = dir.path_buf();
+        let config = Config::from_lookup(|name| match name {
+            "FLOWGRID_DATA_DIR" => Some(path.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .expect("config");
+        let allow = server.addr.to_string();
+        let mut settings = Settings::from_lookup(|name| {
+            overrides
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+                .or_else(|| (name == "FLOWGRID_OUTBOUND_ALLOWLIST").then(|| allow.clone()))
+        })
+        .expect("settings");
+        settings.cancel_poll = Duration::from_millis(50);
+        let state = AppState::from_config(&config, settings)
+            .await
+            .expect("state");
+        TestApp {
+            router: router(state.clone()),
+            state,
+            dir,
+            server,
+            queue: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn stores(&self) -> &Stores {
+        &self.state.stores
+    }
+
+    pub fn token(&self, tenant: &str, role: Role) -> String {
+        self.dir.token(tenant, role)
+    }
+
+    /// Stores an agent of `tenant` with `definition`; returns it.
+    pub async fn agent(&self, tenant: &str, definition: Value) -> Agent {
+        self.agent_with(
+            tenant,
+            json!({"name": format!("a-{}", uuid::Uuid::new_v4()), "definition": definition}),
+            0,
+        )
+        .await
+    }
+
+    /// Stores an agent of `tenant` from `input` (an `AgentInput`), created `age_secs` ago.
+    pub async fn agent_with(&self, tenant: &str, input: Value, age_secs: i64) -> Agent {
+        let input: AgentInput = serde_json::from_value(input).expect("agent input");
+        let agent = Agent::create(
+            TenantId::parse(tenant).unwrap(),
+            input.validate().expect("valid agent"),
+            "tester",
+            Utc::now() - chrono::Duration::seconds(age_secs),
+        );
+        self.stores()
+            .agents
+            .insert(&agent)
+            .await
+            .expect("insert agent")
+    }
+
+    pub async fn send(&self, method: &str, uri: &str, token: &str, body: Option<Value>) -> Reply {
+        self.send_with(method, uri, token, body, &[]).await
+    }
+
+    pub async fn send_with(
+        &self,
+        method: &str,
+        uri: &str,
+        token: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if !token.is_empty() {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request = match body {
+            Some(json) => builder
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&json).unwrap())),
+            None => builder.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Invokes a function with an envelope, as the host does; returns (status, answer).
+    pub async fn invoke(
+        &self,
+        function: &str,
+        envelope: Value,
+        invocation_id: &str,
+    ) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method("POST")
+            .uri(format!("/{function}"))
+            .header("content-type", "application/json; charset=utf-8")
+            .header("x-azure-functions-invocationid", invocation_id)
+            .body(Body::from(envelope.to_string()))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            for out in ["msg", "out"] {
+                if let Some(Value::Array(messages)) = body["Outputs"].get(out) {
+                    self.queue.lock().unwrap().extend(messages.iter().cloned());
+                }
+            }
+        }
+        (status, body)
+    }
+
+    /// Submits a run through the envelope-mode `SubmitJob` function (as the host calls it);
+    /// its message lands in [`TestApp::queue`]. Returns the `res` output.
+    pub async fn submit(
+        &self,
+        token: &str,
+        agent: &Agent,
+        input: Value,
+        key: Option<&str>,
+    ) -> Value {
+        let mut headers = json!({"Authorization": [format!("Bearer {token}")], "Content-Type": ["application/json"]});
+        if let Some(k) = key {
+            headers["Idempotency-Key"] = json!([k]);
+        }
+        let envelope = json!({"Data": {"req": {
+            "Url": format!("http://localhost:7071/api/execute/agent/{}", agent.id),
+            "Method": "POST", "Query": {}, "Headers": headers, "Params": {"id": agent.id.to_string()},
+            "Body": json!({"input": input}).to_string()}},
+            "Metadata": {}});
+        let (status, answer) = self
+            .invoke("SubmitJob", envelope, &uuid::Uuid::new_v4().to_string())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer["Outputs"]["res"].clone()
+    }
+
+    /// Delivers one message to the worker function; returns its (status, answer).
+    pub async fn deliver(&self, message: &Value) -> (StatusCode, Value) {
+        let body = base64::engine::general_purpose::STANDARD.encode(message.to_string());
+        let envelope = json!({"Data": {"msg": body},
+            "Metadata": {"DeliveryCount": "1", "MessageId": format!("\"{}\"", message["jobId"].as_str().unwrap_or(""))}});
+        self.invoke("ExecuteJob", envelope, &uuid::Uuid::new_v4().to_string())
+            .await
+    }
+
+    /// Delivers queued messages until the queue is empty (bounded).
+    pub async fn drain(&self) {
+        for _ in 0..100 {
+            let next = self.queue.lock().unwrap().pop_front();
+            let Some(message) = next else { return };
+            let (status, answer) = self.deliver(&message).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+        panic!("the queue did not drain");
+    }
+
+    pub async fn job(&self, tenant: &str, id: &str) -> Job {
+        self.stores()
+            .jobs
+            .get(&TenantId::parse(tenant).unwrap(), JobId::parse(id).unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// Polls the job until `pred` holds (bounded deadline).
+    pub async fn wait_job(
+        &self,
+        tenant: &str,
+        id: &str,
+        what: &str,
+        pred: impl Fn(&Job) -> bool,
+    ) -> Job {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let job = self.job(tenant, id).await;
+            if pred(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The job id in a `res` output or a reply body.
+pub fn job_id(res: &Value) -> String {
+    res["body"]["jobId"]
+        .as_str()
+        .or_else(|| res["jobId"].as_str())
+        .expect("jobId")
+        .to_owned()
+}
