@@ -2,6 +2,7 @@
 //! host, packaging and admin commands.
 
 mod admin;
+mod deploy;
 mod token;
 
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ enum Command {
     Package(flowgrid_host::cli::PackageArgs),
     /// Inspect the local Service Bus: list, peek, send, resubmit or purge dead letters.
     Queue(flowgrid_host::cli::QueueArgs),
+    /// Deploy to Azure with the az CLI: infrastructure, secrets, packages, smoke call (docs/deploy.md).
+    Deploy(deploy::DeployArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Dev(args) => flowgrid_host::cli::dev(&cli.data_dir, &args),
         Command::Package(args) => flowgrid_host::cli::run_package(&args),
         Command::Queue(args) => flowgrid_host::cli::run_queue(&cli.data_dir, &args),
+        Command::Deploy(args) => deploy::run(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
