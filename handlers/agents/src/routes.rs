@@ -170,7 +170,8 @@ async fn delete_agent(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Lifecycle status, current and compiled version, and run figures (null until runs exist).
+/// Lifecycle status, current and compiled version, and run figures from the jobs store: last
+/// run, runs in the last 24 h, their success rate (null until one has finished), running count.
 async fn get_agent_status(
     State(state): State<AppState>,
     caller: Caller,
@@ -182,16 +183,24 @@ async fn get_agent_status(
         .agents
         .get(&caller.tenant, AgentId::parse(&id)?)
         .await?;
+    let since = Utc::now() - chrono::Duration::hours(24);
+    let runs = state
+        .stores
+        .jobs
+        .agent_stats(&caller.tenant, agent.id, since)
+        .await?;
+    let success_rate =
+        (runs.finished_since > 0).then(|| runs.succeeded_since as f64 / runs.finished_since as f64);
     Ok(Json(json!({
         "id": agent.id,
         "status": agent.status,
         "version": agent.version,
         "compiledVersion": agent.compiled_version,
         "updatedAt": agent.updated_at,
-        // Run figures come from the Execution app's jobs; nothing is invented before it records runs.
-        "lastRunAt": null,
-        "runsLast24h": null,
-        "successRate": null,
+        "lastRunAt": runs.last_run_at,
+        "runsLast24h": runs.runs_since,
+        "successRate": success_rate,
+        "runningCount": runs.running,
     })))
 }
 

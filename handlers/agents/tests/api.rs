@@ -276,30 +276,41 @@ async fn versions_are_listed_and_restore_makes_a_new_version_equal_to_the_old_on
 }
 
 #[tokio::test]
-async fn status_reports_versions_and_leaves_run_figures_null() {
+async fn status_reports_versions_and_real_run_figures_from_the_jobs_store() {
     let app = TestApp::new().await;
     let created = app.create("acme", "s").await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
     let token = app.token("acme", Role::Viewer);
-    let status = app
-        .send(
-            "GET",
-            &format!(
-                "/api/agents/{}/status",
-                created.body["id"].as_str().unwrap()
-            ),
-            &token,
-            None,
-        )
-        .await;
+    let uri = format!("/api/agents/{id}/status");
+    let status = app.send("GET", &uri, &token, None).await;
     assert_eq!(status.status, StatusCode::OK);
     assert_eq!(status.body["status"], "draft");
     assert_eq!(status.body["version"], 1);
     assert!(status.body["compiledVersion"].is_null());
-    assert!(
-        status.body["lastRunAt"].is_null()
-            && status.body["runsLast24h"].is_null()
-            && status.body["successRate"].is_null()
-    );
+    assert!(status.body["lastRunAt"].is_null() && status.body["successRate"].is_null());
+    assert_eq!(status.body["runsLast24h"], 0);
+    assert_eq!(status.body["runningCount"], 0);
+
+    // Three runs recorded by the Execution app: one succeeded, one failed, one running.
+    for (i, outcome) in ["succeeded", "failed", "running"].into_iter().enumerate() {
+        record_job(&app, "acme", &id, i, outcome).await;
+    }
+    let status = app.send("GET", &uri, &token, None).await;
+    assert_eq!(status.body["runsLast24h"], 3);
+    assert_eq!(status.body["successRate"], 0.5);
+    assert_eq!(status.body["runningCount"], 1);
+    assert!(status.body["lastRunAt"].is_string());
+    // Another tenant's runs never count.
+    let other = app.create("globex", "s").await;
+    let other_status = app
+        .send(
+            "GET",
+            &format!("/api/agents/{}/status", other.body["id"].as_str().unwrap()),
+            &app.token("globex", Role::Viewer),
+            None,
+        )
+        .await;
+    assert_eq!(other_status.body["runsLast24h"], 0);
 }
 
 #[tokio::test]
@@ -597,4 +608,51 @@ async fn health_routes_answer_without_a_token() {
     }
     let deep = app.send("GET", "/api/health/agents", "", None).await;
     assert_eq!(deep.body["checks"]["storage"]["status"], "ok");
+}
+
+/// Stores a job of agent `id` in `outcome` status, as the Execution app would have.
+async fn record_job(app: &TestApp, tenant: &str, id: &str, i: usize, outcome: &str) {
+    use flowgrid_core::domain::{AgentId, TenantId};
+    use flowgrid_core::store::jobs::{Created, Job, JobId, JobStatus, JobStore};
+    let db = flowgrid_core::store::sqlite::Sqlite::open(&app.dir.path().join("flowgrid.db"))
+        .await
+        .unwrap();
+    let tenant = TenantId::parse(tenant).unwrap();
+    let agent = flowgrid_core::store::AgentStore::get(&db, &tenant, AgentId::parse(id).unwrap())
+        .await
+        .unwrap();
+    let mut with_step = agent.clone();
+    with_step.definition.steps = vec![json!({"id": "s", "kind": "transform", "output": 1})];
+    let now = chrono::Utc::now() - chrono::Duration::seconds(10 - i as i64);
+    let job = Job {
+        id: JobId::new(),
+        tenant_id: tenant.clone(),
+        agent_id: agent.id,
+        agent_version: agent.version,
+        trigger: "manual".into(),
+        input: json!({}),
+        status: JobStatus::Queued,
+        plan: flowgrid_core::plan::compile(&with_step).unwrap(),
+        steps: Vec::new(),
+        next_step: Some(0),
+        output: None,
+        error: None,
+        attempts: 0,
+        lease_until: None,
+        lease_owner: None,
+        idempotency_key: None,
+        request_hash: None,
+        created_by: "test".into(),
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+        etag: String::new(),
+    };
+    let Created::New(mut job) = db.create(&job).await.unwrap() else {
+        panic!("a new job")
+    };
+    let etag = job.etag.clone();
+    job.status = JobStatus::parse(outcome).unwrap();
+    db.replace(&job, &etag).await.unwrap();
 }
