@@ -616,11 +616,15 @@ async fn record_job(app: &TestApp, tenant: &str, id: &str, i: usize, outcome: &s
     use flowgrid_core::store::jobs::{Created, Job, JobId, JobStatus, JobStore};
     let db = flowgrid_core::store::sqlite::Sqlite::open(&app.dir.path().join("flowgrid.db"))
         .await
-        .unwrap();
-    let tenant = TenantId::parse(tenant).unwrap();
-    let agent = flowgrid_core::store::AgentStore::get(&db, &tenant, AgentId::parse(id).unwrap())
-        .await
-        .unwrap();
+        .expect("test setup");
+    let tenant = TenantId::parse(tenant).expect("test setup");
+    let agent = flowgrid_core::store::AgentStore::get(
+        &db,
+        &tenant,
+        AgentId::parse(id).expect("test setup"),
+    )
+    .await
+    .expect("test setup");
     let mut with_step = agent.clone();
     with_step.definition.steps = vec![json!({"id": "s", "kind": "transform", "output": 1})];
     let now = chrono::Utc::now() - chrono::Duration::seconds(10 - i as i64);
@@ -632,7 +636,7 @@ async fn record_job(app: &TestApp, tenant: &str, id: &str, i: usize, outcome: &s
         trigger: "manual".into(),
         input: json!({}),
         status: JobStatus::Queued,
-        plan: flowgrid_core::plan::compile(&with_step).unwrap(),
+        plan: flowgrid_core::plan::compile(&with_step).expect("test setup"),
         steps: Vec::new(),
         next_step: Some(0),
         output: None,
@@ -649,10 +653,10 @@ async fn record_job(app: &TestApp, tenant: &str, id: &str, i: usize, outcome: &s
         updated_at: now,
         etag: String::new(),
     };
-    let Created::New(mut job) = db.create(&job).await.unwrap() else {
+    let Created::New(mut job) = db.create(&job).await.expect("test setup") else {
         panic!("a new job")
     };
     let etag = job.etag.clone();
-    job.status = JobStatus::parse(outcome).unwrap();
-    db.replace(&job, &etag).await.unwrap();
+    job.status = JobStatus::parse(outcome).expect("test setup");
+    db.replace(&job, &etag).await.expect("test setup");
 }
