@@ -259,7 +259,19 @@ pub fn run_package(args: &PackageArgs) -> Result<()> {
         None => target_dir.join("release"),
     };
     if !args.no_build {
-        let mut cargo_args = vec!["build", "--release", "--bins", "--workspace"];
+        // Build only the handlers being packaged: `flowgrid-<app>` for each app.
+        let config = crate::config::Config::load(&root, &mut |_| {})?;
+        let bins: Vec<String> = config
+            .apps
+            .iter()
+            .filter(|a| args.app.as_ref().is_none_or(|n| *n == a.name))
+            .map(|a| format!("flowgrid-{}", a.name))
+            .collect();
+        let mut cargo_args = vec!["build", "--release"];
+        for b in &bins {
+            cargo_args.push("--bin");
+            cargo_args.push(b);
+        }
         if let Some(t) = &args.target {
             cargo_args.push("--target");
             cargo_args.push(t);

@@ -772,3 +772,48 @@ async fn an_undefined_connection_setting_fails_the_start_naming_file_and_field()
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_lock_of_a_message_being_handled_is_renewed_so_it_is_not_delivered_twice() {
+    let root = AppRoot::new(
+        &[("worker", work_app(false))],
+        json!({"FLOWGRID_SB_LOCK_DURATION_SECS": "1"}),
+    );
+    let host = root.start().await;
+    send(&host, "slow:2500");
+    send(&host, "marker");
+    root.wait_for_lines("the slow message", |l| {
+        l.iter().any(|x| x.contains("slow:2500"))
+    })
+    .await;
+    eventually("the queue to drain", || async {
+        (host.bus().list().unwrap()[0].active == 0).then_some(())
+    })
+    .await;
+    let lines = root.lines();
+    let slow: Vec<&String> = lines.iter().filter(|x| x.contains("slow:2500")).collect();
+    assert_eq!(slow.len(), 1, "{lines:?}");
+    assert!(slow[0].contains("count=1"));
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn lock_renewal_stops_at_max_auto_lock_renewal_duration_and_the_message_is_delivered_again() {
+    let root = AppRoot::with_host_json(
+        &[("worker", work_app(false))],
+        json!({"FLOWGRID_SB_LOCK_DURATION_SECS": "1"}),
+        json!({"extensions": {"serviceBus": {"maxAutoLockRenewalDuration": "00:00:01"}}}),
+    );
+    let host = root.start().await;
+    send(&host, "slow:3500");
+    let lines = root
+        .wait_for_lines("a second delivery", |l| {
+            l.iter().any(|x| x.contains("slow:3500 count=2"))
+        })
+        .await;
+    assert!(
+        lines.iter().any(|x| x.contains("slow:3500 count=1")),
+        "{lines:?}"
+    );
+    host.shutdown().await;
+}

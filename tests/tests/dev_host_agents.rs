@@ -1,0 +1,217 @@
+//! End-to-end through `flowgrid dev` with the real Agents app: the local Functions host started
+//! as a user starts it, requests through its one port, tokens from `flowgrid token`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flowgrid_testkit::process::{free_port, run_cli, workspace_bin};
+use serde_json::{Value, json};
+
+/// A `flowgrid dev` process on a free port with its own data folder; stopped (with SIGTERM, so
+/// that it stops its handlers) on drop.
+struct Dev {
+    child: Child,
+    url: String,
+    data: tempfile::TempDir,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+impl Dev {
+    async fn start(envs: &[(&str, &str)]) -> Dev {
+        let flowgrid = workspace_bin("flowgrid", "flowgrid");
+        workspace_bin("flowgrid-agents", "flowgrid-agents");
+        let data = tempfile::tempdir().expect("data dir");
+        let port = free_port();
+        let mut cmd = Command::new(flowgrid);
+        cmd.current_dir(workspace_root())
+            .args(["dev", "--no-build", "--port", &port.to_string()])
+            .env("FLOWGRID_DATA_DIR", data.path())
+            .env("FLOWGRID_LOG", "warn")
+            .env_remove("FLOWGRID_JWT_JWKS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawning flowgrid dev");
+        let dev = Dev {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/api/health", dev.url)).send().await
+                && let Ok(v) = r.json::<Value>().await
+                && v["apps"]["agents"]["state"] == "ready"
+            {
+                return dev;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "flowgrid dev did not serve the agents app within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn token(&self, tenant: &str, role: &str) -> String {
+        let out = run_cli(
+            self.data.path(),
+            &["token", "--tenant", tenant, "--role", role],
+        );
+        out.lines().last().expect("a token line").trim().to_owned()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_agent_created_through_flowgrid_dev_can_be_read_back_with_the_correlation_id_echoed() {
+    let dev = Dev::start(&[]).await;
+    let token = dev.token("acme", "admin");
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/api/agents", dev.url))
+        .bearer_auth(&token)
+        .header("x-correlation-id", "e2e-create-1")
+        .json(&json!({"name": "Incident triage", "definition": {"instructions": "Triage new incidents."}}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["x-correlation-id"], "e2e-create-1");
+    let agent: Value = created.json().await.expect("json");
+    let id = agent["id"].as_str().expect("an id");
+    let read = client
+        .get(format!("{}/api/agents/{id}", dev.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(read.status(), 200);
+    assert!(
+        read.headers().contains_key("x-correlation-id"),
+        "a generated correlation id comes back"
+    );
+    let body: Value = read.json().await.expect("json");
+    assert_eq!(body["name"], "Incident triage");
+    let other = dev.token("globex", "admin");
+    let hidden = client
+        .get(format!("{}/api/agents/{id}", dev.url))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(hidden.status(), 404, "another tenant does not see it");
+}
+
+#[tokio::test]
+async fn flowgrid_dev_answers_unknown_routes_and_methods_with_problem_json() {
+    let dev = Dev::start(&[]).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("{}/api/no-such-thing", dev.url))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = client
+        .patch(format!("{}/api/agents", dev.url))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().contains_key("allow"));
+}
+
+#[tokio::test]
+async fn flowgrid_dev_health_shows_the_agents_app_ready_with_its_deep_health() {
+    let dev = Dev::start(&[]).await;
+    let v: Value = reqwest::get(format!("{}/api/health", dev.url))
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    let agents = &v["apps"]["agents"];
+    assert_eq!(agents["state"], "ready");
+    assert_eq!(agents["restarts"], 0);
+    assert_eq!(agents["health"]["status"], 200, "{v}");
+    let live = reqwest::get(format!("{}/api/health/agents/live", dev.url))
+        .await
+        .expect("live");
+    assert_eq!(live.status(), 200);
+}
+
+#[tokio::test]
+async fn the_rate_limit_of_flowgrid_dev_is_per_verified_tenant() {
+    let dev = Dev::start(&[
+        ("FLOWGRID_RATE_LIMIT_RPS", "0.2"),
+        ("FLOWGRID_RATE_LIMIT_BURST", "3"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let busy = dev.token("busy", "viewer");
+    let calm = dev.token("calm", "viewer");
+    for _ in 0..3 {
+        let r = client
+            .get(format!("{}/api/agents", dev.url))
+            .bearer_auth(&busy)
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(r.status(), 200);
+    }
+    let limited = client
+        .get(format!("{}/api/agents", dev.url))
+        .bearer_auth(&busy)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(
+        limited.headers()["content-type"],
+        "application/problem+json"
+    );
+    let other = client
+        .get(format!("{}/api/agents", dev.url))
+        .bearer_auth(&calm)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(other.status(), 200, "another tenant has its own bucket");
+    // A forged token does not get a tenant's bucket: it falls into the anonymous one, and the app answers 401.
+    let forged = client
+        .get(format!("{}/api/agents", dev.url))
+        .bearer_auth("e30.e30.sig")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(forged.status(), 401);
+}
