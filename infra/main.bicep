@@ -262,6 +262,7 @@ module functionApps 'modules/functionapp.bicep' = [for (app, i) in apps: {
     serviceBusConnections: app.serviceBusConnections
     serviceBusNamespace: hasServiceBus ? serviceBus.outputs.fullyQualifiedNamespace : ''
     secrets: app.secrets
+    ownSettings: app.settings
     keyVaultName: keyVault.outputs.name
     flowgridSettings: {
       FLOWGRID_DATA_DIR: '/tmp/flowgrid'

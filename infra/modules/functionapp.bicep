@@ -44,6 +44,9 @@ param keyVaultName string
 @description('The settings Flowgrid\'s code reads (crates/flowgrid-core/src/config.rs).')
 param flowgridSettings object
 
+@description('The app\'s own settings (its handler\'s settings table), from apps.json.')
+param ownSettings object
+
 // What the Functions host itself reads: its storage and telemetry, by identity.
 var hostSettings = {
   AzureWebJobsStorage__accountName: runtimeStorageName
@@ -78,7 +81,7 @@ var connectionSettings = toObject(flatten(map(serviceBusConnections, c => [
 
 var secretSettings = toObject(items(secrets), s => s.key, s => '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${s.value})')
 
-var appSettings = union(hostSettings, premiumSettings, connectionSettings, flowgridSettings, secretSettings)
+var appSettings = union(hostSettings, premiumSettings, connectionSettings, flowgridSettings, ownSettings, secretSettings)
 
 resource flexPlan 'Microsoft.Web/serverfarms@2024-04-01' = if (flex) {
   name: '${name}-plan'

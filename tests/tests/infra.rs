@@ -34,6 +34,10 @@ const LOCAL_ONLY_SETTINGS: &[(&str, &str)] = &[
         "plain-http issuers are for tests and local identity servers only",
     ),
     (
+        "FLOWGRID_OUTBOUND_ALLOWLIST",
+        "lets http steps reach plain-http and private addresses: local development and tests only",
+    ),
+    (
         "FUNCTIONS_WORKER_RUNTIME",
         "on Flex Consumption the runtime lives in functionAppConfig (it is set only on Elastic Premium)",
     ),
@@ -451,7 +455,8 @@ fn string_field<'v>(binding: &'v Value, field: &str, file: &str) -> &'v str {
 }
 
 /// The per-app manifest (`infra/apps.json`) as the function.json files under `functions`
-/// imply it; `secrets` are taken from `current`, since no function definition names them.
+/// imply it; `secrets` and `settings` are taken from `current`, since no function definition
+/// names them (every_setting_the_code_reads_is_deployed_and_nothing_else checks them).
 fn expected_manifest(functions: &Path, current: &Value) -> Value {
     let mut apps = Vec::new();
     let mut operations = Vec::new();
@@ -529,17 +534,21 @@ fn expected_manifest(functions: &Path, current: &Value) -> Value {
                 }
             }
         }
-        let secrets = current["apps"]
-            .as_array()
-            .and_then(|apps| apps.iter().find(|a| a["name"] == app.as_str()))
-            .map(|a| a["secrets"].clone())
-            .unwrap_or_else(|| json!({}));
+        // Hand-kept: which settings of the app come from Key Vault, and the app's own settings.
+        let kept = |field: &str| {
+            current["apps"]
+                .as_array()
+                .and_then(|apps| apps.iter().find(|a| a["name"] == app.as_str()))
+                .and_then(|a| a.get(field).cloned())
+                .unwrap_or_else(|| json!({}))
+        };
         apps.push(json!({
             "name": app,
             "serviceBusConnections": connections,
             "sends": sends,
             "receives": receives,
-            "secrets": secrets,
+            "secrets": kept("secrets"),
+            "settings": kept("settings"),
         }));
     }
     operations.sort_by_key(|o| {
@@ -591,6 +600,50 @@ fn url_template(route: &str) -> (String, Vec<String>) {
 
 // ---------------------------------------------------------------------------------------------
 // Settings the code reads
+
+/// Setting names a folder of Rust code reads: the rows of its doc-comment tables
+/// (``//! | `NAME` | … |``) and the string literals `"FLOWGRID_…"`, `"COSMOS_…"`, `"BLOB_…"`.
+fn settings_named_in(dir: &Path) -> BTreeSet<String> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("a readable directory entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    let mut out = BTreeSet::new();
+    for file in files {
+        let source = read(&file);
+        out.extend(
+            source
+                .lines()
+                .filter_map(|l| l.trim_start().strip_prefix("//! | `"))
+                .filter_map(|l| l.split('`').next())
+                .filter(|n| {
+                    n.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                })
+                .map(str::to_owned),
+        );
+        for prefix in ["\"FLOWGRID_", "\"COSMOS_", "\"BLOB_"] {
+            for (at, _) in source.match_indices(prefix) {
+                let name: String = source[at + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if source[at + 1 + name.len()..].starts_with('"') && !name.ends_with('_') {
+                    out.insert(name);
+                }
+            }
+        }
+    }
+    out
+}
 
 /// The names in `local.settings.example.json`.
 fn local_settings() -> BTreeSet<String> {
@@ -781,6 +834,7 @@ fn the_deployment_manifest_matches_the_function_definitions() {
         ".receives",
         ".serviceBusConnections",
         ".secrets",
+        ".settings",
     ] {
         assert!(
             all.contains(used),
@@ -822,6 +876,26 @@ fn every_setting_the_code_reads_is_deployed_and_nothing_else() {
         missing.is_empty(),
         "config.rs reads {missing:?}, which local.settings.example.json does not list"
     );
+    // Every setting the shared library or an app's handler names is listed too; an app's own
+    // settings (named in handlers/<app>/ only) are deployed to that app through apps.json.
+    let core = settings_named_in(&root().join("crates/flowgrid-core/src"));
+    let mut own: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for app in app_names(&root().join("functions")) {
+        let dir = root().join("handlers").join(&app).join("src");
+        if dir.is_dir() {
+            own.insert(
+                app,
+                settings_named_in(&dir).difference(&core).cloned().collect(),
+            );
+        }
+    }
+    for name in core.iter().chain(own.values().flatten()) {
+        assert!(
+            local.contains(name) || SET_BY_THE_HOST.contains(&name.as_str()),
+            "the code reads {name}, which local.settings.example.json does not list"
+        );
+    }
+
     let undocumented: Vec<&String> = local
         .iter()
         .filter(|n| {
@@ -829,11 +903,13 @@ fn every_setting_the_code_reads_is_deployed_and_nothing_else() {
                 .iter()
                 .any(|p| n.starts_with(p))
                 && !table.contains(*n)
+                && !core.contains(*n)
+                && !own.values().any(|o| o.contains(*n))
         })
         .collect();
     assert!(
         undocumented.is_empty(),
-        "local.settings.example.json lists {undocumented:?}, which config.rs does not document"
+        "local.settings.example.json lists {undocumented:?}, which neither config.rs nor a handler's settings table documents"
     );
 
     // What the Bicep sets: the *Settings objects, and the Key Vault references of apps.json.
@@ -858,6 +934,22 @@ fn every_setting_the_code_reads_is_deployed_and_nothing_else() {
                 deployed.insert(format!("{connection}__{suffix}"));
             }
         }
+        let name = app["name"].as_str().unwrap_or_default();
+        let reads = own.get(name).cloned().unwrap_or_default();
+        let settings = app["settings"]
+            .as_object()
+            .expect("a settings object per app");
+        for (setting, value) in settings {
+            assert!(
+                reads.contains(setting),
+                "infra/apps.json sets {setting} for {name}, which handlers/{name} does not read"
+            );
+            assert!(
+                value.is_string(),
+                "{name}: {setting}: app settings are strings"
+            );
+            deployed.insert(setting.clone());
+        }
         let secrets = app["secrets"]
             .as_object()
             .expect("a secrets object per app");
@@ -877,6 +969,20 @@ fn every_setting_the_code_reads_is_deployed_and_nothing_else() {
         deployed.contains("FLOWGRID_STORE"),
         "no settings found in the Bicep"
     );
+    for (app, reads) in &own {
+        let entry = manifest["apps"]
+            .as_array()
+            .and_then(|apps| apps.iter().find(|a| a["name"] == app.as_str()))
+            .expect("every app is in apps.json");
+        for name in reads {
+            let here = |field: &str| entry[field].get(name).is_some();
+            let excused = LOCAL_ONLY_SETTINGS.iter().any(|(n, _)| n == name);
+            assert!(
+                here("settings") || here("secrets") || excused,
+                "handlers/{app} reads {name}: add it to the app's settings (or secrets) in infra/apps.json"
+            );
+        }
+    }
 
     for (name, why) in LOCAL_ONLY_SETTINGS {
         assert!(
@@ -1103,6 +1209,7 @@ fn service_bus_bindings_become_entities_connections_and_roles_in_the_manifest() 
                 "sends": ["platform-events"],
                 "receives": ["agent-compiled/execution", "executions"],
                 "secrets": {},
+                "settings": {},
             }],
             "queues": ["executions"],
             "topics": [
