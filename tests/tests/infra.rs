@@ -942,7 +942,9 @@ fn every_setting_the_code_reads_is_deployed_and_nothing_else() {
         for (setting, value) in settings {
             assert!(
                 reads.contains(setting),
-                "infra/apps.json sets {setting} for {name}, which handlers/{name} does not read"
+                "infra/apps.json sets {setting} for {name}, which only handlers/{name} should read: \
+                 it reads none such, or the shared library reads it too (then it belongs in \
+                 flowgridSettings in infra/main.bicep)"
             );
             assert!(
                 value.is_string(),
