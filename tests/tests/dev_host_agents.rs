@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowgrid_testkit::process::{free_port, run_cli, workspace_bin};
+use flowgrid_testkit::{free_port, run_cli, workspace_bin};
 use serde_json::{Value, json};
 
 /// A `flowgrid dev` process on a free port with its own data folder; stopped (with SIGTERM, so

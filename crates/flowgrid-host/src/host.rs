@@ -484,7 +484,7 @@ async fn serve(sh: &Arc<Shared>, req: Request, ctx: &CallContext) -> Served {
             target,
         );
     }
-    let tenant = tenant_of(sh, req.headers());
+    let tenant = tenant_of(sh, req.headers()).await;
     if let Err(retry_after_secs) = sh
         .limiter
         .check(tenant.as_deref().unwrap_or(crate::ratelimit::ANONYMOUS))
@@ -525,14 +525,15 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// The tenant of a verified bearer token, if any.
-fn tenant_of(sh: &Shared, headers: &HeaderMap) -> Option<String> {
+/// The tenant of a verified bearer token, if any (keys are re-read on an unknown `kid`, as the
+/// handlers do, so a key created after the host started is trusted).
+async fn tenant_of(sh: &Shared, headers: &HeaderMap) -> Option<String> {
     let v = sh.verifier.as_ref()?;
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = auth
         .strip_prefix("Bearer ")
         .or_else(|| auth.strip_prefix("bearer "))?;
-    v.verify(token.trim()).ok().map(|c| c.tid)
+    v.authenticate(token.trim()).await.ok().map(|c| c.tid)
 }
 
 const HOP_BY_HOP: [&str; 8] = [
