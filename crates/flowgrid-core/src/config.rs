@@ -378,3 +378,94 @@ fn flag(get: &dyn Fn(&str) -> Option<String>, name: &str, default: bool) -> Resu
 pub fn setting_error(name: &str, problem: &str) -> Error {
     Error::Config(format!("setting {name}: {problem}"))
 }
+
+#[cfg(test)]
+mod storage_settings_tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    fn names(e: Error, variable: &str) -> bool {
+        e.to_string().contains(variable)
+    }
+
+    #[test]
+    fn defaults_are_sqlite_and_a_folder() {
+        let c = config(&[]).expect("config");
+        assert_eq!(c.store, StoreKind::Sqlite);
+        assert_eq!(c.blobs, BlobKind::Fs);
+    }
+
+    #[test]
+    fn cosmos_settings_are_read_with_their_defaults() {
+        let c = config(&[
+            ("FLOWGRID_STORE", "cosmos"),
+            ("COSMOS_ENDPOINT", "https://acct.documents.azure.com:443/"),
+        ])
+        .expect("config");
+        let StoreKind::Cosmos(s) = c.store else {
+            panic!("not cosmos")
+        };
+        assert_eq!(s.database, "flowgrid");
+        assert!(s.key.is_none(), "no key: managed identity");
+        assert!(s.create_containers);
+    }
+
+    #[test]
+    fn the_cosmos_key_never_prints() {
+        let c = config(&[
+            ("FLOWGRID_STORE", "cosmos"),
+            ("COSMOS_ENDPOINT", "http://127.0.0.1:8081/"),
+            ("COSMOS_KEY", "super-secret"),
+        ])
+        .expect("config");
+        assert!(!format!("{c:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn missing_or_malformed_storage_settings_name_the_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("FLOWGRID_STORE", "cosmos")], "COSMOS_ENDPOINT"),
+            (
+                &[("FLOWGRID_STORE", "cosmos"), ("COSMOS_ENDPOINT", "nope")],
+                "COSMOS_ENDPOINT",
+            ),
+            (
+                &[
+                    ("FLOWGRID_STORE", "cosmos"),
+                    ("COSMOS_ENDPOINT", "https://a.documents.azure.com/"),
+                    ("COSMOS_DATABASE", "a/b"),
+                ],
+                "COSMOS_DATABASE",
+            ),
+            (&[("FLOWGRID_BLOBS", "s3")], "FLOWGRID_BLOBS"),
+            (&[("FLOWGRID_BLOBS", "azure")], "BLOB_ENDPOINT"),
+            (
+                &[
+                    ("FLOWGRID_BLOBS", "azure"),
+                    ("BLOB_ENDPOINT", "https://a.blob.core.windows.net"),
+                    ("BLOB_ACCOUNT_KEY", "not base64!"),
+                ],
+                "BLOB_ACCOUNT_KEY",
+            ),
+            (
+                &[
+                    ("FLOWGRID_BLOBS", "azure"),
+                    ("BLOB_ENDPOINT", "https://a.blob.core.windows.net"),
+                    ("BLOB_CONTAINER", "Upper_Case"),
+                ],
+                "BLOB_CONTAINER",
+            ),
+        ];
+        for (vars, variable) in cases {
+            let e = config(vars).expect_err("should fail");
+            assert!(names(e, variable), "{vars:?} should name {variable}");
+        }
+    }
+}
