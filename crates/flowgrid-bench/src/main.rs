@@ -52,7 +52,12 @@ fn parse_args() -> anyhow::Result<Options> {
     Ok(options)
 }
 
+mod execution;
+
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("execution") {
+        return execution::main(std::env::args().skip(2).collect());
+    }
     let options = parse_args()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod blobs;
 pub mod identity;
+pub mod jobs;
 
 /// Generates one `#[tokio::test]` per agents-store check, each on a fresh store made by
 /// `$make` (an async expression yielding an `Arc<dyn AgentStore>` and a guard kept alive for
@@ -97,6 +98,34 @@ macro_rules! identity_store_conformance {
             async fn $name() {
                 let (stores, _guard) = $make.await;
                 $crate::conformance::identity::$name(&stores).await;
+            }
+        )+
+    };
+}
+
+/// Generates one `#[tokio::test]` per jobs-store check, each on a fresh store made by `$make`
+/// (an async expression yielding an `Arc<dyn JobStore>` and a guard kept alive for the test).
+#[macro_export]
+macro_rules! job_store_conformance {
+    ($make:expr) => {
+        $crate::job_store_conformance!(@tests $make;
+            create_then_get_returns_the_job_with_an_etag,
+            another_tenants_job_is_not_found_anywhere,
+            replace_with_a_stale_etag_fails_and_changes_nothing,
+            concurrent_claims_let_exactly_one_win,
+            an_idempotency_key_returns_the_existing_job_within_the_window_per_tenant,
+            an_expired_idempotency_key_may_be_reused,
+            list_is_newest_first_filters_and_pages,
+            counts_oldest_queued_and_stale_jobs,
+            agent_stats_count_runs_since_and_running,
+        );
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::conformance::jobs::$name(store.as_ref()).await;
             }
         )+
     };

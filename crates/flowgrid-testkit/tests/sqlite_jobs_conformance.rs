@@ -1,0 +1,17 @@
+//! The jobs-store conformance suite against the embedded SQLite backend.
+
+use std::sync::Arc;
+
+use flowgrid_core::store::JobStore;
+use flowgrid_core::store::sqlite::Sqlite;
+use flowgrid_testkit::DataDir;
+
+async fn sqlite_store() -> (Arc<dyn JobStore>, DataDir) {
+    let dir = DataDir::new();
+    let db = Sqlite::open(&dir.path().join("flowgrid.db"))
+        .await
+        .expect("open sqlite");
+    (Arc::new(db), dir)
+}
+
+flowgrid_testkit::job_store_conformance!(sqlite_store());

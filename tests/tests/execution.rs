@@ -1,0 +1,353 @@
+//! End to end through `flowgrid dev` with the real Agents and Execution apps: a run goes through
+//! the local Service Bus queue to the worker; a worker killed mid-run is redelivered and the run
+//! finishes once. A local HTTP server plays the outside world and applies each idempotency key's
+//! side effect once, as a well-behaved API does.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use flowgrid_testkit::{free_port, run_cli, workspace_bin};
+use serde_json::{Value, json};
+
+struct Dev {
+    child: Child,
+    url: String,
+    data: tempfile::TempDir,
+    _root: tempfile::TempDir,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+impl Dev {
+    /// `flowgrid dev` on an app root made of the workspace's host.json and functions/, with the
+    /// example settings plus `settings` as its local.settings.json.
+    async fn start(settings: &[(&str, &str)]) -> Dev {
+        let flowgrid = workspace_bin("flowgrid", "flowgrid");
+        for app in ["agents", "auth", "execution"] {
+            workspace_bin(&format!("flowgrid-{app}"), &format!("flowgrid-{app}"));
+        }
+        let workspace = workspace_root();
+        let root = tempfile::tempdir().expect("app root");
+        std::fs::copy(workspace.join("host.json"), root.path().join("host.json"))
+            .expect("host.json");
+        std::os::unix::fs::symlink(workspace.join("functions"), root.path().join("functions"))
+            .expect("functions");
+        let mut local: Value = serde_json::from_str(
+            &std::fs::read_to_string(workspace.join("local.settings.example.json"))
+                .expect("example settings"),
+        )
+        .expect("json");
+        for (k, v) in settings {
+            local["Values"][*k] = json!(v);
+        }
+        std::fs::write(root.path().join("local.settings.json"), local.to_string())
+            .expect("settings");
+        let data = tempfile::tempdir().expect("data dir");
+        let port = free_port();
+        let child = Command::new(&flowgrid)
+            .current_dir(root.path())
+            .args(["dev", "--no-build", "--port", &port.to_string()])
+            .arg("--root")
+            .arg(root.path())
+            .arg("--bin-dir")
+            .arg(flowgrid.parent().expect("bin dir"))
+            .env("FLOWGRID_DATA_DIR", data.path())
+            .env("FLOWGRID_LOG", "warn")
+            .env_remove("FLOWGRID_JWT_JWKS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning flowgrid dev");
+        let dev = Dev {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data,
+            _root: root,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(health) = dev.health().await
+                && health["apps"]["agents"]["state"] == "ready"
+                && health["apps"]["execution"]["state"] == "ready"
+            {
+                return dev;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "flowgrid dev did not serve agents and execution within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn health(&self) -> reqwest::Result<Value> {
+        reqwest::get(format!("{}/api/health", self.url))
+            .await?
+            .json()
+            .await
+    }
+
+    fn token(&self, tenant: &str, role: &str) -> String {
+        let out = run_cli(
+            self.data.path(),
+            &["token", "--tenant", tenant, "--role", role],
+        );
+        out.lines().last().expect("a token line").trim().to_owned()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Requests per path and idempotency key, and the keys whose effect was applied.
+#[derive(Default)]
+struct World {
+    requests: HashMap<(String, String), usize>,
+    effects: HashSet<String>,
+    hold: bool,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+async fn effect(
+    State(world): State<Shared>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> axum::Json<Value> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let hold = {
+        let mut w = world.lock().expect("lock");
+        *w.requests
+            .entry((uri.path().to_owned(), key.clone()))
+            .or_default() += 1;
+        w.hold && uri.path() == "/hold"
+    };
+    if hold {
+        // Never answers while held: the worker is killed while waiting here.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+    }
+    let first = world.lock().expect("lock").effects.insert(key);
+    axum::Json(json!({"applied": first}))
+}
+
+async fn world() -> (Shared, String) {
+    let shared: Shared = Arc::default();
+    let app = Router::new()
+        .route("/effect", post(effect))
+        .route("/hold", post(effect))
+        .with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (shared, addr)
+}
+
+async fn create_agent(dev: &Dev, token: &str, steps: Value) -> String {
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/api/agents", dev.url))
+        .bearer_auth(token)
+        .json(&json!({"name": format!("e2e-{}", free_port()), "definition": {"instructions": "e2e", "steps": steps}}))
+        .send()
+        .await
+        .expect("create agent")
+        .json()
+        .await
+        .expect("json");
+    created["id"].as_str().expect("an agent id").to_owned()
+}
+
+async fn submit(dev: &Dev, token: &str, agent: &str, input: Value) -> String {
+    let reply = reqwest::Client::new()
+        .post(format!("{}/api/execute/agent/{agent}", dev.url))
+        .bearer_auth(token)
+        .json(&json!({"input": input}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(reply.status(), 202);
+    let body: Value = reply.json().await.expect("json");
+    body["jobId"].as_str().expect("a job id").to_owned()
+}
+
+async fn wait_job(
+    dev: &Dev,
+    token: &str,
+    job: &str,
+    secs: u64,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let body: Value = reqwest::Client::new()
+            .get(format!("{}/api/execute/jobs/{job}", dev.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get job")
+            .json()
+            .await
+            .expect("json");
+        if pred(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting on job {job}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_run_through_flowgrid_dev_succeeds_with_step_records_and_one_effect_per_step() {
+    let (world, addr) = world().await;
+    let dev = Dev::start(&[("FLOWGRID_OUTBOUND_ALLOWLIST", &addr)]).await;
+    let token = dev.token("acme", "editor");
+    let agent = create_agent(
+        &dev,
+        &token,
+        json!([
+            {"id": "greet", "kind": "transform", "output": {"greeting": "hello {{ input.name }}"}},
+            {"id": "call", "kind": "http", "method": "POST", "url": format!("http://{addr}/effect"), "body": "{{ steps.greet.output }}"},
+            {"id": "done", "kind": "transform", "output": {"applied": "{{ steps.call.output.body.applied }}"}}
+        ]),
+    )
+    .await;
+    let job = submit(&dev, &token, &agent, json!({"name": "Ada"})).await;
+    let done = wait_job(&dev, &token, &job, 30, |j| j["finishedAt"].is_string()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"], json!({"applied": true}));
+    let steps = done["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 3);
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["status"] == "succeeded" && s["startedAt"].is_string())
+    );
+    let calls = world
+        .lock()
+        .expect("lock")
+        .requests
+        .get(&("/effect".into(), format!("{job}:call")))
+        .copied();
+    assert_eq!(calls, Some(1));
+    // Another tenant cannot see it.
+    let other = reqwest::Client::new()
+        .get(format!("{}/api/execute/jobs/{job}", dev.url))
+        .bearer_auth(dev.token("globex", "owner"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(other.status(), 404);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_run_is_redelivered_and_the_run_finishes_once() {
+    let (world, addr) = world().await;
+    world.lock().expect("lock").hold = true;
+    let dev = Dev::start(&[
+        ("FLOWGRID_OUTBOUND_ALLOWLIST", &addr),
+        ("FLOWGRID_JOB_LEASE_SECS", "5"),
+    ])
+    .await;
+    let token = dev.token("acme", "editor");
+    let agent = create_agent(
+        &dev,
+        &token,
+        json!([
+            {"id": "first", "kind": "http", "method": "POST", "url": format!("http://{addr}/effect")},
+            {"id": "second", "kind": "http", "method": "POST", "url": format!("http://{addr}/hold"), "timeoutMs": 120000},
+            {"id": "third", "kind": "http", "method": "POST", "url": format!("http://{addr}/effect")}
+        ]),
+    )
+    .await;
+    let job = submit(&dev, &token, &agent, json!({})).await;
+    // Wait until the second step's call is in flight, then kill the worker's process.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !world
+        .lock()
+        .expect("lock")
+        .requests
+        .contains_key(&("/hold".into(), format!("{job}:second")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the second step never called out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health = dev.health().await.expect("health");
+    let pid = health["apps"]["execution"]["pid"]
+        .as_u64()
+        .expect("the execution handler's pid");
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    world.lock().expect("lock").hold = false;
+    // The host restarts the handler; the reaper re-enqueues the job once its lease has expired,
+    // and a new worker resumes at the second step with the same idempotency key.
+    let done = wait_job(&dev, &token, &job, 90, |j| j["finishedAt"].is_string()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["attempts"], 2,
+        "claimed twice: before and after the kill"
+    );
+    let w = world.lock().expect("lock");
+    let count = |path: &str, step: &str| {
+        w.requests
+            .get(&(path.to_owned(), format!("{job}:{step}")))
+            .copied()
+    };
+    assert_eq!(
+        count("/effect", "first"),
+        Some(1),
+        "a completed step is not repeated"
+    );
+    assert_eq!(
+        count("/hold", "second"),
+        Some(2),
+        "the interrupted call is retried with the same key"
+    );
+    assert_eq!(count("/effect", "third"), Some(1));
+    let effects: Vec<&String> = w.effects.iter().filter(|k| k.starts_with(&job)).collect();
+    assert_eq!(effects.len(), 3, "one effect per step: {effects:?}");
+    let steps = done["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 3);
+    assert_eq!(steps[1]["attempts"], 2);
+}
