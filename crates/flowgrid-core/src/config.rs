@@ -17,7 +17,7 @@
 //! | `BLOB_CONTAINER` | `flowgrid` | the blob container (created when missing) |
 //! | `FLOWGRID_JWT_ISSUER` | `http://localhost:7071/api/auth` | the `iss` every access token must carry |
 //! | `FLOWGRID_JWT_AUDIENCE` | `flowgrid` | the `aud` every access token must carry |
-//! | `FLOWGRID_JWT_JWKS` | (unset) | a JWKS document (JSON) with the public keys that sign tokens; unset: the local development key in the data folder, created on first use |
+//! | `FLOWGRID_JWT_JWKS` | (unset) | a JWKS document (JSON) with the public keys that sign tokens; unset: the built-in issuer's keys in storage (the data folder's database locally; the first is created on first use; see docs/auth.md) |
 //! | `FLOWGRID_KEY_ENCRYPTION_KEY` | (unset) | base64 of 32 random bytes: the AES-256-GCM key that encrypts the built-in issuer's signing keys in storage (a Key Vault reference in Azure); unset: `key-encryption-key.json` in the data folder, created on first use |
 //! | `FLOWGRID_ACCESS_TOKEN_TTL_SECS` | `900` | lifetime of access tokens the Auth app issues (60–3600) |
 //! | `FLOWGRID_REVOCATION_CACHE_SECS` | `5` | how long a handler trusts its cached answer to "is this session revoked?" (0–60); a revoked session fails everywhere within this many seconds |

@@ -182,12 +182,17 @@ fn deny_until(state: &AppState, now: DateTime<Utc>) -> DateTime<Utc> {
         + chrono::Duration::seconds(2 * LEEWAY_SECS as i64)
 }
 
-/// Puts sessions on the denylist, so their access tokens fail in every app.
+/// Puts sessions on the denylist, so their access tokens fail in every app, and forgets
+/// entries whose tokens have all expired.
 pub async fn deny(state: &AppState, sessions: &[Session]) -> Result<()> {
-    let until = deny_until(state, Utc::now());
+    let now = Utc::now();
+    let until = deny_until(state, now);
     for session in sessions {
         state.stores.revocations.revoke(&session.id, until).await?;
         state.verifier.note_revoked(&session.id);
+    }
+    if let Err(e) = state.stores.revocations.purge_expired(now).await {
+        tracing::warn!(error = %e, "purging expired denylist entries failed");
     }
     Ok(())
 }

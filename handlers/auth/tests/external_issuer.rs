@@ -30,9 +30,9 @@ impl EcKey {
     fn new(kid: &str) -> EcKey {
         let doc =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap();
+                .expect("test setup");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref())
+            .expect("test setup");
         let point = pair.public_key().as_ref();
         let jwk = json!({
             "kty": "EC", "crv": "P-256", "use": "sig", "kid": kid,
@@ -49,7 +49,8 @@ impl EcKey {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some("JWT".into());
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&self.pkcs8)).unwrap()
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&self.pkcs8))
+            .expect("test setup")
     }
 }
 
@@ -62,8 +63,13 @@ struct Provider {
 
 impl Provider {
     async fn start() -> Provider {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let issuer = format!("http://{}/tenant-1/v2.0", listener.local_addr().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test setup");
+        let issuer = format!(
+            "http://{}/tenant-1/v2.0",
+            listener.local_addr().expect("test setup")
+        );
         let keys: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
         let hits = Arc::new(AtomicUsize::new(0));
         let (doc_issuer, doc_hits, jwks_keys, jwks_hits) =
@@ -83,7 +89,7 @@ impl Provider {
                 "/tenant-1/v2.0/keys",
                 get(move || {
                     jwks_hits.fetch_add(1, Ordering::SeqCst);
-                    let keys = jwks_keys.lock().unwrap().clone();
+                    let keys = jwks_keys.lock().expect("test setup").clone();
                     async move { axum::Json(json!({ "keys": keys })) }
                 }),
             );
@@ -92,7 +98,7 @@ impl Provider {
     }
 
     fn publish(&self, key: &EcKey) {
-        self.keys.lock().unwrap().push(key.jwk.clone());
+        self.keys.lock().expect("test setup").push(key.jwk.clone());
     }
 
     fn hits(&self) -> usize {

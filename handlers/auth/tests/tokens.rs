@@ -28,8 +28,8 @@ struct TestKey {
 
 impl TestKey {
     fn new(kid: &str) -> TestKey {
-        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-        let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();
+        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("test setup");
+        let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).expect("test setup");
         TestKey {
             kid: kid.into(),
             pkcs8: doc.as_ref().to_vec(),
@@ -42,7 +42,7 @@ impl TestKey {
             "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
             "kid": self.kid, "x": URL_SAFE_NO_PAD.encode(&self.public)
         }]}))
-        .unwrap()
+        .expect("test setup")
     }
 
     fn header(&self) -> Header {
@@ -53,7 +53,8 @@ impl TestKey {
     }
 
     fn sign(&self, header: &Header, claims: &Value) -> String {
-        jsonwebtoken::encode(header, claims, &EncodingKey::from_ed_der(&self.pkcs8)).unwrap()
+        jsonwebtoken::encode(header, claims, &EncodingKey::from_ed_der(&self.pkcs8))
+            .expect("test setup")
     }
 }
 
@@ -74,7 +75,7 @@ fn with(mut claims: Value, key: &str, value: Value) -> Value {
 }
 
 fn verifier(key: &TestKey) -> TokenVerifier {
-    TokenVerifier::new(&key.jwks(), ISS, AUD).unwrap()
+    TokenVerifier::new(&key.jwks(), ISS, AUD).expect("test setup")
 }
 
 #[test]
