@@ -75,9 +75,9 @@ pub struct Stores {
 impl Stores {
     /// Opens the backend the configuration names.
     pub async fn open(config: &Config) -> Result<Stores> {
-        let (blobs, blobs_health) = crate::blob::open(config).await?;
         match &config.store {
             StoreKind::Sqlite => {
+                let (blobs, blobs_health) = crate::blob::open(config).await?;
                 let db = sqlite::Sqlite::open(&config.sqlite_path()).await?;
                 Ok(Stores {
                     agents: Arc::new(db.clone()),
@@ -95,7 +95,8 @@ impl Stores {
             StoreKind::Cosmos(settings) => {
                 let cosmos = cosmos::Cosmos::open(settings).await?;
                 // Agents live in Cosmos. Kinds without a Cosmos implementation yet stay in the
-                // embedded database of the data folder (docs/storage.md lists them).
+                // embedded database of the data folder (docs/storage.md lists them). Blobs are
+                // opened there too.
                 let embedded = Config {
                     store: StoreKind::Sqlite,
                     ..config.clone()
