@@ -308,6 +308,15 @@ pub fn run_package(args: &PackageArgs) -> Result<()> {
 
 /// `flowgrid queue ...`.
 pub fn run_queue(data_dir: &Path, args: &QueueArgs) -> Result<()> {
+    queue_to(data_dir, &args.command, &mut std::io::stdout().lock())
+}
+
+/// `flowgrid queue ...`, printing to `out`.
+pub fn queue_to(
+    data_dir: &Path,
+    command: &QueueCommand,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
     let path = data_dir.join("servicebus.db");
     if !path.is_file() {
         bail!(
@@ -316,17 +325,19 @@ pub fn run_queue(data_dir: &Path, args: &QueueArgs) -> Result<()> {
         );
     }
     let bus = Bus::open(&path, BusSettings::default())?;
-    match &args.command {
+    match command {
         QueueCommand::List => {
-            println!(
+            writeln!(
+                out,
                 "{:<40} {:>8} {:>10} {:>12}",
                 "ENTITY", "ACTIVE", "SCHEDULED", "DEAD-LETTER"
-            );
+            )?;
             for e in bus.list()? {
-                println!(
+                writeln!(
+                    out,
                     "{:<40} {:>8} {:>10} {:>12}",
                     e.entity, e.active, e.scheduled, e.dead_letter
-                );
+                )?;
             }
         }
         QueueCommand::Peek {
@@ -335,17 +346,19 @@ pub fn run_queue(data_dir: &Path, args: &QueueArgs) -> Result<()> {
             max,
         } => {
             for m in bus.peek(entity, *dead_letter, *max)? {
-                println!("{}", serde_json::to_string(&m)?);
+                writeln!(out, "{}", serde_json::to_string(&m)?)?;
             }
         }
-        QueueCommand::Resubmit { entity } => println!(
+        QueueCommand::Resubmit { entity } => writeln!(
+            out,
             "resubmitted {} dead letter(s) of {entity}",
             bus.resubmit_dead_letters(entity)?
-        ),
-        QueueCommand::Purge { entity } => println!(
+        )?,
+        QueueCommand::Purge { entity } => writeln!(
+            out,
             "purged {} dead letter(s) of {entity}",
             bus.purge_dead_letters(entity)?
-        ),
+        )?,
         QueueCommand::Send {
             entity,
             body,
@@ -374,12 +387,106 @@ pub fn run_queue(data_dir: &Path, args: &QueueArgs) -> Result<()> {
                 ..Outgoing::default()
             };
             match bus.send(&target, msg)? {
-                SendOutcome::Accepted(seqs) => println!("sent: sequence number(s) {seqs:?}"),
-                SendOutcome::Duplicate => println!(
+                SendOutcome::Accepted(seqs) => writeln!(out, "sent: sequence number(s) {seqs:?}")?,
+                SendOutcome::Duplicate => writeln!(
+                    out,
                     "dropped: a message with this MessageId was sent within the duplicate detection window"
-                ),
+                )?,
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(dir: &Path, c: QueueCommand) -> String {
+        let mut out = Vec::new();
+        queue_to(dir, &c, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_queue_command_lists_sends_peeks_resubmits_and_purges_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = queue_to(dir.path(), &QueueCommand::List, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no queues yet"), "{err}");
+        let bus = Bus::open(
+            &dir.path().join("servicebus.db"),
+            BusSettings {
+                max_delivery_count: 1,
+                ..BusSettings::default()
+            },
+        )
+        .unwrap();
+        bus.ensure_queue("jobs").unwrap();
+        let send = |id: &str| QueueCommand::Send {
+            entity: "jobs".into(),
+            body: "{\"job\":1}".into(),
+            topic: false,
+            message_id: Some(id.into()),
+            content_type: None,
+            properties: vec![("tenant".into(), "acme".into())],
+            scheduled_in_secs: None,
+        };
+        assert!(run(dir.path(), send("m1")).starts_with("sent"));
+        assert!(run(dir.path(), send("m1")).starts_with("dropped"));
+        let m = bus.receive("jobs").unwrap().unwrap();
+        assert!(
+            bus.abandon(m.sequence_number, m.lock_token.as_deref().unwrap(), "boom")
+                .unwrap()
+        );
+        let list = run(dir.path(), QueueCommand::List);
+        let row: Vec<&str> = list.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row, ["jobs", "0", "0", "1"]);
+        let peeked = run(
+            dir.path(),
+            QueueCommand::Peek {
+                entity: "jobs".into(),
+                dead_letter: true,
+                max: 5,
+            },
+        );
+        assert!(
+            peeked.contains("MaxDeliveryCountExceeded") && peeked.contains("\"tenant\":\"acme\""),
+            "{peeked}"
+        );
+        assert!(
+            run(
+                dir.path(),
+                QueueCommand::Resubmit {
+                    entity: "jobs".into()
+                }
+            )
+            .contains("resubmitted 1")
+        );
+        let m = bus.receive("jobs").unwrap().unwrap();
+        assert!(
+            bus.abandon(m.sequence_number, m.lock_token.as_deref().unwrap(), "again")
+                .unwrap()
+        );
+        assert!(
+            run(
+                dir.path(),
+                QueueCommand::Purge {
+                    entity: "jobs".into()
+                }
+            )
+            .contains("purged 1")
+        );
+        let missing = queue_to(
+            dir.path(),
+            &QueueCommand::Purge {
+                entity: "nope".into(),
+            },
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("known: jobs"), "{missing}");
+    }
 }

@@ -817,3 +817,82 @@ async fn lock_renewal_stops_at_max_auto_lock_renewal_duration_and_the_message_is
     );
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn exit_code_200_is_an_intentional_restart_that_never_marks_the_app_failed() {
+    let root = AppRoot::new(
+        &[("cycling", vec![("C", http_fn("c", &["get"]))])],
+        json!({"FIXTURE_EXIT_APPS": "cycling", "FIXTURE_EXIT_CODE": "200"}),
+    );
+    let host = root.start().await;
+    let status = eventually("five restarts", || async {
+        host.statuses()
+            .into_iter()
+            .map(|(_, s)| s)
+            .find(|s| s.restarts >= 5)
+    })
+    .await;
+    assert_ne!(
+        status.state,
+        flowgrid_host::supervisor::State::Failed,
+        "{status:?}"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_handler_that_never_answers_within_the_initialization_timeout_is_restarted_then_failed() {
+    let root = AppRoot::with_host_json(
+        &[("silent", vec![("S", http_fn("s", &["get"]))])],
+        json!({"FIXTURE_SILENT_APPS": "silent"}),
+        json!({"customHandler": {"initializationTimeout": "00:00:00.300"}}),
+    );
+    let host = root.start().await;
+    let status = eventually("silent to fail", || async {
+        host.statuses()
+            .into_iter()
+            .map(|(_, s)| s)
+            .find(|s| s.state == flowgrid_host::supervisor::State::Failed)
+    })
+    .await;
+    assert_eq!(status.restarts, 2);
+    assert!(status.reason.unwrap().contains("initialization timeout"));
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_topic_message_reaches_the_function_of_each_subscription() {
+    let sub = |s: &str| {
+        json!({"bindings": [{"type": "serviceBusTrigger", "direction": "in", "name": "msg", "topicName": "events", "subscriptionName": s,
+            "connection": "ServiceBusConnection"}]})
+    };
+    let root = AppRoot::new(
+        &[
+            ("a", vec![("Work", sub("a-sub"))]),
+            ("b", vec![("Work", sub("b-sub"))]),
+        ],
+        json!({}),
+    );
+    let host = root.start().await;
+    host.bus()
+        .send(
+            &Target::Topic("events".into()),
+            Outgoing {
+                body: b"fan-out".to_vec(),
+                ..Outgoing::default()
+            },
+        )
+        .unwrap();
+    let lines = root
+        .wait_for_lines("both subscribers", |l| {
+            l.iter().any(|x| x.starts_with("a fan-out"))
+                && l.iter().any(|x| x.starts_with("b fan-out"))
+        })
+        .await;
+    assert_eq!(
+        lines.iter().filter(|x| x.contains(" fan-out ")).count(),
+        2,
+        "one delivery per subscription: {lines:?}"
+    );
+    host.shutdown().await;
+}

@@ -12,7 +12,8 @@
 //!   appended to `FIXTURE_LOG`.
 //! - `POST /Tick` (timer) appends `tick past_due=<bool> status=<bool>` to `FIXTURE_LOG`.
 //!
-//! `FIXTURE_EXIT_APPS=a,b`: those apps exit with code `FIXTURE_EXIT_CODE` (default 1) at start.
+//! `FIXTURE_EXIT_APPS=a,b`: those apps exit with code `FIXTURE_EXIT_CODE` (default 1) at start;
+//! `FIXTURE_SILENT_APPS=a,b`: those apps never listen.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -230,6 +231,16 @@ async fn main() {
             .unwrap_or(1);
         eprintln!("fixture app {app} exits with {code} as asked");
         std::process::exit(code);
+    }
+    if std::env::var("FIXTURE_SILENT_APPS")
+        .unwrap_or_default()
+        .split(',')
+        .any(|a| a == app)
+    {
+        // Never answers: the host's initialization timeout applies.
+        loop {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
     }
     let port: u16 = std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT")
         .ok()
