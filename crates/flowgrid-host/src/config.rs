@@ -99,7 +99,7 @@ pub enum Trigger {
         schedule: String,
         /// `runOnStartup`.
         run_on_startup: bool,
-        /// `useMonitor` (default true).
+        /// `useMonitor` (default: true when the schedule's period is at least one minute).
         use_monitor: bool,
     },
 }
@@ -627,10 +627,12 @@ impl FunctionDef {
                         .ok_or(format!("bindings[{i}].schedule: missing"))?;
                     let schedule = expand(raw, settings)
                         .map_err(|e| format!("bindings[{i}].schedule: {e}"))?;
-                    check_schedule(&schedule)
+                    let parsed = crate::timer::Schedule::parse(&schedule)
                         .map_err(|e| format!("bindings[{i}].schedule: {e}"))?;
                     let run_on_startup = bool_field(b, i, "runOnStartup", false)?;
-                    let use_monitor = bool_field(b, i, "useMonitor", true)?;
+                    // As the host: useMonitor defaults to true when the period is at least a minute.
+                    let use_monitor =
+                        bool_field(b, i, "useMonitor", parsed.period_at_least_a_minute())?;
                     set_trigger(
                         &mut trigger,
                         Trigger::Timer {

@@ -43,6 +43,30 @@ impl Schedule {
             .map_err(|e| format!("{s:?} is not a valid NCRONTAB expression: {e}"))
     }
 
+    /// Whether consecutive due times are at least a minute apart (the host's default for
+    /// `useMonitor`), judged on the next few occurrences.
+    pub fn period_at_least_a_minute(&self) -> bool {
+        match self {
+            Schedule::Interval(d) => d.as_secs() >= 60,
+            Schedule::Cron(_) => {
+                let mut t = Utc::now();
+                let mut shortest = chrono::Duration::MAX;
+                let Some(mut prev) = self.next_after(t) else {
+                    return true;
+                };
+                for _ in 0..5 {
+                    t = prev;
+                    let Some(next) = self.next_after(t) else {
+                        break;
+                    };
+                    shortest = shortest.min(next - prev);
+                    prev = next;
+                }
+                shortest >= chrono::Duration::minutes(1)
+            }
+        }
+    }
+
     /// The first due time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
@@ -71,6 +95,25 @@ mod tests {
     fn five_field_cron_and_garbage_are_refused() {
         assert!(Schedule::parse("*/5 * * * *").unwrap_err().contains("six"));
         assert!(Schedule::parse("x * * * * *").is_err());
+    }
+
+    #[test]
+    fn use_monitor_defaults_follow_the_period() {
+        assert!(
+            !Schedule::parse("*/10 * * * * *")
+                .unwrap()
+                .period_at_least_a_minute()
+        );
+        assert!(
+            Schedule::parse("0 */5 * * * *")
+                .unwrap()
+                .period_at_least_a_minute()
+        );
+        assert!(
+            Schedule::parse("01:00:00")
+                .unwrap()
+                .period_at_least_a_minute()
+        );
     }
 
     #[test]

@@ -627,7 +627,7 @@ async fn max_concurrent_calls_bounds_the_invocations_running_at_once() {
 
 #[tokio::test]
 async fn a_timer_runs_on_startup_fires_each_second_and_is_past_due_after_a_long_stop() {
-    let tick = json!({"bindings": [{"type": "timerTrigger", "direction": "in", "name": "timer", "schedule": "*/1 * * * * *", "runOnStartup": true}]});
+    let tick = json!({"bindings": [{"type": "timerTrigger", "direction": "in", "name": "timer", "schedule": "*/1 * * * * *", "runOnStartup": true, "useMonitor": true}]});
     let root = AppRoot::new(&[("clock", vec![("Tick", tick)])], json!({}));
     let host = root.start().await;
     let lines = root.wait_for_lines("three ticks", |l| l.len() >= 3).await;
