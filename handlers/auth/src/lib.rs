@@ -4,6 +4,12 @@
 //!
 //! `router(state)` is what both `main` and the tests serve. [`admin`] holds what the
 //! `flowgrid admin` commands run without HTTP.
+//!
+//! Settings of this app only (the shared ones are in `flowgrid_core::config`):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `FLOWGRID_JWT_SIGNING_KEYS` | (unset) | the issuer's private keys from settings instead of storage (a Key Vault reference in Azure): JSON `[{"kid","privateKey"}]`, `privateKey` = base64 of an Ed25519 PKCS#8 DER key, newest (signing) first; all are published; every app then needs `FLOWGRID_JWT_JWKS` with their public halves |
 
 pub mod admin;
 mod issuer;
@@ -24,7 +30,7 @@ use flowgrid_core::config::Config;
 use flowgrid_core::http::{health, with_common_layers};
 use flowgrid_core::store::Stores;
 
-pub use issuer::Issuer;
+pub use issuer::{Issuer, SIGNING_KEYS_SETTING, settings_keys};
 pub use password::{Params as PasswordParams, Passwords};
 use throttle::{Policy, Throttle};
 
@@ -91,6 +97,7 @@ impl FromRef<AppState> for Arc<TokenVerifier> {
 impl AppState {
     /// Opens storage, loads keys and prepares the production password hasher.
     pub async fn from_config(config: &Config) -> flowgrid_core::Result<AppState> {
+        let keys = settings_keys(|name| std::env::var(name).ok())?;
         let stores = Stores::open(config).await?;
         Self::new(
             config,
@@ -99,7 +106,27 @@ impl AppState {
             Policy::ACCOUNT,
             Policy::CALLER,
         )
-        .await
+        .await?
+        .with_signing_keys(config, keys)
+    }
+
+    /// The same state signing with keys from settings (see [`SIGNING_KEYS_SETTING`]).
+    pub fn with_signing_keys(
+        mut self,
+        config: &Config,
+        keys: Vec<flowgrid_core::auth::keyring::SigningKey>,
+    ) -> flowgrid_core::Result<AppState> {
+        if keys.is_empty() {
+            return Ok(self);
+        }
+        let kek = KeyEncryptionKey::from_config(config)?;
+        self.issuer = Arc::new(Issuer::new(
+            config,
+            self.stores.signing_keys.clone(),
+            kek,
+            keys,
+        )?);
+        Ok(self)
     }
 
     /// The state over `stores` with the given password cost and throttle policies (tests use
@@ -112,7 +139,7 @@ impl AppState {
         caller: Policy,
     ) -> flowgrid_core::Result<AppState> {
         let kek = KeyEncryptionKey::from_config(config)?;
-        let issuer = Issuer::new(config, stores.signing_keys.clone(), kek);
+        let issuer = Issuer::new(config, stores.signing_keys.clone(), kek, Vec::new())?;
         // The first key is made now, so the JWKS is never empty.
         issuer.current_key().await?;
         let verifier = Arc::new(TokenVerifier::from_stores(config, &stores).await?);

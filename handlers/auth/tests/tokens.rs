@@ -364,3 +364,90 @@ fn the_signing_key_is_encrypted_at_rest() {
     );
     assert!(flowgrid_core::auth::DevKey::from_config(&other).is_err());
 }
+
+#[tokio::test]
+async fn keys_from_settings_sign_and_are_published_and_every_app_trusts_them_through_the_jwks_setting()
+ {
+    let (new, old) = (TestKey::new("vault-2"), TestKey::new("vault-1"));
+    let b64 = |k: &TestKey| base64::engine::general_purpose::STANDARD.encode(&k.pkcs8);
+    let private = json!([
+        {"kid": new.kid, "privateKey": b64(&new)},
+        {"kid": old.kid, "privateKey": b64(&old)},
+    ])
+    .to_string();
+    let mut public = new.jwks();
+    public.keys.extend(old.jwks().keys);
+    let public = serde_json::to_string(&public).expect("jwks");
+    let app = TestApp::with(
+        &[("FLOWGRID_JWT_JWKS", public.as_str())],
+        common::LOOSE,
+        common::LOOSE,
+    )
+    .await;
+    let keys = flowgrid_auth::settings_keys(|name| {
+        (name == flowgrid_auth::SIGNING_KEYS_SETTING).then(|| private.clone())
+    })
+    .expect("keys");
+    let state = app
+        .state
+        .clone()
+        .with_signing_keys(&app.config, keys)
+        .expect("state");
+    let auth = flowgrid_auth::router(state);
+    let login = common::send(
+        &auth,
+        "POST",
+        "/api/auth/login",
+        "",
+        Some(json!({"email": app.owner_email, "password": app.owner_password})),
+        &[],
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.raw);
+    let token = access(&login.body);
+    let header = jsonwebtoken::decode_header(&token).expect("header");
+    assert_eq!(header.kid.as_deref(), Some("vault-2"));
+    assert_eq!(
+        app.agents("GET", "/api/agents", &token, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        common::send(&auth, "GET", "/api/auth/user", &token, None, &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let jwks = common::send(
+        &auth,
+        "GET",
+        "/api/auth/.well-known/jwks.json",
+        "",
+        None,
+        &[],
+    )
+    .await;
+    let kids: Vec<&str> = jwks.body["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid"))
+        .collect();
+    assert_eq!(kids, ["vault-2", "vault-1"]);
+    // Without the public keys in FLOWGRID_JWT_JWKS the app refuses to start.
+    let bare = TestApp::new().await;
+    let keys = flowgrid_auth::settings_keys(|_| Some(private.clone())).expect("keys");
+    let err = bare
+        .state
+        .clone()
+        .with_signing_keys(&bare.config, keys)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("FLOWGRID_JWT_JWKS"), "{err}");
+    let bad = flowgrid_auth::settings_keys(|_| {
+        Some(r#"[{"kid":"k","privateKey":"bm90IGEga2V5"}]"#.into())
+    })
+    .expect_err("not a key")
+    .to_string();
+    assert!(bad.contains("FLOWGRID_JWT_SIGNING_KEYS"), "{bad}");
+}

@@ -130,6 +130,7 @@ impl KeyEncryptionKey {
 }
 
 /// A private signing key of the built-in issuer.
+#[derive(Clone)]
 pub struct SigningKey {
     kid: String,
     pkcs8: Vec<u8>,
@@ -225,6 +226,48 @@ impl SigningKey {
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&self.pkcs8))
             .map_err(|e| Error::Internal(format!("signing a token: {e}")))
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KeySetting {
+    kid: String,
+    private_key: String,
+}
+
+/// Signing keys given in a setting named `setting`: a JSON array `[{"kid","privateKey"}]`,
+/// `privateKey` being base64 of an Ed25519 PKCS#8 DER key, newest (signing) first.
+pub fn parse_signing_keys(setting: &str, doc: &str) -> Result<Vec<SigningKey>> {
+    let bad = |problem: &str| crate::config::setting_error(setting, problem);
+    let entries: Vec<KeySetting> =
+        serde_json::from_str(doc).map_err(|_| bad("not a JSON array of {kid, privateKey}"))?;
+    if entries.is_empty() {
+        return Err(bad("the array is empty"));
+    }
+    entries
+        .into_iter()
+        .map(|e| {
+            let ok_kid = (1..=64).contains(&e.kid.len())
+                && e.kid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok_kid {
+                return Err(bad("a kid is 1-64 characters of A-Z a-z 0-9 - _"));
+            }
+            let pkcs8 = STANDARD
+                .decode(e.private_key.trim())
+                .map_err(|_| bad(&format!("key {}: privateKey is not base64", e.kid)))?;
+            SigningKey::from_pkcs8(e.kid.clone(), &pkcs8)
+                .map_err(|_| bad(&format!("key {}: not an Ed25519 PKCS#8 key", e.kid)))
+        })
+        .collect()
+}
+
+/// The public halves of `keys` as one JWKS.
+pub fn public_jwks(keys: &[SigningKey]) -> JwkSet {
+    JwkSet {
+        keys: keys.iter().flat_map(|k| k.jwks().keys).collect(),
     }
 }
 
