@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{AppRoot, eventually, header, health_fns, http_fn, request, sb_fn};
 use flowgrid_host::bus::{Outgoing, SendOutcome, Target};
 use serde_json::{Value, json};
@@ -525,25 +523,14 @@ async fn a_scheduled_message_is_delivered_only_after_its_enqueue_time() {
     let root = AppRoot::new(&[("worker", work_app(false))], json!({}));
     let host = root.start().await;
     let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let later = Outgoing {
+        body: b"later".to_vec(),
+        scheduled_enqueue_time: Some(at),
+        ..Outgoing::default()
+    };
     host.bus()
-        .send(
-            &Target::Queue("work".into()),
-            Outgoing {
-                body: b"later".to_vec(),
-                scheduled_enqueue_time: Some(at),
-                ..Outgoing::default()
-            },
-        )
+        .send(&Target::Queue("work".into()), later)
         .unwrap();
-    send(&host, "now");
-    root.wait_for_lines("the immediate message", |l| {
-        l.iter().any(|x| x.contains(" now "))
-    })
-    .await;
-    assert!(
-        !root.lines().iter().any(|x| x.contains(" later ")),
-        "the scheduled message came too early"
-    );
     assert_eq!(
         host.bus()
             .list()
@@ -554,11 +541,21 @@ async fn a_scheduled_message_is_delivered_only_after_its_enqueue_time() {
             .scheduled,
         1
     );
-    root.wait_for_lines("the scheduled message", |l| {
-        l.iter().any(|x| x.contains(" later "))
-    })
-    .await;
-    assert!(chrono::Utc::now() >= at);
+    send(&host, "now");
+    let lines = root
+        .wait_for_lines("both messages", |l| {
+            l.iter().any(|x| x.contains(" now ")) && l.iter().any(|x| x.contains(" later "))
+        })
+        .await;
+    let handled_at = |what: &str| -> i64 {
+        let line = lines.iter().find(|x| x.contains(what)).unwrap();
+        line.split("at_ms=").nth(1).unwrap().parse().unwrap()
+    };
+    assert!(
+        handled_at(" later ") >= at.timestamp_millis(),
+        "the scheduled message came before its time: {lines:?}"
+    );
+    assert!(handled_at(" now ") < handled_at(" later "));
     host.shutdown().await;
 }
 
@@ -608,16 +605,20 @@ async fn max_concurrent_calls_bounds_the_invocations_running_at_once() {
     );
     let host = root.start().await;
     for _ in 0..6 {
-        send(&host, "slow:150");
+        send(&host, "slow:500");
     }
     let lines = root
         .wait_for_lines("six slow messages", |l| {
-            l.iter().filter(|x| x.contains("slow:150")).count() == 6
+            l.iter().filter(|x| x.contains("slow:500")).count() == 6
         })
         .await;
     let max = lines
         .iter()
-        .filter_map(|l| l.split("max_in_flight=").nth(1))
+        .filter_map(|l| {
+            l.split("max_in_flight=")
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+        })
         .filter_map(|v| v.parse::<u32>().ok())
         .max()
         .unwrap();
@@ -638,7 +639,16 @@ async fn a_timer_runs_on_startup_fires_each_second_and_is_past_due_after_a_long_
     assert!(lines[2].contains("status=true"), "{lines:?}");
     host.shutdown().await;
     // The stored next due time passes while the host is down: the next start fires once past due.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let bus =
+        flowgrid_host::bus::Bus::open(&root.root().join("data/servicebus.db"), Default::default())
+            .unwrap();
+    let mut status = bus
+        .timer_status("clock/Tick")
+        .unwrap()
+        .expect("a stored schedule status");
+    status.next = chrono::Utc::now() - chrono::Duration::minutes(5);
+    bus.set_timer_status("clock/Tick", &status).unwrap();
+    drop(bus);
     std::fs::write(&root.log, "").unwrap();
     let host = root.start().await;
     let lines = root

@@ -177,9 +177,10 @@ async fn invoke(
                 record(&format!("latency_us={}", now - sent));
             } else {
                 record(&format!(
-                    "{} {msg} count={count} id={id} props={props} max_in_flight={}",
+                    "{} {msg} count={count} id={id} props={props} max_in_flight={} at_ms={}",
                     fx.app,
-                    fx.max_in_flight.load(Ordering::SeqCst)
+                    fx.max_in_flight.load(Ordering::SeqCst),
+                    chrono::Utc::now().timestamp_millis()
                 ));
             }
             fx.in_flight.fetch_sub(1, Ordering::SeqCst);
