@@ -906,3 +906,14 @@ async fn a_topic_message_reaches_the_function_of_each_subscription() {
     );
     host.shutdown().await;
 }
+
+#[test]
+fn the_repositorys_own_host_json_and_function_definitions_load_and_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config =
+        flowgrid_host::config::Config::load(&root, &mut |_| {}).unwrap_or_else(|e| panic!("{e:#}"));
+    let names: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
+    assert!(names.contains(&"agents"), "{names:?}");
+    assert_eq!(config.host.route_prefix, "api");
+    assert!(config.host.forwarding);
+}
