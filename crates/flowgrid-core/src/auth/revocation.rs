@@ -84,3 +84,67 @@ impl RevocationCache {
         Ok(revoked)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct FakeStore {
+        revoked: AtomicBool,
+        reads: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl RevocationStore for FakeStore {
+        async fn revoke(&self, _sid: &str, _until: DateTime<Utc>) -> Result<()> {
+            self.revoked.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn is_revoked(&self, _sid: &str) -> Result<bool> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(self.revoked.load(Ordering::SeqCst))
+        }
+        async fn purge_expired(&self, _now: DateTime<Utc>) -> Result<u64> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_not_revoked_answer_is_trusted_for_the_cache_time_only() {
+        let store = Arc::new(FakeStore::default());
+        let cache = RevocationCache::new(store.clone(), Duration::from_secs(3600));
+        assert!(!cache.is_revoked("s1").await.unwrap());
+        store.revoke("s1", Utc::now()).await.unwrap();
+        // Within the cache time the stale answer stands: this is the bound.
+        assert!(!cache.is_revoked("s1").await.unwrap());
+        assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+        // With no cache time every check reads the store.
+        let fresh = RevocationCache::new(store.clone(), Duration::ZERO);
+        assert!(fresh.is_revoked("s1").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_answer_is_kept_without_reading_the_store_again() {
+        let store = Arc::new(FakeStore::default());
+        store.revoke("s1", Utc::now()).await.unwrap();
+        let cache = RevocationCache::new(store.clone(), Duration::ZERO);
+        assert!(cache.is_revoked("s1").await.unwrap());
+        assert!(cache.is_revoked("s1").await.unwrap());
+        assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_session_this_process_revoked_is_refused_at_once() {
+        let store = Arc::new(FakeStore::default());
+        let cache = RevocationCache::new(store.clone(), Duration::from_secs(3600));
+        assert!(!cache.is_revoked("s1").await.unwrap());
+        cache.note_revoked("s1");
+        assert!(cache.is_revoked("s1").await.unwrap());
+        assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+    }
+}
