@@ -215,3 +215,35 @@ async fn the_rate_limit_of_flowgrid_dev_is_per_verified_tenant() {
         .expect("list");
     assert_eq!(forged.status(), 401);
 }
+
+#[tokio::test]
+async fn stopping_flowgrid_dev_stops_every_handler_it_started() {
+    let dev = Dev::start(&[]).await;
+    let v: Value = reqwest::get(format!("{}/api/health", dev.url))
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    let pids: Vec<u64> = v["apps"]
+        .as_object()
+        .expect("apps")
+        .values()
+        .filter_map(|a| a["pid"].as_u64())
+        .collect();
+    assert!(!pids.is_empty(), "{v}");
+    drop(dev);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for pid in pids {
+        // Gone, or a zombie about to be reaped: never a running handler.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "handler {pid} outlived flowgrid dev"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -202,6 +202,18 @@ pub fn dev(data_dir: &Path, args: &DevArgs) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Listen for Ctrl-C and SIGTERM before any handler starts, so that a signal at any
+        // moment stops the handlers too instead of leaving them orphaned.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        tokio::pin!(stop);
         let opts = HostOptions {
             root: root.clone(),
             bin_dir,
@@ -210,13 +222,12 @@ pub fn dev(data_dir: &Path, args: &DevArgs) -> Result<()> {
         };
         let host = Host::start(opts, &mut |n| eprintln!("flowgrid: {n}")).await?;
         eprintln!("flowgrid: waiting for the apps to answer...");
-        host.settle(Duration::from_secs(60)).await;
-        print_banner(&host, data_dir);
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("listening for SIGTERM")?;
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-            _ = term.recv() => {}
+            () = host.settle(Duration::from_secs(60)) => {
+                print_banner(&host, data_dir);
+                (&mut stop).await;
+            }
+            () = &mut stop => {}
         }
         eprintln!("flowgrid: stopping");
         host.shutdown().await;

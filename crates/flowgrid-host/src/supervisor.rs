@@ -257,7 +257,16 @@ fn pipe_output<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if !stderr {
-                tracing::info!(target: "handler", app = %app, "{line}");
+                // Handlers already log one JSON object per line: pass it on with the app added,
+                // rather than wrapping JSON in JSON.
+                match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(serde_json::Value::Object(mut obj)) => {
+                        obj.entry("app")
+                            .or_insert_with(|| serde_json::Value::String(app.clone()));
+                        println!("{}", serde_json::Value::Object(obj));
+                    }
+                    _ => tracing::info!(target: "handler", app = %app, "{line}"),
+                }
             } else if line.to_ascii_lowercase().contains("warn") {
                 tracing::warn!(target: "handler", app = %app, "{line}");
             } else {
