@@ -254,3 +254,51 @@ fn plain_http_issuers_need_the_explicit_allow_setting() {
     let err = TokenVerifier::from_config(&config).unwrap_err().to_string();
     assert!(err.contains("FLOWGRID_OIDC_ISSUERS"), "{err}");
 }
+
+/// Signs `claims` as RS256 with `key` (what Entra ID uses), by hand.
+fn rs256(key: &aws_lc_rs::rsa::KeyPair, kid: &str, claims: &Value) -> String {
+    let header =
+        URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "typ": "JWT", "kid": kid}).to_string());
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let input = format!("{header}.{payload}");
+    let mut signature = vec![0u8; key.public_modulus_len()];
+    key.sign(
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        input.as_bytes(),
+        &mut signature,
+    )
+    .expect("sign");
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+#[tokio::test]
+async fn rs256_tokens_of_an_external_issuer_verify_and_hmac_with_its_modulus_does_not() {
+    let provider = Provider::start().await;
+    let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa");
+    let parts = aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
+    provider.keys.lock().expect("keys").push(json!({
+        "kty": "RSA", "use": "sig", "kid": "rsa-1",
+        "n": URL_SAFE_NO_PAD.encode(&parts.n), "e": URL_SAFE_NO_PAD.encode(&parts.e),
+    }));
+    let s = settings(&provider);
+    let dir = flowgrid_testkit::DataDir::new();
+    let pairs: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let verifier = TokenVerifier::from_config(&common::config(&dir, &pairs)).unwrap();
+    let claims = verifier
+        .authenticate(&rs256(&rsa, "rsa-1", &provider.claims()))
+        .await
+        .expect("an RS256 token verifies");
+    assert_eq!(claims.tid, "contoso");
+    // HS256 keyed with the public modulus, under the RSA key's kid: refused.
+    let mut header = Header::new(Algorithm::HS256);
+    header.typ = Some("JWT".into());
+    header.kid = Some("rsa-1".into());
+    let forged = jsonwebtoken::encode(
+        &header,
+        &provider.claims(),
+        &EncodingKey::from_secret(&parts.n),
+    )
+    .unwrap();
+    assert!(verifier.authenticate(&forged).await.is_err());
+}
