@@ -149,6 +149,12 @@ pub async fn login(state: &AppState, request: LoginRequest, client: &str) -> Res
     };
     let (refresh, record) = new_refresh_token(state, &session.id, now)?;
     state.stores.sessions.create(&session, &record).await?;
+    // Housekeeping on about one login in 256: ended sessions and expired refresh tokens.
+    if record.hash.ends_with("00")
+        && let Err(e) = state.stores.sessions.purge_expired(now).await
+    {
+        tracing::warn!(error = %e, "purging ended sessions failed");
+    }
     tracing::info!(tenant.id = %user.tenant_id, user.id = %user.id, session.id = %session.id, "login");
     tokens(state, &user, &session, refresh).await
 }

@@ -61,6 +61,9 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<RefreshOutcome>;
     /// Marks the session revoked at `now` (idempotent); returns it.
     async fn revoke(&self, tenant: &TenantId, id: &str, now: DateTime<Utc>) -> Result<Session>;
+    /// Deletes sessions that ended before `now` with their refresh tokens, and refresh tokens
+    /// that expired before `now`; returns how many rows went. (Cosmos: TTL does it.)
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64>;
     /// Revokes every live session of the user; returns those it revoked.
     async fn revoke_all_of_user(
         &self,

@@ -485,6 +485,45 @@ pub async fn concurrent_rotations_of_one_token_both_succeed(s: &IdentityStores) 
     assert!(matches!(y, Ok(RefreshOutcome::Rotated(_))), "{y:?}");
 }
 
+pub async fn purging_removes_ended_sessions_and_expired_tokens_only(s: &IdentityStores) {
+    let t = tenant("ta");
+    let now = Utc::now();
+    let user = UserId::new();
+    let ended = session(&t, user, Duration::seconds(5));
+    let live = session(&t, user, Duration::days(1));
+    s.sessions
+        .create(&ended, &refresh("e1", &ended.id, Duration::hours(1)))
+        .await
+        .expect("create");
+    s.sessions
+        .create(&live, &refresh("l1", &live.id, Duration::seconds(5)))
+        .await
+        .expect("create");
+    s.sessions
+        .rotate("l1", &refresh("l2", "x", Duration::hours(1)), now, grace())
+        .await
+        .expect("rotate");
+    let later = now + Duration::seconds(10);
+    assert!(s.sessions.purge_expired(later).await.expect("purge") >= 3);
+    assert!(matches!(
+        s.sessions.get(&t, &ended.id).await,
+        Err(Error::NotFound)
+    ));
+    assert!(s.sessions.get(&t, &live.id).await.is_ok());
+    // The live session's current token still rotates.
+    let out = s
+        .sessions
+        .rotate(
+            "l2",
+            &refresh("l3", "x", Duration::hours(1)),
+            later,
+            grace(),
+        )
+        .await
+        .expect("rotate");
+    assert!(matches!(out, RefreshOutcome::Rotated(_)), "{out:?}");
+}
+
 fn key(kid: &str, age_secs: i64) -> StoredSigningKey {
     StoredSigningKey {
         kid: kid.into(),

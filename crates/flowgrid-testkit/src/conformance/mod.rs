@@ -87,6 +87,7 @@ macro_rules! identity_store_conformance {
             expired_tokens_and_revoked_or_ended_sessions_do_not_rotate,
             a_successor_never_outlives_its_session,
             revoking_a_user_revokes_only_their_live_sessions,
+            purging_removes_ended_sessions_and_expired_tokens_only,
             concurrent_rotations_of_one_token_both_succeed,
             signing_keys_are_listed_newest_first_retired_and_deleted,
             revoked_sessions_stay_denied_until_purged_after_expiry,

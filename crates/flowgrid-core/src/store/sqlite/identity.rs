@@ -444,6 +444,24 @@ impl SessionStore for Sqlite {
         .await
     }
 
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tokens = tx.execute(
+                "DELETE FROM refresh_tokens WHERE expires_ms < ?1
+                    OR session_id IN (SELECT id FROM sessions WHERE expires_ms < ?1)",
+                params![ms(now)],
+            )?;
+            let sessions = tx.execute(
+                "DELETE FROM sessions WHERE expires_ms < ?1",
+                params![ms(now)],
+            )?;
+            tx.commit()?;
+            Ok((tokens + sessions) as u64)
+        })
+        .await
+    }
+
     async fn revoke_all_of_user(
         &self,
         tenant: &TenantId,
