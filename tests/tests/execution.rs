@@ -351,3 +351,156 @@ async fn a_worker_killed_mid_run_is_redelivered_and_the_run_finishes_once() {
     assert_eq!(steps.len(), 3);
     assert_eq!(steps[1]["attempts"], 2);
 }
+
+#[tokio::test]
+async fn cancelling_a_run_through_flowgrid_dev_aborts_its_call_within_the_bound() {
+    let (world, addr) = world().await;
+    world.lock().expect("lock").hold = true;
+    let dev = Dev::start(&[("FLOWGRID_OUTBOUND_ALLOWLIST", &addr)]).await;
+    let token = dev.token("acme", "editor");
+    let agent = create_agent(
+        &dev,
+        &token,
+        json!([
+            {"id": "wait", "kind": "http", "method": "POST", "url": format!("http://{addr}/hold"), "timeoutMs": 120000},
+            {"id": "after", "kind": "http", "method": "POST", "url": format!("http://{addr}/effect")}
+        ]),
+    )
+    .await;
+    let job = submit(&dev, &token, &agent, json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !world
+        .lock()
+        .expect("lock")
+        .requests
+        .contains_key(&("/hold".into(), format!("{job}:wait")))
+    {
+        assert!(Instant::now() < deadline, "the step never called out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = Instant::now();
+    let reply = reqwest::Client::new()
+        .post(format!("{}/api/execute/cancel/{job}", dev.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(reply.status(), 202);
+    let done = wait_job(&dev, &token, &job, 30, |j| j["finishedAt"].is_string()).await;
+    let took = asked.elapsed();
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["steps"][0]["status"], "cancelled");
+    // Stated bound: 1 s (a 250 ms poll, a read and a write); generous here for a loaded machine.
+    assert!(took < Duration::from_secs(5), "cancelled after {took:?}");
+    assert!(
+        !world
+            .lock()
+            .expect("lock")
+            .effects
+            .iter()
+            .any(|k| k.starts_with(&job)),
+        "no step ran after the cancel"
+    );
+}
+
+#[tokio::test]
+async fn a_flooding_tenant_does_not_hold_back_another_tenants_run_through_flowgrid_dev() {
+    let (world, addr) = world().await;
+    world.lock().expect("lock").hold = true;
+    let dev = Dev::start(&[
+        ("FLOWGRID_OUTBOUND_ALLOWLIST", &addr),
+        ("FLOWGRID_TENANT_MAX_RUNNING", "1"),
+    ])
+    .await;
+    let flood = dev.token("flood", "editor");
+    let calm = dev.token("calm", "editor");
+    let held = create_agent(
+        &dev,
+        &flood,
+        json!([{"id": "wait", "kind": "http", "method": "POST", "url": format!("http://{addr}/hold"), "timeoutMs": 120000}]),
+    )
+    .await;
+    let quick = json!([{"id": "t", "kind": "transform", "output": {"ok": true}}]);
+    let flood_quick = create_agent(&dev, &flood, quick.clone()).await;
+    let calm_quick = create_agent(&dev, &calm, quick).await;
+    let first = submit(&dev, &flood, &held, json!({})).await;
+    wait_job(&dev, &flood, &first, 30, |j| j["status"] == "running").await;
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        waiting.push(submit(&dev, &flood, &flood_quick, json!({})).await);
+    }
+    let other = submit(&dev, &calm, &calm_quick, json!({})).await;
+    let done = wait_job(&dev, &calm, &other, 30, |j| j["finishedAt"].is_string()).await;
+    assert_eq!(done["status"], "succeeded", "the other tenant runs at once");
+    for id in &waiting {
+        let job = wait_job(&dev, &flood, id, 5, |_| true).await;
+        assert_eq!(
+            job["status"], "queued",
+            "the flooding tenant waits at its limit of 1"
+        );
+    }
+    // Its held job is cancelled: the slot frees and its waiting jobs run, one at a time.
+    reqwest::Client::new()
+        .post(format!("{}/api/execute/cancel/{first}", dev.url))
+        .bearer_auth(&flood)
+        .send()
+        .await
+        .expect("cancel");
+    for id in &waiting {
+        let job = wait_job(&dev, &flood, id, 60, |j| j["finishedAt"].is_string()).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+}
+
+#[tokio::test]
+async fn ssrf_targets_are_refused_and_a_reused_idempotency_key_is_checked_through_flowgrid_dev() {
+    let dev = Dev::start(&[]).await;
+    let token = dev.token("acme", "editor");
+    let agent = create_agent(
+        &dev,
+        &token,
+        json!([{"id": "evil", "kind": "http", "url": "{{ input.url }}", "retry": {"maxAttempts": 3, "backoffMs": 10}}]),
+    )
+    .await;
+    for url in [
+        "https://169.254.169.254/latest/meta-data/",
+        "https://127.0.0.1:7071/api/health",
+        "https://[::ffff:10.0.0.1]/",
+        "https://0x7f.0.0.1/",
+        "http://example.org/",
+    ] {
+        let job = submit(&dev, &token, &agent, json!({"url": url})).await;
+        let done = wait_job(&dev, &token, &job, 30, |j| j["finishedAt"].is_string()).await;
+        assert_eq!(done["status"], "failed", "{url}: {done}");
+        assert_eq!(
+            done["steps"][0]["attempts"], 1,
+            "{url}: refusals are not retried"
+        );
+    }
+    let client = reqwest::Client::new();
+    let send = |input: Value| {
+        client
+            .post(format!("{}/api/execute/agent/{agent}", dev.url))
+            .bearer_auth(&token)
+            .header("idempotency-key", "order-42")
+            .json(&json!({"input": input}))
+            .send()
+    };
+    let first: Value = send(json!({"url": "https://example.org/"}))
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("json");
+    let again: Value = send(json!({"url": "https://example.org/"}))
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(first["jobId"], again["jobId"]);
+    let other = send(json!({"url": "https://example.com/"}))
+        .await
+        .expect("submit");
+    assert_eq!(other.status(), 422);
+}
