@@ -45,8 +45,9 @@ pub struct PackageArgs {
     /// The app root (host.json, functions/); default: the nearest folder upwards that has both.
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// Rust target to build for (e.g. x86_64-unknown-linux-musl for a static binary; needs the
-    /// target and a musl C compiler installed). Default: the host's target (glibc).
+    /// Rust target to build for. Default: x86_64-unknown-linux-musl (a static binary) when that
+    /// target and a musl C compiler (`musl-gcc`) are installed, else the host's target (glibc).
+    /// `--target x86_64-unknown-linux-gnu` forces a glibc build.
     #[arg(long)]
     pub target: Option<String>,
     /// Do not build; package the binaries already in target/release (or target/<target>/release).
@@ -259,13 +260,46 @@ fn print_banner(host: &Host, data_dir: &Path) {
     println!("Stop with Ctrl-C.");
 }
 
+const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// Whether a static musl build can be made here: the Rust target is installed and `musl-gcc`
+/// (for the C the handlers compile) is on `PATH`.
+fn musl_available() -> bool {
+    let target_installed = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+                .join("lib/rustlib")
+                .join(MUSL)
+                .is_dir()
+        })
+        .unwrap_or(false);
+    let compiler = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("musl-gcc").is_file()));
+    target_installed && compiler
+}
+
 /// `flowgrid package`: release build, then one zip and folder per app.
 pub fn run_package(args: &PackageArgs) -> Result<()> {
     let root = find_root(args.root.as_deref())?;
     let target_dir = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
-    let bin_dir = match &args.target {
+    let target = match &args.target {
+        Some(t) => Some(t.clone()),
+        None if musl_available() => Some(MUSL.to_owned()),
+        None => {
+            eprintln!(
+                "flowgrid: building for glibc (the handler needs glibc >= 2.34); for a static binary: \
+                 `rustup target add {MUSL}` and `apt-get install musl-tools`"
+            );
+            None
+        }
+    };
+    let bin_dir = match &target {
         Some(t) => target_dir.join(t).join("release"),
         None => target_dir.join("release"),
     };
@@ -283,7 +317,7 @@ pub fn run_package(args: &PackageArgs) -> Result<()> {
             cargo_args.push("--bin");
             cargo_args.push(b);
         }
-        if let Some(t) = &args.target {
+        if let Some(t) = &target {
             cargo_args.push("--target");
             cargo_args.push(t);
         }
