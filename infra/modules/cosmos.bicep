@@ -20,7 +20,14 @@ param principalIds array
 //
 // agents: `c.tenantId = @tenant AND c.type = @type [AND c.status = @status]
 // [AND CONTAINS(c.nameKey, @name)] [AND c.sortKey < @after] ORDER BY c.sortKey DESC`, and
-// versions by `c.agentId` ordered by `c.version DESC`. Agents and their versions never expire.
+// versions by `c.agentId` ordered by `c.version DESC`; the schedule timer's cross-tenant scan
+// `c.type = @type AND c.scheduled = true AND c.status != @disabled`. Agents and their versions
+// never expire.
+//
+// jobs: `c.tenantId = @tenant AND c.type = @type [AND c.agentId = @agent] [AND c.status = @status]
+// [AND c.sortKey < @after] ORDER BY c.sortKey DESC` (and ASC for the oldest queued), run figures
+// by `c.createdMs`, and the reaper's cross-tenant scan on `c.status`, `c.leaseMs` and
+// `c.updatedMs`. Jobs are kept (their history is the run log).
 var containers = [
   {
     name: 'agents'
@@ -32,6 +39,21 @@ var containers = [
       '/sortKey/?'
       '/agentId/?'
       '/version/?'
+      '/scheduled/?'
+    ]
+    defaultTtl: null
+  }
+  {
+    name: 'jobs'
+    indexedPaths: [
+      '/tenantId/?'
+      '/type/?'
+      '/status/?'
+      '/agentId/?'
+      '/sortKey/?'
+      '/createdMs/?'
+      '/updatedMs/?'
+      '/leaseMs/?'
     ]
     defaultTtl: null
   }

@@ -94,15 +94,16 @@ impl Stores {
             }
             StoreKind::Cosmos(settings) => {
                 let cosmos = cosmos::Cosmos::open(settings).await?;
-                // Agents live in Cosmos. Kinds without a Cosmos implementation yet stay in the
-                // embedded database of the data folder (docs/storage.md lists them). Blobs are
-                // opened there too.
+                // Agents and jobs live in Cosmos. The identity kinds, which have no Cosmos
+                // implementation yet, stay in the embedded database of the data folder
+                // (docs/storage.md says which). Blobs are opened there too.
                 let embedded = Config {
                     store: StoreKind::Sqlite,
                     ..config.clone()
                 };
                 let mut stores = Box::pin(Stores::open(&embedded)).await?;
                 stores.agents = Arc::new(cosmos.clone());
+                stores.jobs = Arc::new(cosmos.clone());
                 stores.health = Arc::new(cosmos);
                 Ok(stores)
             }

@@ -442,3 +442,32 @@ pub async fn versions_are_listed_newest_first_and_paged(store: &dyn AgentStore) 
     );
     assert!(third.continuation_token.is_none());
 }
+
+pub async fn scheduled_lists_agents_with_a_schedule_across_tenants(store: &dyn AgentStore) {
+    use flowgrid_core::domain::Schedule;
+    let every_minute = || Some(Schedule::parse("0 * * * * *").expect("schedule"));
+    let mut wanted = Vec::new();
+    for t in [tenant("sa"), tenant("sb")] {
+        let mut on = new_agent(&t, "on a schedule", 30);
+        on.schedule = every_minute();
+        on.status = AgentStatus::Active;
+        let on = store.insert(&on).await.expect("insert");
+        wanted.push((t.clone(), on.id));
+        store
+            .insert(&new_agent(&t, "no schedule", 20))
+            .await
+            .expect("insert");
+        let mut off = new_agent(&t, "disabled", 10);
+        off.schedule = every_minute();
+        off.status = AgentStatus::Disabled;
+        store.insert(&off).await.expect("insert");
+    }
+    let found = store.scheduled(100).await.expect("scheduled");
+    let mut got: Vec<(TenantId, AgentId)> =
+        found.iter().map(|a| (a.tenant_id.clone(), a.id)).collect();
+    got.sort_by_key(|(t, id)| (t.as_str().to_owned(), id.to_string()));
+    wanted.sort_by_key(|(t, id)| (t.as_str().to_owned(), id.to_string()));
+    assert_eq!(got, wanted);
+    assert!(found.iter().all(|a| !a.etag.is_empty()));
+    assert_eq!(store.scheduled(1).await.expect("scheduled").len(), 1);
+}

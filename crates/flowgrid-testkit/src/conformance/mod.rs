@@ -26,6 +26,7 @@ macro_rules! agent_store_conformance {
             a_forged_continuation_token_is_a_bad_request,
             delete_honours_if_match_and_removes_the_history,
             versions_are_listed_newest_first_and_paged,
+            scheduled_lists_agents_with_a_schedule_across_tenants,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {

@@ -22,18 +22,17 @@
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::{Cosmos, map_error, timed};
-use crate::domain::{Agent, AgentId, TenantId};
+use super::{
+    BatchFailure, BatchOutcome, Cosmos, bare, charge, map_error, query_in, query_of, raw,
+    run_batch, timed,
+};
+use crate::domain::{Agent, AgentId, AgentStatus, TenantId};
 use crate::http::etag::Condition;
 use crate::store::{AgentQuery, AgentStore, AgentVersionSummary, Page, decode_token, encode_token};
 use crate::{Error, Result};
-use azure_core::http::Etag;
 use azure_data_cosmos::models::TransactionalBatch;
-use azure_data_cosmos::options::{
-    BatchDeleteOptions, BatchReplaceOptions, Precondition, QueryOptions,
-};
+use azure_data_cosmos::options::{BatchDeleteOptions, BatchReplaceOptions, Precondition};
 use azure_data_cosmos::{FeedScope, Query};
-use futures::StreamExt;
 
 /// The container's name.
 pub(super) const CONTAINER: &str = "agents";
@@ -56,6 +55,9 @@ struct AgentDoc {
     name_key: String,
     status: String,
     sort_key: String,
+    /// Whether the agent has a schedule (for the cross-tenant scan of [`AgentStore::scheduled`]).
+    #[serde(default)]
+    scheduled: bool,
     agent: Agent,
     #[serde(rename = "_etag", default, skip_serializing)]
     etag: String,
@@ -114,6 +116,7 @@ fn agent_doc(agent: &Agent) -> AgentDoc {
         name_key: agent.name_key(),
         status: agent.status.as_str().into(),
         sort_key: sort_key(agent),
+        scheduled: agent.schedule.is_some(),
         agent: stored,
         etag: String::new(),
     }
@@ -165,26 +168,10 @@ fn name_id(name_key: &str) -> String {
     format!("name-{hex}")
 }
 
-/// Cosmos ETags come quoted (`"0000-..."`); the domain keeps the bare value.
-fn bare(etag: &str) -> String {
-    etag.trim_matches('"').to_owned()
-}
-
-/// The ETag to send back in `If-Match`: exactly what the service gave (real Cosmos quotes
-/// its ETags, the emulator does not, and both compare byte for byte).
-fn raw(etag: &str) -> Etag {
-    Etag::from(etag.to_owned())
-}
-
 fn into_agent(doc: AgentDoc) -> Agent {
     let mut agent = doc.agent;
     agent.etag = bare(&doc.etag);
     agent
-}
-
-/// Records the request units of a call on the current span.
-fn charge(units: f64) {
-    tracing::Span::current().record("db.cosmos.request_charge", units);
 }
 
 fn span(operation: &'static str, tenant: &TenantId) -> tracing::Span {
@@ -196,12 +183,6 @@ fn span(operation: &'static str, tenant: &TenantId) -> tracing::Span {
         tenant.id = %tenant,
         db.cosmos.request_charge = tracing::field::Empty,
     )
-}
-
-/// Which operation of a batch failed, and with what status.
-struct BatchFailure {
-    index: usize,
-    status: u16,
 }
 
 impl Cosmos {
@@ -226,43 +207,9 @@ impl Cosmos {
         Ok((into_agent(doc), raw_etag, units))
     }
 
-    /// Runs `batch`; `Ok(Err(..))` names the operation that failed.
-    async fn run_batch(
-        &self,
-        batch: TransactionalBatch,
-    ) -> Result<std::result::Result<(Vec<Option<String>>, f64), BatchFailure>> {
-        let c = &self.containers().await?.agents;
-        let response = match c.execute_transactional_batch(batch, None).await {
-            Ok(r) => r,
-            // A failed batch may come back as an error carrying the failing status and no
-            // per-operation detail; report it against the first operation that could fail so.
-            Err(e) if matches!(u16::from(e.status().status_code()), 404 | 409 | 412) => {
-                return Ok(Err(BatchFailure {
-                    index: usize::MAX,
-                    status: u16::from(e.status().status_code()),
-                }));
-            }
-            Err(e) => return Err(map_error(e, "running a batch")),
-        };
-        let units = response
-            .headers()
-            .request_charge()
-            .map_or(0.0, |r| r.value());
-        let results = response
-            .into_model()
-            .map_err(|e| Error::Internal(format!("decoding a batch response: {e}")))?;
-        let mut etags = Vec::new();
-        for (index, result) in results.results().iter().enumerate() {
-            let status = result.status_code();
-            if !result.is_success() && status != 424 {
-                return Ok(Err(BatchFailure { index, status }));
-            }
-            etags.push(result.etag().map(bare));
-        }
-        if results.results().iter().any(|r| !r.is_success()) {
-            return Err(Error::Internal("a batch failed without a cause".into()));
-        }
-        Ok(Ok((etags, units)))
+    /// Runs `batch` in the agents container; `Ok(Err(..))` names the operation that failed.
+    async fn run_batch(&self, batch: TransactionalBatch) -> Result<BatchOutcome> {
+        run_batch(&self.containers().await?.agents, batch).await
     }
 
     /// Deletes version documents of `id` in batches (after the agent itself is gone).
@@ -294,29 +241,13 @@ impl Cosmos {
         take: usize,
     ) -> Result<Vec<T>> {
         let c = &self.containers().await?.agents;
-        let options = QueryOptions::default();
-        let mut pages = c
-            .query_items::<T>(
-                query,
-                FeedScope::partition(tenant.as_str().to_owned()),
-                Some(options),
-            )
-            .await
-            .map_err(|e| map_error(e, "querying"))?
-            .into_pages();
-        let mut items = Vec::new();
-        let mut units = 0.0;
-        while items.len() < take {
-            let Some(page) = pages.next().await else {
-                break;
-            };
-            let page = page.map_err(|e| map_error(e, "querying"))?;
-            units += page.headers().request_charge().map_or(0.0, |r| r.value());
-            items.extend(page.into_items());
-        }
-        charge(units);
-        items.truncate(take);
-        Ok(items)
+        query_in(
+            c,
+            query,
+            FeedScope::partition(tenant.as_str().to_owned()),
+            take,
+        )
+        .await
     }
 }
 
@@ -616,6 +547,39 @@ impl AgentStore for Cosmos {
             })
         })
         .instrument(span("versions", tenant))
+        .await
+    }
+
+    /// The one cross-tenant query of agents: a full-container scan filtered in its text by
+    /// `type`, `scheduled` and `status` (no tenant filter: it is meant to see every tenant; each
+    /// result carries its `tenantId`). Ordered by tenant then id, as on SQLite, after the read,
+    /// since a cross-partition `ORDER BY` needs the query plan the SDK does not run.
+    async fn scheduled(&self, limit: u32) -> Result<Vec<Agent>> {
+        let span = tracing::info_span!(
+            "cosmos",
+            db.system = "cosmosdb",
+            db.operation = "scheduled",
+            db.collection = CONTAINER,
+            db.cosmos.request_charge = tracing::field::Empty,
+        );
+        timed("scheduled", self.limit(), async {
+            let q = query_of(
+                "SELECT * FROM c WHERE c.type = @type AND c.scheduled = true AND c.status != @disabled",
+                vec![
+                    ("@type", TYPE_AGENT.into()),
+                    ("@disabled", AgentStatus::Disabled.as_str().into()),
+                ],
+            )?;
+            let c = &self.containers().await?.agents;
+            let docs: Vec<AgentDoc> = query_in(c, q, FeedScope::full_container(), usize::MAX).await?;
+            let mut agents: Vec<Agent> = docs.into_iter().map(into_agent).collect();
+            agents.sort_by(|a, b| {
+                (a.tenant_id.as_str(), a.id.to_string()).cmp(&(b.tenant_id.as_str(), b.id.to_string()))
+            });
+            agents.truncate(limit as usize);
+            Ok(agents)
+        })
+        .instrument(span)
         .await
     }
 

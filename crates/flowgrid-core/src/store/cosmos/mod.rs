@@ -23,20 +23,23 @@
 //! creation for accounts where the app's identity may not manage containers).
 
 mod agents;
+mod jobs;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::credentials::{Secret, TokenCredential};
-use azure_data_cosmos::models::ContainerProperties;
+use azure_core::http::Etag;
+use azure_data_cosmos::models::{ContainerProperties, TransactionalBatch};
 use azure_data_cosmos::options::{
     BinaryEncodingOptions, ConnectionPoolOptions, EndToEndOperationLatencyPolicy, OperationOptions,
-    Region, ServerCertificateValidation,
+    QueryOptions, Region, ServerCertificateValidation,
 };
 use azure_data_cosmos::{
     AccountEndpoint, AccountReference, ContainerClient, CosmosClient, CosmosError, CosmosRuntime,
-    RoutingStrategy,
+    FeedScope, Query, RoutingStrategy,
 };
+use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::config::CosmosSettings;
@@ -50,9 +53,13 @@ use crate::{Error, Result};
 /// (`agent`), its immutable versions (`agentVersion`) and its name reservation (`agentName`).
 /// Keeping them in one container and one partition is what lets a create, a replace or a delete
 /// change all three in one atomic transactional batch (batches cannot span containers).
-/// The other kinds of the design (tenants, users, jobs, connections, events, usage, tokens) are
-/// added here as their storage traits gain a Cosmos implementation.
-pub const CONTAINERS: &[&str] = &[agents::CONTAINER];
+///
+/// `jobs` holds jobs (`job`) and their idempotency-key reservations (`jobKey`), again in the
+/// tenant's partition so that a create with a key is one batch.
+///
+/// The other kinds of the design (tenants, users, sessions, connections, events, usage, tokens)
+/// are added here as their storage traits gain a Cosmos implementation.
+pub const CONTAINERS: &[&str] = &[agents::CONTAINER, jobs::CONTAINER];
 
 /// The partition key path of every container.
 pub const PARTITION_KEY: &str = "/tenantId";
@@ -86,6 +93,7 @@ struct Inner {
 struct Containers {
     client: CosmosClient,
     agents: ContainerClient,
+    jobs: ContainerClient,
 }
 
 impl Cosmos {
@@ -146,7 +154,15 @@ impl Cosmos {
                         .container_client(agents::CONTAINER, None)
                         .await
                         .map_err(|e| map_error(e, "opening the agents container"))?;
-                    Ok(Containers { client, agents })
+                    let jobs = db
+                        .container_client(jobs::CONTAINER, None)
+                        .await
+                        .map_err(|e| map_error(e, "opening the jobs container"))?;
+                    Ok(Containers {
+                        client,
+                        agents,
+                        jobs,
+                    })
                 })
                 .await
             })
@@ -298,4 +314,114 @@ pub(crate) fn map_error(e: CosmosError, doing: &str) -> Error {
         c if c >= 500 || !e.is_from_wire() => Error::Unavailable(format!("cosmos {doing}: {e}")),
         _ => Error::Internal(format!("cosmos {doing}: {e}")),
     }
+}
+
+/// Cosmos ETags come quoted (`"0000-..."`); the domain keeps the bare value.
+pub(crate) fn bare(etag: &str) -> String {
+    etag.trim_matches('"').to_owned()
+}
+
+/// The ETag to send back in `If-Match`: exactly what the service gave (real Cosmos quotes
+/// its ETags, the emulator does not, and both compare byte for byte).
+pub(crate) fn raw(etag: &str) -> Etag {
+    Etag::from(etag.to_owned())
+}
+
+/// Records the request units of a call on the current span.
+pub(crate) fn charge(units: f64) {
+    tracing::Span::current().record("db.cosmos.request_charge", units);
+}
+
+/// The request charge of a response.
+pub(crate) fn units_of(headers: &azure_data_cosmos::models::ResponseHeaders) -> f64 {
+    headers.request_charge().map_or(0.0, |r| r.value())
+}
+
+/// Which operation of a batch failed, and with what status.
+pub(crate) struct BatchFailure {
+    /// Index of the failing operation (`usize::MAX`: the service did not say).
+    pub(crate) index: usize,
+    /// Its HTTP status.
+    pub(crate) status: u16,
+}
+
+/// A batch that ran: the ETag of each operation and the request charge, or which one failed.
+pub(crate) type BatchOutcome = std::result::Result<(Vec<Option<String>>, f64), BatchFailure>;
+
+/// Runs `batch` in container `c`; `Ok(Err(..))` names the operation that failed.
+pub(crate) async fn run_batch(
+    c: &ContainerClient,
+    batch: TransactionalBatch,
+) -> Result<BatchOutcome> {
+    let response = match c.execute_transactional_batch(batch, None).await {
+        Ok(r) => r,
+        // A failed batch may come back as an error carrying the failing status and no
+        // per-operation detail; report it against the first operation that could fail so.
+        Err(e) if matches!(u16::from(e.status().status_code()), 404 | 409 | 412) => {
+            return Ok(Err(BatchFailure {
+                index: usize::MAX,
+                status: u16::from(e.status().status_code()),
+            }));
+        }
+        Err(e) => return Err(map_error(e, "running a batch")),
+    };
+    let units = units_of(response.headers());
+    let results = response
+        .into_model()
+        .map_err(|e| Error::Internal(format!("decoding a batch response: {e}")))?;
+    let mut etags = Vec::new();
+    for (index, result) in results.results().iter().enumerate() {
+        let status = result.status_code();
+        if !result.is_success() && status != 424 {
+            return Ok(Err(BatchFailure { index, status }));
+        }
+        etags.push(result.etag().map(bare));
+    }
+    if results.results().iter().any(|r| !r.is_success()) {
+        return Err(Error::Internal("a batch failed without a cause".into()));
+    }
+    Ok(Ok((etags, units)))
+}
+
+/// Runs a parameterized query over `scope` of container `c`, returning up to `take` items.
+/// The scope is the tenant's partition for every query but the few cross-tenant scans
+/// (docs/storage.md lists them), which pass [`FeedScope::full_container`].
+pub(crate) async fn query_in<T: serde::de::DeserializeOwned + Send + 'static>(
+    c: &ContainerClient,
+    query: Query,
+    scope: FeedScope,
+    take: usize,
+) -> Result<Vec<T>> {
+    let mut pages = c
+        .query_items::<T>(query, scope, Some(QueryOptions::default()))
+        .await
+        .map_err(|e| map_error(e, "querying"))?
+        .into_pages();
+    let mut items = Vec::new();
+    let mut units = 0.0;
+    while items.len() < take {
+        let Some(page) = pages.next().await else {
+            break;
+        };
+        let page = page.map_err(|e| map_error(e, "querying"))?;
+        units += units_of(page.headers());
+        items.extend(page.into_items());
+    }
+    charge(units);
+    items.truncate(take);
+    Ok(items)
+}
+
+/// Builds a query from fixed text and parameters (values never enter the text).
+pub(crate) fn query_of(
+    text: impl Into<String>,
+    params: Vec<(&'static str, serde_json::Value)>,
+) -> Result<Query> {
+    let mut q = Query::from(text.into());
+    for (name, value) in params {
+        q = q
+            .with_parameter(name, value)
+            .map_err(|e| Error::Internal(format!("query parameter: {e}")))?;
+    }
+    Ok(q)
 }
