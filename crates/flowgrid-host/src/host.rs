@@ -484,7 +484,11 @@ async fn serve(sh: &Arc<Shared>, req: Request, ctx: &CallContext) -> Served {
             target,
         );
     }
-    let tenant = tenant_of(sh, req.headers()).await;
+    let tenant = if sh.limiter.enabled() {
+        tenant_of(sh, req.headers()).await
+    } else {
+        None
+    };
     if let Err(retry_after_secs) = sh
         .limiter
         .check(tenant.as_deref().unwrap_or(crate::ratelimit::ANONYMOUS))

@@ -25,6 +25,11 @@ impl RateLimiter {
         }
     }
 
+    /// Whether requests are limited at all (`FLOWGRID_RATE_LIMIT_RPS` > 0).
+    pub fn enabled(&self) -> bool {
+        self.rps > 0.0
+    }
+
     /// Takes one token for `key`, or returns the whole seconds to wait (at least 1).
     pub fn check(&self, key: &str) -> Result<(), u64> {
         if self.rps <= 0.0 {

@@ -104,16 +104,45 @@ async fn main() -> Result<()> {
         .and_then(|(_, s)| s.port)
         .context("the edge app did not start")?;
 
-    // 1. Forwarded HTTP: alternate direct and through-host requests on keep-alive connections.
+    // 1. Forwarded HTTP: alternate direct, through-host, and through-host with a bearer token
+    // (verified by the host for the per-tenant rate limit) on keep-alive connections.
+    let key = flowgrid_core::auth::DevKey::load_or_create(&root.join("data"))?;
+    let token = key.mint(&flowgrid_core::auth::TokenRequest {
+        tenant: "bench".into(),
+        role: flowgrid_core::auth::Role::Viewer,
+        user: "bench".into(),
+        issuer: flowgrid_core::config::DEFAULT_ISSUER.into(),
+        audience: flowgrid_core::config::DEFAULT_AUDIENCE.into(),
+        ttl_secs: 3600,
+    })?;
+    let data_dir = root.join("data");
+    let core_config = flowgrid_core::config::Config::from_lookup(|name| {
+        (name == "FLOWGRID_DATA_DIR").then(|| data_dir.display().to_string())
+    })?;
+    let accepted = flowgrid_core::auth::TokenVerifier::from_config(&core_config)?
+        .authenticate(&token)
+        .await
+        .is_ok();
+    println!("bench token accepted by the verifier the host uses: {accepted}");
+    let bearer = format!("Bearer {token}");
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<bytes::Bytes>>();
     let direct = format!("http://127.0.0.1:{direct_port}/api/echo/bench");
     let through = format!("{}/api/echo/bench", host.url());
-    let mut times = [Vec::with_capacity(n_http), Vec::with_capacity(n_http)];
+    let mut times = [
+        Vec::with_capacity(n_http),
+        Vec::with_capacity(n_http),
+        Vec::with_capacity(n_http),
+    ];
     for i in 0..(n_http + 500) {
-        for (k, url) in [&direct, &through].iter().enumerate() {
+        for (k, url) in [&direct, &through, &through].iter().enumerate() {
+            let mut req = hyper::Request::get(url.as_str());
+            if k == 2 {
+                req = req.header("authorization", &bearer);
+            }
+            let req = req.body(Empty::new())?;
             let t = Instant::now();
-            let res = client.get(url.parse()?).await?;
+            let res = client.request(req).await?;
             let status = res.status();
             res.into_body().collect().await?;
             let us = t.elapsed().as_secs_f64() * 1e6;
