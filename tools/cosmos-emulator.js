@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Starts @vercel/cosmosdb-server (pinned in tools/emulators/package.json) with four fixes the
+// Starts @vercel/cosmosdb-server (pinned in tools/emulators/package.json) with five fixes the
 // official Rust SDK needs, applied by patching modules before the server's routes load; no file
 // in node_modules is edited. See docs/storage.md and the probe notes it cites.
 //
@@ -43,6 +43,20 @@ const bd = req(`${PKG}/lib/handler/batch-documents`);
 const origBatch = bd.default;
 bd.default = (a, request, res, p) =>
   batchPk.run(request.headers["x-ms-documentdb-partitionkey"], () => origBatch(a, request, res, p));
+
+// Fix 5: a query the SDK sends to a partition key range (`x-ms-documentdb-partitionkeyrangeid`,
+// how it runs a full-container query, one range at a time, with no partition key) is a
+// cross-partition query; the server only knows the `enablecrosspartition` header, and without
+// it refuses a query whose text does not name the partition key ("missing partition keys").
+const qd = req(`${PKG}/lib/handler/query-documents`);
+const origQuery = qd.default;
+qd.default = (a, request, res, p) => {
+  if (request.headers["x-ms-documentdb-partitionkeyrangeid"] !== undefined &&
+      request.headers["x-ms-documentdb-partitionkey"] === undefined) {
+    request.headers["x-ms-documentdb-query-enablecrosspartition"] = "true";
+  }
+  return origQuery(a, request, res, p);
+};
 
 // Fix 4: with --no-ssl, advertise http:// region endpoints (else the SDK speaks TLS to the HTTP port).
 const nossl = process.argv.includes("--no-ssl");

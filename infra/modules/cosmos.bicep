@@ -28,6 +28,14 @@ param principalIds array
 // [AND c.sortKey < @after] ORDER BY c.sortKey DESC` (and ASC for the oldest queued), run figures
 // by `c.createdMs`, and the reaper's cross-tenant scan on `c.status`, `c.leaseMs` and
 // `c.updatedMs`. Jobs are kept (their history is the run log).
+//
+// tenants: point reads only. users: `c.tenantId = @tenant AND c.type = @type [AND c.sortKey >
+// @after] ORDER BY c.sortKey`, and login's cross-tenant `c.type = @type AND c.emailKey = @email`.
+// sessions: a user's live sessions (`c.userId`, `c.revokedMs`), the presented refresh token's
+// cross-tenant `c.hash = @hash`, and the purge's `c.expiresMs < @now`; TTL on: sessions and
+// refresh tokens carry `ttl` (their end plus an hour). tokens: the fixed partitions `_issuer`
+// (signing keys) and `_revoked` (the session denylist, with `ttl`), read by `c.type` and
+// `c.untilMs`; TTL on.
 var containers = [
   {
     name: 'agents'
@@ -56,6 +64,45 @@ var containers = [
       '/leaseMs/?'
     ]
     defaultTtl: null
+  }
+  {
+    name: 'tenants'
+    indexedPaths: [
+      '/tenantId/?'
+      '/type/?'
+    ]
+    defaultTtl: null
+  }
+  {
+    name: 'users'
+    indexedPaths: [
+      '/tenantId/?'
+      '/type/?'
+      '/sortKey/?'
+      '/emailKey/?'
+    ]
+    defaultTtl: null
+  }
+  {
+    name: 'sessions'
+    indexedPaths: [
+      '/tenantId/?'
+      '/type/?'
+      '/userId/?'
+      '/revokedMs/?'
+      '/hash/?'
+      '/expiresMs/?'
+    ]
+    defaultTtl: -1
+  }
+  {
+    name: 'tokens'
+    indexedPaths: [
+      '/tenantId/?'
+      '/type/?'
+      '/untilMs/?'
+    ]
+    defaultTtl: -1
   }
 ]
 

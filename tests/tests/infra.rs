@@ -1030,7 +1030,7 @@ fn every_setting_the_code_reads_is_deployed_and_nothing_else() {
 
 #[test]
 fn every_cosmos_container_the_storage_layer_uses_is_declared() {
-    use flowgrid_core::store::cosmos::{CONTAINERS, PARTITION_KEY};
+    use flowgrid_core::store::cosmos::{CONTAINERS, PARTITION_KEY, TTL_CONTAINERS};
     let cosmos = Bicep::load("infra/modules/cosmos.bicep");
     let list = cosmos
         .variable("containers")
@@ -1055,6 +1055,18 @@ fn every_cosmos_container_the_storage_layer_uses_is_declared() {
         assert!(
             indexed.contains("'/tenantId/?'"),
             "container {name}: every query filters on tenantId, so it must be indexed"
+        );
+        let ttl = properties
+            .iter()
+            .find(|(k, _)| k == "defaultTtl")
+            .map(|(_, v)| cosmos.text(*v).trim().to_owned())
+            .unwrap_or_default();
+        let expires = TTL_CONTAINERS.contains(&name.as_str());
+        assert_eq!(
+            ttl,
+            if expires { "-1" } else { "null" },
+            "container {name}: `defaultTtl` must be -1 (TTL on, set per document) exactly for the \
+             containers in TTL_CONTAINERS ({TTL_CONTAINERS:?}), and null for the others"
         );
         declared.insert(name);
     }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowgrid_core::auth::Role;
+use flowgrid_core::auth::{DevKey, Role};
 use flowgrid_core::config::{CosmosSettings, SecretString};
 use flowgrid_core::domain::{AgentId, TenantId};
 use flowgrid_core::store::AgentStore;
@@ -16,7 +16,16 @@ use flowgrid_testkit::{DataDir, Handler, free_port, workspace_bin};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// The handler on Cosmos. With `FLOWGRID_STORE=cosmos` the issuer's signing keys are in Cosmos,
+/// not in the folder, so the folder's development key (which signs the tests' tokens) is
+/// trusted through `FLOWGRID_JWT_JWKS`, as the apps in Azure trust a published key set.
 fn agents_on(emulator_endpoint: &str, database: &str, dir: &DataDir) -> Handler {
+    let jwks = serde_json::to_string(
+        &DevKey::load_or_create(dir.path())
+            .expect("development key")
+            .jwks(),
+    )
+    .expect("jwks");
     Handler::spawn(
         &workspace_bin("flowgrid-agents", "flowgrid-agents"),
         dir.path(),
@@ -25,6 +34,7 @@ fn agents_on(emulator_endpoint: &str, database: &str, dir: &DataDir) -> Handler 
             ("COSMOS_ENDPOINT", emulator_endpoint),
             ("COSMOS_KEY", EMULATOR_KEY),
             ("COSMOS_DATABASE", database),
+            ("FLOWGRID_JWT_JWKS", &jwks),
         ],
     )
 }

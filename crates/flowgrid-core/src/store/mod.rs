@@ -93,19 +93,22 @@ impl Stores {
                 })
             }
             StoreKind::Cosmos(settings) => {
+                // Every document store lives in Cosmos (docs/storage.md has the layout); nothing
+                // is kept in the data folder, which in Azure is an instance's ephemeral disk.
                 let cosmos = cosmos::Cosmos::open(settings).await?;
-                // Agents and jobs live in Cosmos. The identity kinds, which have no Cosmos
-                // implementation yet, stay in the embedded database of the data folder
-                // (docs/storage.md says which). Blobs are opened there too.
-                let embedded = Config {
-                    store: StoreKind::Sqlite,
-                    ..config.clone()
-                };
-                let mut stores = Box::pin(Stores::open(&embedded)).await?;
-                stores.agents = Arc::new(cosmos.clone());
-                stores.jobs = Arc::new(cosmos.clone());
-                stores.health = Arc::new(cosmos);
-                Ok(stores)
+                let (blobs, blobs_health) = crate::blob::open(config).await?;
+                Ok(Stores {
+                    agents: Arc::new(cosmos.clone()),
+                    tenants: Arc::new(cosmos.clone()),
+                    users: Arc::new(cosmos.clone()),
+                    sessions: Arc::new(cosmos.clone()),
+                    signing_keys: Arc::new(cosmos.clone()),
+                    revocations: Arc::new(cosmos.clone()),
+                    jobs: Arc::new(cosmos.clone()),
+                    health: Arc::new(cosmos),
+                    blobs,
+                    blobs_health,
+                })
             }
         }
     }

@@ -23,6 +23,7 @@
 //! creation for accounts where the app's identity may not manage containers).
 
 mod agents;
+mod identity;
 mod jobs;
 
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::Etag;
-use azure_data_cosmos::models::{ContainerProperties, TransactionalBatch};
+use azure_data_cosmos::models::{ContainerProperties, TimeToLive, TransactionalBatch};
 use azure_data_cosmos::options::{
     BinaryEncodingOptions, ConnectionPoolOptions, EndToEndOperationLatencyPolicy, OperationOptions,
     QueryOptions, Region, ServerCertificateValidation,
@@ -57,9 +58,28 @@ use crate::{Error, Result};
 /// `jobs` holds jobs (`job`) and their idempotency-key reservations (`jobKey`), again in the
 /// tenant's partition so that a create with a key is one batch.
 ///
-/// The other kinds of the design (tenants, users, sessions, connections, events, usage, tokens)
-/// are added here as their storage traits gain a Cosmos implementation.
-pub const CONTAINERS: &[&str] = &[agents::CONTAINER, jobs::CONTAINER];
+/// `tenants` holds tenants; `users` the users (`user`) and the reservations of their emails
+/// (`userEmail`), so that a create or an email change is one batch; `sessions` the login
+/// sessions (`session`) and their refresh tokens (`refreshToken`), one batch per rotation; and
+/// `tokens` the two kinds that belong to no tenant, each in a fixed partition of its own: the
+/// built-in issuer's signing keys (`_issuer`) and the session denylist (`_revoked`). No tenant
+/// document ever goes into `tokens`, so a tenant id can never meet those fixed partitions.
+/// `sessions` and `tokens` have TTL on (documents carry `ttl`, see [`TTL_CONTAINERS`]).
+///
+/// Kinds of the design still to come (connections, events, usage) are added here as their
+/// storage traits gain a Cosmos implementation.
+pub const CONTAINERS: &[&str] = &[
+    agents::CONTAINER,
+    jobs::CONTAINER,
+    identity::TENANTS,
+    identity::USERS,
+    identity::SESSIONS,
+    identity::TOKENS,
+];
+
+/// The containers whose documents expire (TTL on with no default: `defaultTtl` -1; each
+/// document sets its own `ttl`). The Bicep must set `defaultTtl: -1` on exactly these.
+pub const TTL_CONTAINERS: &[&str] = &[identity::SESSIONS, identity::TOKENS];
 
 /// The partition key path of every container.
 pub const PARTITION_KEY: &str = "/tenantId";
@@ -94,6 +114,10 @@ struct Containers {
     client: CosmosClient,
     agents: ContainerClient,
     jobs: ContainerClient,
+    tenants: ContainerClient,
+    users: ContainerClient,
+    sessions: ContainerClient,
+    tokens: ContainerClient,
 }
 
 impl Cosmos {
@@ -150,18 +174,22 @@ impl Cosmos {
                         self.create_missing(&client).await?;
                     }
                     let db = client.database_client(self.inner.database.as_str());
-                    let agents = db
-                        .container_client(agents::CONTAINER, None)
-                        .await
-                        .map_err(|e| map_error(e, "opening the agents container"))?;
-                    let jobs = db
-                        .container_client(jobs::CONTAINER, None)
-                        .await
-                        .map_err(|e| map_error(e, "opening the jobs container"))?;
+                    let open = |name: &'static str| {
+                        let db = &db;
+                        async move {
+                            db.container_client(name, None)
+                                .await
+                                .map_err(|e| map_error(e, "opening a container"))
+                        }
+                    };
                     Ok(Containers {
+                        agents: open(agents::CONTAINER).await?,
+                        jobs: open(jobs::CONTAINER).await?,
+                        tenants: open(identity::TENANTS).await?,
+                        users: open(identity::USERS).await?,
+                        sessions: open(identity::SESSIONS).await?,
+                        tokens: open(identity::TOKENS).await?,
                         client,
-                        agents,
-                        jobs,
                     })
                 })
                 .await
@@ -204,7 +232,10 @@ impl Cosmos {
         }
         let db = client.database_client(self.inner.database.as_str());
         for name in CONTAINERS {
-            let properties = ContainerProperties::new(*name, PARTITION_KEY.into());
+            let mut properties = ContainerProperties::new(*name, PARTITION_KEY.into());
+            if TTL_CONTAINERS.contains(name) {
+                properties = properties.with_default_ttl(TimeToLive::NoDefault);
+            }
             match db.create_container(properties, None).await {
                 Ok(_) => tracing::info!(cosmos.container = name, "created a Cosmos container"),
                 Err(e) if e.status().is_conflict() => {}
