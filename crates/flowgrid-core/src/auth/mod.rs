@@ -15,6 +15,7 @@ mod devkey;
 pub mod keyring;
 mod oidc;
 mod revocation;
+mod verified;
 mod verify;
 
 pub use caller::{Caller, Role};

@@ -165,6 +165,7 @@ pub struct TokenVerifier {
     audience: String,
     externals: Vec<External>,
     revocations: Option<RevocationCache>,
+    verified: super::verified::VerifiedTokens,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -288,6 +289,7 @@ impl TokenVerifier {
             revocations: revocations.map(|store| {
                 RevocationCache::new(store, Duration::from_secs(config.revocation_cache_secs))
             }),
+            verified: Default::default(),
         })
     }
 
@@ -301,6 +303,7 @@ impl TokenVerifier {
             audience: audience.to_owned(),
             externals: Vec::new(),
             revocations: None,
+            verified: Default::default(),
         })
     }
 
@@ -344,7 +347,12 @@ impl TokenVerifier {
     /// an unknown `kid` (as often as that issuer's refresh interval allows), and refuses a token
     /// whose session is revoked.
     pub async fn authenticate(&self, token: &str) -> Result<AccessClaims> {
-        let claims = match self.check(token) {
+        let claims = match self
+            .verified
+            .get(token)
+            .ok_or(())
+            .or_else(|()| self.check(token))
+        {
             Ok(claims) => claims,
             Err(Failure::Rejected(e)) => return Err(e),
             Err(Failure::UnknownKid(cache)) => {
@@ -363,6 +371,8 @@ impl TokenVerifier {
                 self.verify(token)?
             }
         };
+        // Remember a fresh verification only: a hit must not extend its own lifetime.
+        self.verified.insert_if_absent(token, &claims);
         if let (Some(sid), Some(revocations)) = (&claims.sid, &self.revocations)
             && revocations.is_revoked(sid).await?
         {
