@@ -171,6 +171,11 @@ async fn main() -> Result<()> {
         h50 - d50,
         h99 - d99
     );
+    let (a50, a99) = (percentile(&times[2], 0.5), percentile(&times[2], 0.99));
+    println!(
+        "  through, with token: p50 {a50:8.1}  p99 {a99:8.1}  (added p50 {:.1})",
+        a50 - d50
+    );
 
     // 2. Queue throughput: enqueue n messages, measure until all are completed.
     let bus = host.bus();
