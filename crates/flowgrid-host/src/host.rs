@@ -46,6 +46,8 @@ pub struct HostOptions {
 struct AppRt {
     name: String,
     status: watch::Receiver<Status>,
+    /// Asks the supervisor to kill and restart the handler (after a function timeout).
+    restart: Arc<tokio::sync::Notify>,
     calls: Arc<Semaphore>,
     functions: Vec<FunctionDef>,
 }
@@ -206,15 +208,18 @@ impl Host {
                 app.name,
                 launch.program.display()
             ));
+            let restart = Arc::new(tokio::sync::Notify::new());
             tasks.push(tokio::spawn(supervisor::supervise(
                 launch,
                 client.clone(),
                 tx,
                 shutdown_rx.clone(),
+                restart.clone(),
             )));
             apps.push(AppRt {
                 name: app.name.clone(),
                 status: rx,
+                restart,
                 calls: Arc::new(Semaphore::new(config.host.max_concurrent_calls)),
                 functions: app.functions.clone(),
             });
@@ -648,7 +653,7 @@ async fn envelope_http(
         body: has_length.then_some(&bytes[..]),
     };
     let envelope = invoke::http_envelope(&f.name, binding, &input);
-    let answer = match call(sh, &app.name, port, f, ctx, &envelope).await {
+    let answer = match call(sh, app, port, f, ctx, &envelope).await {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(app = %app.name, function = %f.name, invocation_id = %ctx.invocation_id, "invocation failed: {e}");
@@ -675,17 +680,31 @@ async fn envelope_http(
 /// Posts an envelope and reads the answer (non-2xx, bad JSON, connection errors → failed).
 async fn call(
     sh: &Shared,
-    app: &str,
+    app: &AppRt,
     port: u16,
     f: &FunctionDef,
     ctx: &CallContext,
     envelope: &flowgrid_core::invocation::InvokeRequest,
 ) -> Result<flowgrid_core::invocation::InvokeResponse, String> {
     let req = invoke::invocation_request(port, &f.name, ctx, envelope)?;
-    let (status, _, body) = sh.client.send_collect(req).await?;
+    let sent = sh.client.send_collect(req);
+    let (status, _, body) = match sh.config.host.function_timeout {
+        Some(limit) => match tokio::time::timeout(limit, sent).await {
+            Ok(r) => r?,
+            Err(_) => {
+                // As the host: a function timeout restarts the handler process.
+                app.restart.notify_waiters();
+                return Err(format!(
+                    "function timeout ({} s): the handler is restarted",
+                    limit.as_secs_f64()
+                ));
+            }
+        },
+        None => sent.await?,
+    };
     let answer = invoke::read_answer(status, &body)?;
     for line in &answer.logs {
-        tracing::info!(target: "function", app = %app, function = %f.name, invocation_id = %ctx.invocation_id, "{line}");
+        tracing::info!(target: "function", app = %app.name, function = %f.name, invocation_id = %ctx.invocation_id, "{line}");
     }
     Ok(answer)
 }
@@ -883,7 +902,7 @@ async fn process(sh: &Arc<Shared>, ai: usize, fi: usize, port: u16, m: crate::bu
             }
         })
     };
-    let result = match call(sh, &app.name, port, f, &ctx, &envelope).await {
+    let result = match call(sh, app, port, f, &ctx, &envelope).await {
         Ok(answer) => match invoke::writes(f, &answer) {
             Ok(w) => send_all(sh, w.messages).await,
             Err(e) => Err(e),
@@ -1030,7 +1049,7 @@ async fn fire(
         correlation::traceparent(&HeaderMap::new()),
     );
     let envelope = invoke::timer_envelope(&f.name, binding, status, past_due);
-    let result = match call(sh, &app.name, port, f, &ctx, &envelope).await {
+    let result = match call(sh, app, port, f, &ctx, &envelope).await {
         Ok(answer) => match invoke::writes(f, &answer) {
             Ok(w) => send_all(sh, w.messages).await,
             Err(e) => Err(e),

@@ -84,6 +84,7 @@ pub async fn supervise(
     client: HttpClient,
     status: watch::Sender<Status>,
     mut shutdown: watch::Receiver<bool>,
+    restart: std::sync::Arc<tokio::sync::Notify>,
 ) {
     let mut errors: Vec<Instant> = Vec::new();
     let mut restarts = 0u32;
@@ -165,6 +166,16 @@ pub async fn supervise(
             tokio::select! {
                 r = child.wait() => r.ok(),
                 _ = shutdown.changed() => { let _ = child.kill().await; return; }
+                () = restart.notified() => {
+                    // A function timed out: the host kills and restarts the handler, failing
+                    // every invocation in flight (not counted as a handler error).
+                    let _ = child.kill().await;
+                    let reason = "restarted after a function timeout".to_owned();
+                    tracing::warn!(app = %launch.app, "{reason}");
+                    restarts += 1;
+                    mark(&status, State::Starting, None, None, restarts, Some(reason));
+                    continue;
+                }
             }
         } else if let Some(code) = exit {
             Some(code)

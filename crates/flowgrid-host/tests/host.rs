@@ -917,3 +917,36 @@ fn the_repositorys_own_host_json_and_function_definitions_load_and_validate() {
     assert_eq!(config.host.route_prefix, "api");
     assert!(config.host.forwarding);
 }
+
+#[tokio::test]
+async fn a_function_timeout_restarts_the_handler_and_the_message_is_delivered_again() {
+    let root = AppRoot::with_host_json(
+        &[("worker", work_app(false))],
+        json!({}),
+        json!({"functionTimeout": "00:00:01"}),
+    );
+    let host = root.start().await;
+    send(&host, "slow:1500");
+    // The first delivery times out after 1 s (the handler is killed before it logs); the second runs
+    // again in the restarted handler and times out too; the restarts show on the app.
+    let status = eventually("a restart after the timeout", || async {
+        host.statuses()
+            .into_iter()
+            .map(|(_, s)| s)
+            .find(|s| s.restarts >= 1 && s.state == flowgrid_host::supervisor::State::Ready)
+    })
+    .await;
+    assert_eq!(status.reason, None);
+    let redelivered = eventually("a second delivery", || async {
+        let m = host.bus().peek("work", false, 1).unwrap();
+        m.first().filter(|m| m.delivery_count >= 2).cloned()
+    })
+    .await;
+    assert_eq!(redelivered.body, b"slow:1500".to_vec());
+    assert!(
+        root.lines().iter().all(|l| !l.contains("slow:1500")),
+        "no invocation outlived its timeout: {:?}",
+        root.lines()
+    );
+    host.shutdown().await;
+}
