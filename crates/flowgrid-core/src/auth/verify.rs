@@ -88,6 +88,9 @@ struct KeyCache {
     last_fetch: Mutex<Option<Instant>>,
     /// One fetch at a time.
     fetching: tokio::sync::Mutex<()>,
+    /// Bumped each time the keys are replaced, so a caller that waited for someone else's fetch
+    /// (the start-up prefetch, say) uses its result instead of being refused by the interval.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// How often an unknown `kid` may make a handler re-read the built-in issuer's stored keys.
@@ -103,6 +106,7 @@ impl KeyCache {
             min_interval,
             last_fetch: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -133,7 +137,12 @@ impl KeyCache {
 
     /// Fetches the key set again if the refresh policy allows it; true when it was fetched.
     async fn refresh(&self, now: chrono::DateTime<chrono::Utc>) -> Result<bool> {
+        use std::sync::atomic::Ordering;
+        let seen = self.generation.load(Ordering::SeqCst);
         let _one = self.fetching.lock().await;
+        if self.generation.load(Ordering::SeqCst) != seen {
+            return Ok(true);
+        }
         if !self.claim_fetch() {
             return Ok(false);
         }
@@ -146,6 +155,8 @@ impl KeyCache {
         if let Ok(mut slot) = self.keys.write() {
             *slot = Arc::new(keys);
         }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(true)
     }
 }
