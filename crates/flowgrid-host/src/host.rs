@@ -170,7 +170,15 @@ impl Host {
         let mut tasks = Vec::new();
         let mut apps = Vec::new();
         for app in &config.apps {
-            let mut env = config.settings.clone();
+            // Handlers inherit the host's environment; a setting from the settings file is added
+            // only where that environment does not set the variable (environment wins, as the
+            // docs say), so `FLOWGRID_STORE=cosmos flowgrid dev` works without editing files.
+            let mut env: BTreeMap<String, String> = config
+                .settings
+                .iter()
+                .filter(|(k, _)| std::env::var_os(k.as_str()).is_none())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             env.insert("FLOWGRID_DATA_DIR".into(), data_dir.display().to_string());
             env.entry("FUNCTIONS_WORKER_RUNTIME".into())
                 .or_insert_with(|| "custom".into());
