@@ -1,1 +1,119 @@
-//! End-to-end tests across apps live in `tests/tests/`; this crate has no library code.
+//! The end-to-end harness: `flowgrid dev` started as a user starts it, from the workspace root,
+//! on a free port with a fresh data folder. The tests live in `tests/tests/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flowgrid_testkit::{free_port, run_cli, workspace_bin};
+use serde_json::Value;
+
+/// A running `flowgrid dev`, stopped with SIGTERM (so that it stops its handlers) on drop.
+pub struct Dev {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// Its data folder.
+    pub data: tempfile::TempDir,
+}
+
+/// The workspace root (where `host.json` and `functions/` are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// Every app under `functions/`.
+fn apps() -> Vec<String> {
+    let mut apps: Vec<String> = std::fs::read_dir(workspace_root().join("functions"))
+        .expect("functions/")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    apps.sort();
+    apps
+}
+
+impl Dev {
+    /// Starts `flowgrid dev --no-build` with `envs` added to its environment (which overrides
+    /// the settings file), after building the CLI and every app's handler, and waits (60 s at
+    /// most) until each app in `ready` reports ready on `GET /api/health`.
+    pub async fn start(ready: &[&str], envs: &[(&str, &str)]) -> Dev {
+        let flowgrid = workspace_bin("flowgrid", "flowgrid");
+        for app in apps() {
+            let name = format!("flowgrid-{app}");
+            workspace_bin(&name, &name);
+        }
+        let data = tempfile::tempdir().expect("data dir");
+        let port = free_port();
+        let mut cmd = Command::new(flowgrid);
+        cmd.current_dir(workspace_root())
+            .args(["dev", "--no-build", "--port", &port.to_string()])
+            .env("FLOWGRID_DATA_DIR", data.path())
+            .env("FLOWGRID_LOG", "warn")
+            .env_remove("FLOWGRID_JWT_JWKS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawning flowgrid dev");
+        let dev = Dev {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(health) = dev.health().await
+                && ready
+                    .iter()
+                    .all(|app| health["apps"][*app]["state"] == "ready")
+            {
+                return dev;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "flowgrid dev did not serve {ready:?} within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `GET /api/health`: every app's process state, restarts and deep health.
+    pub async fn health(&self) -> reqwest::Result<Value> {
+        reqwest::get(format!("{}/api/health", self.url))
+            .await?
+            .json()
+            .await
+    }
+
+    /// A token from `flowgrid token` for this data folder (its last line of output).
+    pub fn token(&self, tenant: &str, role: &str) -> String {
+        let out = run_cli(
+            self.data.path(),
+            &["token", "--tenant", tenant, "--role", role],
+        );
+        out.lines().last().expect("a token line").trim().to_owned()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

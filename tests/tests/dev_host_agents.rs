@@ -1,97 +1,14 @@
 //! End-to-end through `flowgrid dev` with the real Agents app: the local Functions host started
 //! as a user starts it, requests through its one port, tokens from `flowgrid token`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowgrid_testkit::{free_port, run_cli, workspace_bin};
+use flowgrid_e2e::Dev;
 use serde_json::{Value, json};
-
-/// A `flowgrid dev` process on a free port with its own data folder; stopped (with SIGTERM, so
-/// that it stops its handlers) on drop.
-struct Dev {
-    child: Child,
-    url: String,
-    data: tempfile::TempDir,
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
-
-impl Dev {
-    async fn start(envs: &[(&str, &str)]) -> Dev {
-        let flowgrid = workspace_bin("flowgrid", "flowgrid");
-        workspace_bin("flowgrid-agents", "flowgrid-agents");
-        let data = tempfile::tempdir().expect("data dir");
-        let port = free_port();
-        let mut cmd = Command::new(flowgrid);
-        cmd.current_dir(workspace_root())
-            .args(["dev", "--no-build", "--port", &port.to_string()])
-            .env("FLOWGRID_DATA_DIR", data.path())
-            .env("FLOWGRID_LOG", "warn")
-            .env_remove("FLOWGRID_JWT_JWKS")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawning flowgrid dev");
-        let dev = Dev {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            data,
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = client.get(format!("{}/api/health", dev.url)).send().await
-                && let Ok(v) = r.json::<Value>().await
-                && v["apps"]["agents"]["state"] == "ready"
-            {
-                return dev;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "flowgrid dev did not serve the agents app within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn token(&self, tenant: &str, role: &str) -> String {
-        let out = run_cli(
-            self.data.path(),
-            &["token", "--tenant", tenant, "--role", role],
-        );
-        out.lines().last().expect("a token line").trim().to_owned()
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn an_agent_created_through_flowgrid_dev_can_be_read_back_with_the_correlation_id_echoed() {
-    let dev = Dev::start(&[]).await;
+    let dev = Dev::start(&["agents"], &[]).await;
     let token = dev.token("acme", "admin");
     let client = reqwest::Client::new();
     let created = client
@@ -131,7 +48,7 @@ async fn an_agent_created_through_flowgrid_dev_can_be_read_back_with_the_correla
 
 #[tokio::test]
 async fn flowgrid_dev_answers_unknown_routes_and_methods_with_problem_json() {
-    let dev = Dev::start(&[]).await;
+    let dev = Dev::start(&["agents"], &[]).await;
     let client = reqwest::Client::new();
     let r = client
         .get(format!("{}/api/no-such-thing", dev.url))
@@ -151,7 +68,7 @@ async fn flowgrid_dev_answers_unknown_routes_and_methods_with_problem_json() {
 
 #[tokio::test]
 async fn flowgrid_dev_health_shows_the_agents_app_ready_with_its_deep_health() {
-    let dev = Dev::start(&[]).await;
+    let dev = Dev::start(&["agents"], &[]).await;
     let v: Value = reqwest::get(format!("{}/api/health", dev.url))
         .await
         .expect("health")
@@ -170,10 +87,13 @@ async fn flowgrid_dev_health_shows_the_agents_app_ready_with_its_deep_health() {
 
 #[tokio::test]
 async fn the_rate_limit_of_flowgrid_dev_is_per_verified_tenant() {
-    let dev = Dev::start(&[
-        ("FLOWGRID_RATE_LIMIT_RPS", "0.2"),
-        ("FLOWGRID_RATE_LIMIT_BURST", "3"),
-    ])
+    let dev = Dev::start(
+        &["agents"],
+        &[
+            ("FLOWGRID_RATE_LIMIT_RPS", "0.2"),
+            ("FLOWGRID_RATE_LIMIT_BURST", "3"),
+        ],
+    )
     .await;
     let client = reqwest::Client::new();
     let busy = dev.token("busy", "viewer");
@@ -218,7 +138,7 @@ async fn the_rate_limit_of_flowgrid_dev_is_per_verified_tenant() {
 
 #[tokio::test]
 async fn stopping_flowgrid_dev_stops_every_handler_it_started() {
-    let dev = Dev::start(&[]).await;
+    let dev = Dev::start(&["agents"], &[]).await;
     let v: Value = reqwest::get(format!("{}/api/health", dev.url))
         .await
         .expect("health")

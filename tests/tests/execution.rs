@@ -4,8 +4,7 @@
 //! side effect once, as a well-behaved API does.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,117 +12,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
-use flowgrid_testkit::{free_port, run_cli, workspace_bin};
+use flowgrid_e2e::Dev;
+use flowgrid_testkit::free_port;
 use serde_json::{Value, json};
-
-struct Dev {
-    child: Child,
-    url: String,
-    data: tempfile::TempDir,
-    _root: tempfile::TempDir,
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
-
-impl Dev {
-    /// `flowgrid dev` on an app root made of the workspace's host.json and functions/, with the
-    /// example settings plus `settings` as its local.settings.json.
-    async fn start(settings: &[(&str, &str)]) -> Dev {
-        let flowgrid = workspace_bin("flowgrid", "flowgrid");
-        for app in ["agents", "auth", "execution"] {
-            workspace_bin(&format!("flowgrid-{app}"), &format!("flowgrid-{app}"));
-        }
-        let workspace = workspace_root();
-        let root = tempfile::tempdir().expect("app root");
-        std::fs::copy(workspace.join("host.json"), root.path().join("host.json"))
-            .expect("host.json");
-        std::os::unix::fs::symlink(workspace.join("functions"), root.path().join("functions"))
-            .expect("functions");
-        let mut local: Value = serde_json::from_str(
-            &std::fs::read_to_string(workspace.join("local.settings.example.json"))
-                .expect("example settings"),
-        )
-        .expect("json");
-        for (k, v) in settings {
-            local["Values"][*k] = json!(v);
-        }
-        std::fs::write(root.path().join("local.settings.json"), local.to_string())
-            .expect("settings");
-        let data = tempfile::tempdir().expect("data dir");
-        let port = free_port();
-        let child = Command::new(&flowgrid)
-            .current_dir(root.path())
-            .args(["dev", "--no-build", "--port", &port.to_string()])
-            .arg("--root")
-            .arg(root.path())
-            .arg("--bin-dir")
-            .arg(flowgrid.parent().expect("bin dir"))
-            .env("FLOWGRID_DATA_DIR", data.path())
-            .env("FLOWGRID_LOG", "warn")
-            .env_remove("FLOWGRID_JWT_JWKS")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning flowgrid dev");
-        let dev = Dev {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            data,
-            _root: root,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(health) = dev.health().await
-                && health["apps"]["agents"]["state"] == "ready"
-                && health["apps"]["execution"]["state"] == "ready"
-            {
-                return dev;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "flowgrid dev did not serve agents and execution within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn health(&self) -> reqwest::Result<Value> {
-        reqwest::get(format!("{}/api/health", self.url))
-            .await?
-            .json()
-            .await
-    }
-
-    fn token(&self, tenant: &str, role: &str) -> String {
-        let out = run_cli(
-            self.data.path(),
-            &["token", "--tenant", tenant, "--role", role],
-        );
-        out.lines().last().expect("a token line").trim().to_owned()
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::Command;
 
 /// Requests per path and idempotency key, and the keys whose effect was applied.
 #[derive(Default)]
@@ -235,7 +127,11 @@ async fn wait_job(
 #[tokio::test]
 async fn a_run_through_flowgrid_dev_succeeds_with_step_records_and_one_effect_per_step() {
     let (world, addr) = world().await;
-    let dev = Dev::start(&[("FLOWGRID_OUTBOUND_ALLOWLIST", &addr)]).await;
+    let dev = Dev::start(
+        &["agents", "execution"],
+        &[("FLOWGRID_OUTBOUND_ALLOWLIST", &addr)],
+    )
+    .await;
     let token = dev.token("acme", "editor");
     let agent = create_agent(
         &dev,
@@ -279,10 +175,13 @@ async fn a_run_through_flowgrid_dev_succeeds_with_step_records_and_one_effect_pe
 async fn a_worker_killed_mid_run_is_redelivered_and_the_run_finishes_once() {
     let (world, addr) = world().await;
     world.lock().expect("lock").hold = true;
-    let dev = Dev::start(&[
-        ("FLOWGRID_OUTBOUND_ALLOWLIST", &addr),
-        ("FLOWGRID_JOB_LEASE_SECS", "5"),
-    ])
+    let dev = Dev::start(
+        &["agents", "execution"],
+        &[
+            ("FLOWGRID_OUTBOUND_ALLOWLIST", &addr),
+            ("FLOWGRID_JOB_LEASE_SECS", "5"),
+        ],
+    )
     .await;
     let token = dev.token("acme", "editor");
     let agent = create_agent(
@@ -356,7 +255,11 @@ async fn a_worker_killed_mid_run_is_redelivered_and_the_run_finishes_once() {
 async fn cancelling_a_run_through_flowgrid_dev_aborts_its_call_within_the_bound() {
     let (world, addr) = world().await;
     world.lock().expect("lock").hold = true;
-    let dev = Dev::start(&[("FLOWGRID_OUTBOUND_ALLOWLIST", &addr)]).await;
+    let dev = Dev::start(
+        &["agents", "execution"],
+        &[("FLOWGRID_OUTBOUND_ALLOWLIST", &addr)],
+    )
+    .await;
     let token = dev.token("acme", "editor");
     let agent = create_agent(
         &dev,
@@ -407,10 +310,13 @@ async fn cancelling_a_run_through_flowgrid_dev_aborts_its_call_within_the_bound(
 async fn a_flooding_tenant_does_not_hold_back_another_tenants_run_through_flowgrid_dev() {
     let (world, addr) = world().await;
     world.lock().expect("lock").hold = true;
-    let dev = Dev::start(&[
-        ("FLOWGRID_OUTBOUND_ALLOWLIST", &addr),
-        ("FLOWGRID_TENANT_MAX_RUNNING", "1"),
-    ])
+    let dev = Dev::start(
+        &["agents", "execution"],
+        &[
+            ("FLOWGRID_OUTBOUND_ALLOWLIST", &addr),
+            ("FLOWGRID_TENANT_MAX_RUNNING", "1"),
+        ],
+    )
     .await;
     let flood = dev.token("flood", "editor");
     let calm = dev.token("calm", "editor");
@@ -454,7 +360,7 @@ async fn a_flooding_tenant_does_not_hold_back_another_tenants_run_through_flowgr
 
 #[tokio::test]
 async fn ssrf_targets_are_refused_and_a_reused_idempotency_key_is_checked_through_flowgrid_dev() {
-    let dev = Dev::start(&[]).await;
+    let dev = Dev::start(&["agents", "execution"], &[]).await;
     let token = dev.token("acme", "editor");
     let agent = create_agent(
         &dev,
