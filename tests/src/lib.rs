@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowgrid_testkit::{free_port, run_cli, workspace_bin};
+use flowgrid_testkit::{free_port, run_cli_with, workspace_bin};
 use serde_json::Value;
 
 /// A running `flowgrid dev`, stopped with SIGTERM (so that it stops its handlers) on drop.
@@ -15,6 +15,8 @@ pub struct Dev {
     pub url: String,
     /// Its data folder.
     pub data: tempfile::TempDir,
+    /// The environment it was started with (the CLI gets the same).
+    envs: Vec<(String, String)>,
 }
 
 /// The workspace root (where `host.json` and `functions/` are).
@@ -61,10 +63,15 @@ impl Dev {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawning flowgrid dev");
+        let envs = envs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let dev = Dev {
             child,
             url: format!("http://127.0.0.1:{port}"),
             data,
+            envs,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -93,9 +100,10 @@ impl Dev {
 
     /// A token from `flowgrid token` for this data folder (its last line of output).
     pub fn token(&self, tenant: &str, role: &str) -> String {
-        let out = run_cli(
+        let out = run_cli_with(
             self.data.path(),
             &["token", "--tenant", tenant, "--role", role],
+            &self.envs,
         );
         out.lines().last().expect("a token line").trim().to_owned()
     }

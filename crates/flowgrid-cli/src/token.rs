@@ -31,14 +31,23 @@ fn parse_role(s: &str) -> Result<Role, String> {
 /// Prints the token as the last line of stdout, with a line on how to use it before it.
 pub fn run(data_dir: &Path, args: &TokenArgs) -> anyhow::Result<()> {
     TenantId::parse(&args.tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-    let config = Config::from_env().context("reading settings")?;
+    let config = Config::from_lookup(|name| match name {
+        "FLOWGRID_DATA_DIR" => Some(data_dir.display().to_string()),
+        _ => std::env::var(name).ok(),
+    })
+    .context("reading settings")?;
     if config.jwt_jwks.is_some() {
         anyhow::bail!(
             "FLOWGRID_JWT_JWKS is set, so handlers trust only those keys and would reject a development token; \
              unset it to use the local development key"
         );
     }
-    let key = DevKey::load_or_create(data_dir).context("loading the development signing key")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let key = runtime
+        .block_on(DevKey::from_configured_store(&config))
+        .context("loading the issuer's signing key")?;
     let token = key.mint(&TokenRequest {
         tenant: args.tenant.clone(),
         role: args.role,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use flowgrid_core::auth::{DevKey, Role, TokenRequest};
 use flowgrid_core::config::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 
-pub use process::{Handler, free_port, run_cli, workspace_bin};
+pub use process::{Handler, free_port, run_cli, run_cli_with, workspace_bin};
 
 /// A temporary data folder (`FLOWGRID_DATA_DIR`), removed on drop.
 pub struct DataDir {

@@ -45,10 +45,16 @@ fn target_dir() -> PathBuf {
 
 /// Runs the `flowgrid` CLI with `args` and `FLOWGRID_DATA_DIR=data_dir`; returns stdout.
 pub fn run_cli(data_dir: &Path, args: &[&str]) -> String {
+    run_cli_with(data_dir, args, &[])
+}
+
+/// [`run_cli`] with `envs` added to the CLI's environment (e.g. the storage settings).
+pub fn run_cli_with(data_dir: &Path, args: &[&str], envs: &[(String, String)]) -> String {
     let output = Command::new(workspace_bin("flowgrid", "flowgrid"))
         .args(args)
         .env("FLOWGRID_DATA_DIR", data_dir)
         .env_remove("FLOWGRID_JWT_JWKS")
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("running flowgrid");
     assert!(

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use jsonwebtoken::jwk::JwkSet;
 
-use super::keyring::{SigningKey, current_signing_key_blocking};
+use super::keyring::{
+    KeyEncryptionKey, SigningKey, current_signing_key, current_signing_key_blocking,
+};
 use super::{AccessClaims, Role};
 use crate::Result;
 use crate::config::Config;
@@ -53,6 +55,22 @@ impl DevKey {
         Ok(DevKey {
             key: current_signing_key_blocking(config)?,
         })
+    }
+
+    /// The issuer's current key in the store `config` names (the data folder's SQLite, or Cosmos
+    /// DB under `FLOWGRID_STORE=cosmos`), created when there is none yet: the key every handler
+    /// with the same settings trusts.
+    pub async fn from_configured_store(config: &Config) -> Result<Self> {
+        match config.store {
+            crate::config::StoreKind::Sqlite => Self::from_config(config),
+            _ => {
+                let stores = crate::store::Stores::open(config).await?;
+                let kek = KeyEncryptionKey::from_config(config)?;
+                Ok(DevKey {
+                    key: current_signing_key(stores.signing_keys.as_ref(), &kek).await?,
+                })
+            }
+        }
     }
 
     /// The key id.
