@@ -188,6 +188,35 @@ impl HealthCheck for Sqlite {
     }
 }
 
+/// The ETag of the tenant's row `id` in `table`; [`Error::NotFound`] when there is none.
+pub(crate) fn current_etag(
+    conn: &Connection,
+    table: &'static str,
+    tenant: &str,
+    id: &str,
+) -> Result<String> {
+    let sql = format!("SELECT etag FROM {table} WHERE tenant_id = ?1 AND id = ?2");
+    conn.query_row(&sql, params![tenant, id], |r| r.get(0))
+        .optional()?
+        .ok_or(Error::NotFound)
+}
+
+/// Succeeds when the tenant's row `id` in `table` still has ETag `expected`: the compare step of
+/// every compare-and-swap write ([`Error::NotFound`] when gone, [`Error::PreconditionFailed`] when moved on).
+pub(crate) fn require_etag(
+    conn: &Connection,
+    table: &'static str,
+    tenant: &str,
+    id: &str,
+    expected: &str,
+) -> Result<()> {
+    if current_etag(conn, table, tenant, id)? == expected {
+        Ok(())
+    } else {
+        Err(Error::PreconditionFailed)
+    }
+}
+
 fn new_etag() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
@@ -348,18 +377,7 @@ impl AgentStore for Sqlite {
         self.run(move |conn| {
             let doc = to_doc(&agent)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: Option<String> = tx
-                .query_row(
-                    "SELECT etag FROM agents WHERE tenant_id = ?1 AND id = ?2",
-                    params![agent.tenant_id.as_str(), agent.id.to_string()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match current {
-                None => return Err(Error::NotFound),
-                Some(etag) if etag != expected => return Err(Error::PreconditionFailed),
-                Some(_) => {}
-            }
+            require_etag(&tx, "agents", agent.tenant_id.as_str(), &agent.id.to_string(), &expected)?;
             tx.execute(
                 "UPDATE agents SET name_key = ?3, status = ?4, etag = ?5, doc = ?6 WHERE tenant_id = ?1 AND id = ?2",
                 params![
@@ -395,11 +413,7 @@ impl AgentStore for Sqlite {
         let if_match = if_match.cloned();
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let etag: String = tx.query_row(
-                "SELECT etag FROM agents WHERE tenant_id = ?1 AND id = ?2",
-                params![tenant.as_str(), id.to_string()],
-                |r| r.get(0),
-            )?;
+            let etag = current_etag(&tx, "agents", tenant.as_str(), &id.to_string())?;
             if let Some(condition) = if_match
                 && !condition.matches(&etag)
             {

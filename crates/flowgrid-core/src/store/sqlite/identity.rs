@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Sqlite, is_unique_violation, new_etag};
+use super::{Sqlite, is_unique_violation, new_etag, require_etag};
 use crate::domain::{RefreshOutcome, RefreshToken, Session, Tenant, TenantId, User, UserId};
 use crate::store::{
     Page, RevocationStore, SessionStore, SigningKeyStore, StoredSigningKey, TenantStore, UserStore,
@@ -236,18 +236,7 @@ impl UserStore for Sqlite {
         let expected = expected_etag.to_owned();
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: Option<String> = tx
-                .query_row(
-                    "SELECT etag FROM users WHERE tenant_id = ?1 AND id = ?2",
-                    params![user.tenant_id.as_str(), user.id.to_string()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match current {
-                None => return Err(Error::NotFound),
-                Some(etag) if etag != expected => return Err(Error::PreconditionFailed),
-                Some(_) => {}
-            }
+            require_etag(&tx, "users", user.tenant_id.as_str(), &user.id.to_string(), &expected)?;
             tx.execute(
                 "UPDATE users SET email_key = ?3, etag = ?4, doc = ?5 WHERE tenant_id = ?1 AND id = ?2",
                 params![
