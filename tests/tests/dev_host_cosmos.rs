@@ -2,8 +2,8 @@
 //! command a user types, with `FLOWGRID_STORE=cosmos` in its environment, and a token from
 //! `flowgrid token` with the same settings.
 
-use flowgrid_core::store::cosmos::EMULATOR_KEY;
 use flowgrid_e2e::Dev;
+use flowgrid_storage::cosmos::EMULATOR_KEY;
 use flowgrid_testkit::emulators;
 use serde_json::{Value, json};
 

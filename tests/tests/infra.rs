@@ -1030,7 +1030,7 @@ fn every_setting_the_code_reads_is_deployed_and_nothing_else() {
 
 #[test]
 fn every_cosmos_container_the_storage_layer_uses_is_declared() {
-    use flowgrid_core::store::cosmos::{CONTAINERS, PARTITION_KEY, TTL_CONTAINERS};
+    use flowgrid_storage::cosmos::{CONTAINERS, PARTITION_KEY, TTL_CONTAINERS};
     let cosmos = Bicep::load("infra/modules/cosmos.bicep");
     let list = cosmos
         .variable("containers")

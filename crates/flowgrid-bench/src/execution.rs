@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flowgrid_core::auth::{DevKey, Role, TokenRequest};
-use flowgrid_core::config::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+use flowgrid_domain::config::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+use flowgrid_http::auth::{DevKey, Role, TokenRequest};
 use serde_json::{Value, json};
 
 struct Dev {

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use anyhow::Context;
-use flowgrid_core::auth::{DevKey, Role, TokenRequest};
-use flowgrid_core::config::Config;
-use flowgrid_core::domain::TenantId;
+use flowgrid_domain::TenantId;
+use flowgrid_domain::config::Config;
+use flowgrid_http::auth::{DevKey, Role, TokenRequest};
 
 /// Arguments of `flowgrid token`.
 #[derive(clap::Args)]

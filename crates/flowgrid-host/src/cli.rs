@@ -198,7 +198,7 @@ pub fn dev(data_dir: &Path, args: &DevArgs) -> Result<()> {
             .filter(|d| d.join("flowgrid").is_file() && d.ends_with(&profile))
             .unwrap_or_else(|| root.join("target").join(&profile)),
     };
-    flowgrid_core::telemetry::init("flowgrid-dev");
+    flowgrid_http::telemetry::init("flowgrid-dev");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -13,9 +13,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use flowgrid_core::Error;
-use flowgrid_core::auth::TokenVerifier;
-use flowgrid_core::http::correlation;
+use flowgrid_domain::Error;
+use flowgrid_http::ErrorResponse as _;
+use flowgrid_http::auth::TokenVerifier;
+use flowgrid_http::correlation;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
@@ -125,7 +126,7 @@ impl Host {
             body_limit: parse_setting(
                 &config,
                 "FLOWGRID_BODY_LIMIT_BYTES",
-                flowgrid_core::http::BODY_LIMIT_BYTES,
+                flowgrid_http::BODY_LIMIT_BYTES,
             )?,
         };
         let bus = Arc::new(Bus::open(&data_dir.join("servicebus.db"), bus_settings)?);
@@ -141,7 +142,7 @@ impl Host {
         // request shares the anonymous bucket.
         let mut lookup_settings = config.settings.clone();
         lookup_settings.insert("FLOWGRID_DATA_DIR".into(), data_dir.display().to_string());
-        let core_config = flowgrid_core::config::Config::from_lookup(|name| {
+        let core_config = flowgrid_domain::config::Config::from_lookup(|name| {
             if name == "FLOWGRID_DATA_DIR" {
                 lookup_settings.get(name).cloned()
             } else {
@@ -581,11 +582,11 @@ async fn forward(sh: &Shared, port: u16, req: Request, ctx: &CallContext) -> Res
             }
         }
         h.insert(
-            flowgrid_core::invocation::INVOCATION_ID_HEADER,
+            flowgrid_http::invocation::INVOCATION_ID_HEADER,
             header_value(&ctx.invocation_id),
         );
         h.insert(
-            flowgrid_core::invocation::HOST_VERSION_HEADER,
+            flowgrid_http::invocation::HOST_VERSION_HEADER,
             HeaderValue::from_static(invoke::HOST_VERSION),
         );
         h.insert(correlation::HEADER, header_value(&ctx.correlation_id));
@@ -692,8 +693,8 @@ async fn call(
     port: u16,
     f: &FunctionDef,
     ctx: &CallContext,
-    envelope: &flowgrid_core::invocation::InvokeRequest,
-) -> Result<flowgrid_core::invocation::InvokeResponse, String> {
+    envelope: &flowgrid_http::invocation::InvokeRequest,
+) -> Result<flowgrid_http::invocation::InvokeResponse, String> {
     let req = invoke::invocation_request(port, &f.name, ctx, envelope)?;
     let sent = sh.client.send_collect(req);
     let (status, _, body) = match sh.config.host.function_timeout {

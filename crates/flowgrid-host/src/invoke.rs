@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
-use flowgrid_core::invocation::{self, InvokeRequest, InvokeResponse};
+use flowgrid_http::invocation::{self, InvokeRequest, InvokeResponse};
 use serde_json::{Map, Value, json};
 
 use crate::bus::{Outgoing, Target};
@@ -294,10 +294,7 @@ pub fn invocation_request(
         .header(invocation::INVOCATION_ID_HEADER, &ctx.invocation_id)
         .header(invocation::HOST_VERSION_HEADER, HOST_VERSION)
         .header("user-agent", format!("Azure-Functions-Host/{HOST_VERSION}"))
-        .header(
-            flowgrid_core::http::correlation::HEADER,
-            &ctx.correlation_id,
-        )
+        .header(flowgrid_http::correlation::HEADER, &ctx.correlation_id)
         .header("traceparent", &ctx.traceparent)
         .body(Body::from(body))
         .map_err(|e| e.to_string())

@@ -8,8 +8,8 @@ mod process;
 
 use std::path::{Path, PathBuf};
 
-use flowgrid_core::auth::{DevKey, Role, TokenRequest};
-use flowgrid_core::config::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+use flowgrid_domain::config::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+use flowgrid_http::auth::{DevKey, Role, TokenRequest};
 
 pub use process::{Handler, free_port, run_cli, run_cli_with, workspace_bin};
 

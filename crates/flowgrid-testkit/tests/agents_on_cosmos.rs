@@ -6,11 +6,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowgrid_core::auth::{DevKey, Role};
-use flowgrid_core::config::{CosmosSettings, SecretString};
-use flowgrid_core::domain::{AgentId, TenantId};
-use flowgrid_core::store::AgentStore;
-use flowgrid_core::store::cosmos::{Cosmos, EMULATOR_KEY};
+use flowgrid_domain::config::{CosmosSettings, SecretString};
+use flowgrid_domain::store::AgentStore;
+use flowgrid_domain::{AgentId, TenantId};
+use flowgrid_http::auth::{DevKey, Role};
+use flowgrid_storage::cosmos::{Cosmos, EMULATOR_KEY};
 use flowgrid_testkit::emulators::{self, Emulator};
 use flowgrid_testkit::{DataDir, Handler, free_port, workspace_bin};
 use reqwest::StatusCode;

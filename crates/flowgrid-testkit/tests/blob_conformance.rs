@@ -4,8 +4,8 @@
 mod folder {
     use std::sync::Arc;
 
-    use flowgrid_core::blob::BlobStore;
-    use flowgrid_core::blob::fs::FsBlobs;
+    use flowgrid_domain::blob::BlobStore;
+    use flowgrid_storage::blob::fs::FsBlobs;
     use flowgrid_testkit::DataDir;
 
     async fn folder_store() -> (Arc<dyn BlobStore>, DataDir) {
@@ -20,9 +20,9 @@ mod folder {
 mod azurite {
     use std::sync::Arc;
 
-    use flowgrid_core::blob::BlobStore;
-    use flowgrid_core::blob::azure::AzureBlobs;
-    use flowgrid_core::config::{BlobSettings, SecretString};
+    use flowgrid_domain::blob::BlobStore;
+    use flowgrid_domain::config::{BlobSettings, SecretString};
+    use flowgrid_storage::blob::azure::AzureBlobs;
     use flowgrid_testkit::emulators::{self, AZURITE_KEY, Emulator};
 
     /// A store on a container of its own, in the Azurite this test process shares.

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use flowgrid_core::config::{CosmosSettings, SecretString};
-use flowgrid_core::store::AgentStore;
-use flowgrid_core::store::cosmos::{Cosmos, EMULATOR_KEY};
+use flowgrid_domain::config::{CosmosSettings, SecretString};
+use flowgrid_domain::store::AgentStore;
+use flowgrid_storage::cosmos::{Cosmos, EMULATOR_KEY};
 use flowgrid_testkit::emulators::{self, Emulator};
 
 /// A store on a database of its own, in the emulator this test process shares.

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use flowgrid_core::config::{CosmosSettings, SecretString};
-use flowgrid_core::store::cosmos::{Cosmos, EMULATOR_KEY};
+use flowgrid_domain::config::{CosmosSettings, SecretString};
+use flowgrid_storage::cosmos::{Cosmos, EMULATOR_KEY};
 use flowgrid_testkit::conformance::identity::IdentityStores;
 use flowgrid_testkit::emulators::{self, Emulator};
 

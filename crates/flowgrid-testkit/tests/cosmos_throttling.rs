@@ -10,10 +10,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use flowgrid_core::Error;
-use flowgrid_core::config::{CosmosSettings, SecretString};
-use flowgrid_core::store::AgentStore;
-use flowgrid_core::store::cosmos::{Cosmos, EMULATOR_KEY};
+use flowgrid_domain::Error;
+use flowgrid_domain::config::{CosmosSettings, SecretString};
+use flowgrid_domain::store::AgentStore;
+use flowgrid_storage::cosmos::{Cosmos, EMULATOR_KEY};
 use flowgrid_testkit::conformance::agents::new_agent;
 use flowgrid_testkit::emulators::{self, Emulator};
 
@@ -120,7 +120,7 @@ async fn a_throttled_read_is_retried_after_the_wait_cosmos_asks_for() {
     let emulator = emulators::cosmos();
     let (endpoint, proxy) = proxy(&emulator, 0, 400).await;
     let store = store_at(endpoint).await;
-    let tenant = flowgrid_core::domain::TenantId::parse("t").expect("tenant");
+    let tenant = flowgrid_domain::TenantId::parse("t").expect("tenant");
     let agent = store
         .insert(&new_agent(&tenant, "busy", 0))
         .await
@@ -146,7 +146,7 @@ async fn throttling_that_outlasts_the_retries_is_unavailable() {
     let emulator = emulators::cosmos();
     let (endpoint, proxy) = proxy(&emulator, 0, 50).await;
     let store = store_at(endpoint).await;
-    let tenant = flowgrid_core::domain::TenantId::parse("t").expect("tenant");
+    let tenant = flowgrid_domain::TenantId::parse("t").expect("tenant");
     let agent = store
         .insert(&new_agent(&tenant, "very busy", 0))
         .await

@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flowgrid_core::store::cosmos::EMULATOR_KEY;
+use flowgrid_storage::cosmos::EMULATOR_KEY;
 use flowgrid_testkit::emulators;
 use flowgrid_testkit::{DataDir, Handler, workspace_bin};
 use reqwest::StatusCode;

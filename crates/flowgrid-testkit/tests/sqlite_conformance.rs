@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use flowgrid_core::store::AgentStore;
-use flowgrid_core::store::sqlite::Sqlite;
+use flowgrid_domain::store::AgentStore;
+use flowgrid_storage::sqlite::Sqlite;
 use flowgrid_testkit::DataDir;
 
 async fn sqlite_store() -> (Arc<dyn AgentStore>, DataDir) {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use flowgrid_core::store::sqlite::Sqlite;
+use flowgrid_storage::sqlite::Sqlite;
 use flowgrid_testkit::DataDir;
 use flowgrid_testkit::conformance::identity::IdentityStores;
 

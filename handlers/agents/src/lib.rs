@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::FromRef;
-use flowgrid_core::auth::TokenVerifier;
-use flowgrid_core::config::Config;
-use flowgrid_core::http::{health, with_common_layers};
-use flowgrid_core::store::Stores;
+use flowgrid_domain::config::Config;
+use flowgrid_http::auth::TokenVerifier;
+use flowgrid_http::{health, with_common_layers};
+use flowgrid_storage::Stores;
 
 /// The app's name: its folder under `functions/`, its binary `flowgrid-agents`.
 pub const APP: &str = "agents";
@@ -34,7 +34,7 @@ impl FromRef<AppState> for Arc<TokenVerifier> {
 
 impl AppState {
     /// Opens storage and loads the token keys the configuration names.
-    pub async fn from_config(config: &Config) -> flowgrid_core::Result<AppState> {
+    pub async fn from_config(config: &Config) -> flowgrid_domain::Result<AppState> {
         let verifier = Arc::new(TokenVerifier::from_config(config)?);
         let stores = Stores::open(config).await?;
         Ok(AppState { stores, verifier })

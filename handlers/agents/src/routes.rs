@@ -6,11 +6,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
-use flowgrid_core::auth::{Caller, Role};
-use flowgrid_core::domain::{Agent, AgentId, AgentInput, AgentStatus};
-use flowgrid_core::http::{Json, Query, etag};
-use flowgrid_core::store::{AgentQuery, Page, paging, update_agent};
-use flowgrid_core::{Error, Result};
+use flowgrid_domain::store::{AgentQuery, Page, paging, update_agent};
+use flowgrid_domain::{Agent, AgentId, AgentInput, AgentStatus};
+use flowgrid_http::auth::{Caller, Role};
+use flowgrid_http::{Error, Result};
+use flowgrid_http::{Json, Query, etag};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -57,7 +57,7 @@ fn with_etag(status: StatusCode, agent: Agent) -> Response {
     (status, [(header::ETAG, tag)], Json(agent)).into_response()
 }
 
-fn parse_version(raw: &str) -> Result<u32> {
+fn parse_version(raw: &str) -> flowgrid_domain::Result<u32> {
     raw.parse::<u32>()
         .ok()
         .filter(|v| *v >= 1)

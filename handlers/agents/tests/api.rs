@@ -4,7 +4,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::TestApp;
-use flowgrid_core::auth::Role;
+use flowgrid_http::auth::Role;
 use serde_json::json;
 
 fn agent_body(name: &str) -> serde_json::Value {
@@ -612,13 +612,13 @@ async fn health_routes_answer_without_a_token() {
 
 /// Stores a job of agent `id` in `outcome` status, as the Execution app would have.
 async fn record_job(app: &TestApp, tenant: &str, id: &str, i: usize, outcome: &str) {
-    use flowgrid_core::domain::{AgentId, TenantId};
-    use flowgrid_core::store::jobs::{Created, Job, JobId, JobStatus, JobStore};
-    let db = flowgrid_core::store::sqlite::Sqlite::open(&app.dir.path().join("flowgrid.db"))
+    use flowgrid_domain::store::jobs::{Created, Job, JobId, JobStatus, JobStore};
+    use flowgrid_domain::{AgentId, TenantId};
+    let db = flowgrid_storage::sqlite::Sqlite::open(&app.dir.path().join("flowgrid.db"))
         .await
         .expect("test setup");
     let tenant = TenantId::parse(tenant).expect("test setup");
-    let agent = flowgrid_core::store::AgentStore::get(
+    let agent = flowgrid_domain::store::AgentStore::get(
         &db,
         &tenant,
         AgentId::parse(id).expect("test setup"),
@@ -636,7 +636,7 @@ async fn record_job(app: &TestApp, tenant: &str, id: &str, i: usize, outcome: &s
         trigger: "manual".into(),
         input: json!({}),
         status: JobStatus::Queued,
-        plan: flowgrid_core::plan::compile(&with_step).expect("test setup"),
+        plan: flowgrid_domain::plan::compile(&with_step).expect("test setup"),
         steps: Vec::new(),
         next_step: Some(0),
         output: None,

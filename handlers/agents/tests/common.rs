@@ -4,8 +4,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use flowgrid_agents::{AppState, router};
-use flowgrid_core::auth::Role;
-use flowgrid_core::config::Config;
+use flowgrid_domain::config::Config;
+use flowgrid_http::auth::Role;
 use flowgrid_testkit::DataDir;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -34,7 +34,7 @@ impl Reply {
 
 impl TestApp {
     pub async fn new() -> TestApp {
-        flowgrid_core::telemetry::init_for_tests();
+        flowgrid_http::telemetry::init_for_tests();
         let dir = DataDir::new();
         let path = dir.path_buf();
         let config = Config::from_lookup(|name| match name {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::TestApp;
-use flowgrid_core::auth::Role;
+use flowgrid_http::auth::Role;
 use serde_json::json;
 
 const CID: (&str, &str) = ("x-correlation-id", "snapshot");

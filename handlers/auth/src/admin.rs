@@ -2,12 +2,12 @@
 //! rotate the built-in issuer's signing keys.
 
 use chrono::Utc;
-use flowgrid_core::auth::Role;
-use flowgrid_core::auth::keyring::{self, KeyEncryptionKey};
-use flowgrid_core::config::Config;
-use flowgrid_core::domain::{Email, Tenant, User, UserId};
-use flowgrid_core::store::Stores;
-use flowgrid_core::{Error, Result};
+use flowgrid_domain::config::Config;
+use flowgrid_domain::{Email, Tenant, User, UserId};
+use flowgrid_domain::{Error, Result};
+use flowgrid_http::auth::Role;
+use flowgrid_http::auth::keyring::{self, KeyEncryptionKey};
+use flowgrid_storage::Stores;
 use serde::Serialize;
 
 use crate::password::{Params, Passwords, random_token};

@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use flowgrid_core::Result;
-use flowgrid_core::auth::AccessClaims;
-use flowgrid_core::auth::keyring::{self, KeyEncryptionKey, SigningKey};
-use flowgrid_core::config::Config;
-use flowgrid_core::domain::User;
-use flowgrid_core::store::SigningKeyStore;
+use flowgrid_domain::Result;
+use flowgrid_domain::User;
+use flowgrid_domain::config::Config;
+use flowgrid_domain::store::SigningKeyStore;
+use flowgrid_http::auth::AccessClaims;
+use flowgrid_http::auth::keyring::{self, KeyEncryptionKey, SigningKey};
 use jsonwebtoken::jwk::JwkSet;
 
 /// The setting with the issuer's private keys, when they come from settings.
@@ -55,7 +55,7 @@ impl Issuer {
                 serde_json::from_str::<JwkSet>(doc).is_ok_and(|set| set.find(first.kid()).is_some())
             });
             if !trusted {
-                return Err(flowgrid_core::config::setting_error(
+                return Err(flowgrid_domain::config::setting_error(
                     SIGNING_KEYS_SETTING,
                     &format!(
                         "with keys from settings every app (this one too) needs FLOWGRID_JWT_JWKS \

@@ -5,7 +5,7 @@
 //! `router(state)` is what both `main` and the tests serve. [`admin`] holds what the
 //! `flowgrid admin` commands run without HTTP.
 //!
-//! Settings of this app only (the shared ones are in `flowgrid_core::config`):
+//! Settings of this app only (the shared ones are in `flowgrid_domain::config`):
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRef;
-use flowgrid_core::auth::TokenVerifier;
-use flowgrid_core::auth::keyring::KeyEncryptionKey;
-use flowgrid_core::config::Config;
-use flowgrid_core::http::{health, with_common_layers};
-use flowgrid_core::store::Stores;
+use flowgrid_domain::config::Config;
+use flowgrid_http::auth::TokenVerifier;
+use flowgrid_http::auth::keyring::KeyEncryptionKey;
+use flowgrid_http::{health, with_common_layers};
+use flowgrid_storage::Stores;
 
 pub use issuer::{Issuer, SIGNING_KEYS_SETTING, settings_keys};
 pub use password::{Params as PasswordParams, Passwords};
@@ -96,7 +96,7 @@ impl FromRef<AppState> for Arc<TokenVerifier> {
 
 impl AppState {
     /// Opens storage, loads keys and prepares the production password hasher.
-    pub async fn from_config(config: &Config) -> flowgrid_core::Result<AppState> {
+    pub async fn from_config(config: &Config) -> flowgrid_domain::Result<AppState> {
         let keys = settings_keys(|name| std::env::var(name).ok())?;
         let stores = Stores::open(config).await?;
         Self::new(
@@ -114,8 +114,8 @@ impl AppState {
     pub fn with_signing_keys(
         mut self,
         config: &Config,
-        keys: Vec<flowgrid_core::auth::keyring::SigningKey>,
-    ) -> flowgrid_core::Result<AppState> {
+        keys: Vec<flowgrid_http::auth::keyring::SigningKey>,
+    ) -> flowgrid_domain::Result<AppState> {
         if keys.is_empty() {
             return Ok(self);
         }
@@ -137,7 +137,7 @@ impl AppState {
         password_params: PasswordParams,
         account: Policy,
         caller: Policy,
-    ) -> flowgrid_core::Result<AppState> {
+    ) -> flowgrid_domain::Result<AppState> {
         let kek = KeyEncryptionKey::from_config(config)?;
         let issuer = Issuer::new(config, stores.signing_keys.clone(), kek, Vec::new())?;
         // The first key is made now, so the JWKS is never empty.
@@ -145,7 +145,7 @@ impl AppState {
         let verifier = Arc::new(TokenVerifier::from_stores(config, &stores).await?);
         let passwords = tokio::task::spawn_blocking(move || Passwords::new(password_params))
             .await
-            .map_err(|e| flowgrid_core::Error::Internal(e.to_string()))??;
+            .map_err(|e| flowgrid_domain::Error::Internal(e.to_string()))??;
         Ok(AppState {
             stores,
             verifier,

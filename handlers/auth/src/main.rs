@@ -1,12 +1,12 @@
 //! `flowgrid-auth`: the Auth app as an Azure Functions custom handler.
 
 use flowgrid_auth::{APP, AppState, router};
-use flowgrid_core::config::Config;
-use flowgrid_core::http::{bind_address, serve};
+use flowgrid_domain::config::Config;
+use flowgrid_http::{bind_address, serve};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    flowgrid_core::telemetry::init(APP);
+    flowgrid_http::telemetry::init(APP);
     let config = Config::from_env()?;
     let state = AppState::from_config(&config).await?;
     serve(router(state), bind_address()?).await?;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Version};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use flowgrid_core::{Error, FieldError, Result};
+use flowgrid_domain::{Error, FieldError, Result};
 use tokio::sync::Semaphore;
 
 /// Shortest password accepted (OWASP ASVS 2.1.1 asks for at least 12).

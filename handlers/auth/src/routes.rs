@@ -6,11 +6,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use flowgrid_core::auth::{Caller, Role};
-use flowgrid_core::domain::UserId;
-use flowgrid_core::http::{Json, Query};
-use flowgrid_core::store::{Page, paging};
-use flowgrid_core::{Error, FieldError, Result};
+use flowgrid_domain::UserId;
+use flowgrid_domain::store::{Page, paging};
+use flowgrid_http::auth::{Caller, Role};
+use flowgrid_http::{Error, FieldError, Result};
+use flowgrid_http::{Json, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -85,9 +85,9 @@ fn secret_body<T: serde::de::DeserializeOwned>(
             m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
         });
     if !json {
-        return Err(Error::UnsupportedMediaType);
+        return Err(Error::UnsupportedMediaType.into());
     }
-    flowgrid_core::http::json::parse(body).map_err(|e| redact(e, secret_fields))
+    Ok(flowgrid_http::json::parse(body).map_err(|e| redact(e, secret_fields))?)
 }
 
 /// Logs in with email and password; returns an access token and a refresh token.
@@ -177,7 +177,7 @@ async fn current_user(State(state): State<AppState>, caller: Caller) -> Result<J
         match state.stores.users.get(&caller.tenant, id).await {
             Ok(user) => return Ok(Json(json!(UserView::from(&user)))),
             Err(Error::NotFound) => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(Json(json!({
@@ -196,7 +196,7 @@ async fn current_tenant(State(state): State<AppState>, caller: Caller) -> Result
         Err(Error::NotFound) => Ok(Json(
             json!({ "id": caller.tenant.as_str(), "registered": false }),
         )),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,9 +1,9 @@
 //! Login, refresh-token rotation with reuse detection, and logout.
 
 use chrono::{DateTime, Utc};
-use flowgrid_core::auth::LEEWAY_SECS;
-use flowgrid_core::domain::{RefreshOutcome, RefreshToken, Session, TenantId, User, UserId};
-use flowgrid_core::{Error, Result};
+use flowgrid_domain::{Error, Result};
+use flowgrid_domain::{RefreshOutcome, RefreshToken, Session, TenantId, User, UserId};
+use flowgrid_http::auth::LEEWAY_SECS;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;

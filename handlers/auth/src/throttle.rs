@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use flowgrid_core::{Error, Result};
+use flowgrid_domain::{Error, Result};
 
 /// One throttle's rule.
 #[derive(Debug, Clone, Copy)]

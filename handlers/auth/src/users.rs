@@ -1,9 +1,9 @@
 //! User management within the caller's tenant, and one-time tokens (invitations, resets).
 
 use chrono::{DateTime, Utc};
-use flowgrid_core::auth::{Caller, Role};
-use flowgrid_core::domain::{Email, OneTimeToken, TenantId, User, UserId};
-use flowgrid_core::{Error, FieldError, Result};
+use flowgrid_domain::{Email, OneTimeToken, TenantId, User, UserId};
+use flowgrid_domain::{Error, FieldError, Result};
+use flowgrid_http::auth::{Caller, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;

@@ -14,7 +14,7 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::eventually;
-use flowgrid_core::auth::{Role, TokenVerifier};
+use flowgrid_http::auth::{Role, TokenVerifier};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -207,7 +207,7 @@ async fn an_unknown_kid_refreshes_the_keys_at_most_once_a_minute() {
             .is_ok()
     );
     assert_eq!(
-        flowgrid_core::auth::OIDC_REFRESH_INTERVAL,
+        flowgrid_http::auth::OIDC_REFRESH_INTERVAL,
         Duration::from_secs(60)
     );
 }

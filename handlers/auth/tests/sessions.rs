@@ -277,7 +277,7 @@ async fn validate_returns_the_claims_of_a_live_token_and_401_for_a_revoked_one()
 #[tokio::test]
 async fn a_development_token_has_no_session_to_log_out_of() {
     let app = TestApp::new().await;
-    let token = app.dir.token(&app.tenant, flowgrid_core::auth::Role::Admin);
+    let token = app.dir.token(&app.tenant, flowgrid_http::auth::Role::Admin);
     let reply = app.send("POST", "/api/auth/logout", &token, None).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     let _: Value = reply.body;

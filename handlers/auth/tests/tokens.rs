@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{TestApp, access};
-use flowgrid_core::auth::{Role, TokenVerifier};
+use flowgrid_http::auth::{Role, TokenVerifier};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -340,7 +340,7 @@ async fn a_development_token_from_the_data_folder_works_in_both_apps() {
 fn the_signing_key_is_encrypted_at_rest() {
     let dir = flowgrid_testkit::DataDir::new();
     let config = common::config(&dir, &[]);
-    let key = flowgrid_core::auth::DevKey::from_config(&config).unwrap();
+    let key = flowgrid_http::auth::DevKey::from_config(&config).unwrap();
     let db = std::fs::read(dir.path().join("flowgrid.db")).unwrap();
     let wal = std::fs::read(dir.path().join("flowgrid.db-wal")).unwrap_or_default();
     let stored: Vec<u8> = [db, wal].concat();
@@ -362,7 +362,7 @@ fn the_signing_key_is_encrypted_at_rest() {
             &base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
         )],
     );
-    assert!(flowgrid_core::auth::DevKey::from_config(&other).is_err());
+    assert!(flowgrid_http::auth::DevKey::from_config(&other).is_err());
 }
 
 #[tokio::test]

@@ -17,11 +17,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use flowgrid_core::domain::{Agent, AgentId, AgentStatus, TenantId};
-use flowgrid_core::plan::{self, Jump, Plan};
-use flowgrid_core::store::jobs::{Created, StepRecord, StepStatus};
-use flowgrid_core::store::{Job, JobId, JobStatus, Stores, update_agent};
-use flowgrid_core::{Error, Result};
+use flowgrid_domain::plan::{self, Jump, Plan};
+use flowgrid_domain::store::jobs::{Created, StepRecord, StepStatus};
+use flowgrid_domain::store::{Job, JobId, JobStatus, update_agent};
+use flowgrid_domain::{Agent, AgentId, AgentStatus, TenantId};
+use flowgrid_domain::{Error, Result};
+use flowgrid_storage::Stores;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 

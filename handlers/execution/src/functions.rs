@@ -8,10 +8,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use flowgrid_core::domain::{AgentId, TenantId};
-use flowgrid_core::invocation::{self, INVOCATION_ID_HEADER, InvokeRequest, InvokeResponse};
-use flowgrid_core::store::JobId;
-use flowgrid_core::{Error, Result};
+use flowgrid_domain::store::JobId;
+use flowgrid_domain::{AgentId, TenantId};
+use flowgrid_domain::{Error, Result};
+use flowgrid_http::invocation::{self, INVOCATION_ID_HEADER, InvokeRequest, InvokeResponse};
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::post;
-use flowgrid_core::auth::TokenVerifier;
-use flowgrid_core::config::Config;
-use flowgrid_core::http::{envelope, health, with_common_layers};
-use flowgrid_core::store::Stores;
+use flowgrid_domain::config::Config;
+use flowgrid_http::auth::TokenVerifier;
+use flowgrid_http::{envelope, health, with_common_layers};
+use flowgrid_storage::Stores;
 
 pub use engine::Engine;
 pub use settings::Settings;
@@ -52,7 +52,7 @@ impl AppState {
     pub async fn from_config(
         config: &Config,
         settings: Settings,
-    ) -> flowgrid_core::Result<AppState> {
+    ) -> flowgrid_domain::Result<AppState> {
         let verifier = Arc::new(TokenVerifier::from_config(config)?);
         let stores = Stores::open(config).await?;
         let runner = steps::StepRunner::new(settings.outbound.clone())?;
@@ -100,7 +100,7 @@ pub fn router(state: AppState) -> Router {
             envelope::http_function(api.clone(), "req", "res"),
         )
         .layer(axum::extract::DefaultBodyLimit::max(
-            8 * flowgrid_core::http::BODY_LIMIT_BYTES,
+            8 * flowgrid_http::BODY_LIMIT_BYTES,
         ));
     api.merge(invocations)
 }

@@ -8,13 +8,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
-use flowgrid_core::auth::{Caller, Role};
-use flowgrid_core::domain::AgentId;
-use flowgrid_core::http::envelope::OutputBindings;
-use flowgrid_core::http::{Json, Query};
-use flowgrid_core::store::jobs::Created;
-use flowgrid_core::store::{Job, JobId, JobQuery, JobStatus, Page, paging};
-use flowgrid_core::{Error, Result};
+use flowgrid_domain::AgentId;
+use flowgrid_domain::store::jobs::Created;
+use flowgrid_domain::store::{Job, JobId, JobQuery, JobStatus, Page, paging};
+use flowgrid_http::auth::{Caller, Role};
+use flowgrid_http::envelope::OutputBindings;
+use flowgrid_http::{Error, Result};
+use flowgrid_http::{Json, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -136,10 +136,11 @@ async fn submit_job(
             (job, StatusCode::ACCEPTED)
         }
         Created::Existing(_) => {
-            return Err(Error::Validation(vec![flowgrid_core::FieldError::new(
+            return Err(Error::Validation(vec![flowgrid_http::FieldError::new(
                 "Idempotency-Key",
                 "was already used with a different request body",
-            )]));
+            )])
+            .into());
         }
     };
     let location = HeaderValue::from_str(&format!("/api/execute/jobs/{}", job.id))
@@ -169,7 +170,7 @@ fn parse_submit(headers: &HeaderMap, body: &[u8]) -> Result<Value> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/json"));
     if !json_type {
-        return Err(Error::UnsupportedMediaType);
+        return Err(Error::UnsupportedMediaType.into());
     }
     let parsed: SubmitBody = serde_json::from_slice(body).map_err(|e| {
         Error::BadRequest(format!(
@@ -232,7 +233,8 @@ async fn cancel_job(
                 return Err(Error::Conflict(format!(
                     "The job has already finished ({}).",
                     s.as_str()
-                )));
+                ))
+                .into());
             }
             JobStatus::Cancelling => {
                 return Ok((StatusCode::ACCEPTED, Json(job_view(&job, false))).into_response());
@@ -255,8 +257,8 @@ async fn cancel_job(
                 return Ok((status, Json(job_view(&saved, false))).into_response());
             }
             Err(Error::PreconditionFailed) => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::Conflict("The job is changing; try again.".into()))
+    Err(Error::Conflict("The job is changing; try again.".into()).into())
 }

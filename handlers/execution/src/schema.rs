@@ -6,7 +6,7 @@
 //! `minimum`/`maximum`. Other keywords are ignored. Every problem is reported at once, as
 //! field errors under `input`.
 
-use flowgrid_core::{Error, FieldError, Result};
+use flowgrid_domain::{Error, FieldError, Result};
 use serde_json::Value;
 
 /// Checks `input` against `schema` (none: anything goes).

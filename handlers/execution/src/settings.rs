@@ -11,9 +11,9 @@
 
 use std::time::Duration;
 
-use flowgrid_core::Result;
-use flowgrid_core::config::setting_error;
-use flowgrid_core::outbound::OutboundPolicy;
+use flowgrid_domain::Result;
+use flowgrid_domain::config::setting_error;
+use flowgrid_providers::outbound::OutboundPolicy;
 
 /// The Execution app's settings.
 #[derive(Debug, Clone)]

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use flowgrid_core::domain::TenantId;
-use flowgrid_core::domain::agent::ModelSettings;
-use flowgrid_core::outbound::{self, OutboundError, OutboundPolicy};
-use flowgrid_core::plan::template::Templates;
-use flowgrid_core::plan::{Jump, Plan, PlanStep, StepAction};
-use flowgrid_core::store::jobs::Tokens;
+use flowgrid_domain::TenantId;
+use flowgrid_domain::agent::ModelSettings;
+use flowgrid_domain::plan::template::Templates;
+use flowgrid_domain::plan::{Jump, Plan, PlanStep, StepAction};
+use flowgrid_domain::store::jobs::Tokens;
+use flowgrid_providers::outbound::{self, OutboundError, OutboundPolicy};
 use serde_json::{Map, Value, json};
 
 /// Why an attempt of a step failed.
@@ -168,7 +168,7 @@ pub struct StepRunner {
 
 impl StepRunner {
     /// A runner with the guarded client, the offline provider and no integrations.
-    pub fn new(policy: OutboundPolicy) -> flowgrid_core::Result<StepRunner> {
+    pub fn new(policy: OutboundPolicy) -> flowgrid_domain::Result<StepRunner> {
         let policy = Arc::new(policy);
         Ok(StepRunner {
             templates: Arc::new(Templates::new()),

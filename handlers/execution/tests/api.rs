@@ -3,7 +3,7 @@
 mod common;
 
 use common::{TestApp, job_id};
-use flowgrid_core::auth::Role;
+use flowgrid_http::auth::Role;
 use serde_json::json;
 
 fn definition() -> serde_json::Value {
@@ -215,7 +215,7 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
     assert_eq!(list.body["items"], json!([]));
     assert_eq!(
         app.job("t1", &id).await.status,
-        flowgrid_core::store::JobStatus::Queued,
+        flowgrid_domain::store::JobStatus::Queued,
         "untouched"
     );
     // A message naming the wrong tenant does nothing either.

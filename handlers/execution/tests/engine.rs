@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::{TestApp, job_id};
-use flowgrid_core::auth::Role;
-use flowgrid_core::domain::TenantId;
-use flowgrid_core::store::JobStatus;
-use flowgrid_core::store::jobs::{StepRecord, StepStatus};
+use flowgrid_domain::TenantId;
+use flowgrid_domain::store::JobStatus;
+use flowgrid_domain::store::jobs::{StepRecord, StepStatus};
 use flowgrid_execution::engine::WorkOutcome;
+use flowgrid_http::auth::Role;
 use serde_json::{Value, json};
 
 fn transform_agent() -> Value {
@@ -590,7 +590,7 @@ async fn a_schedule_fires_once_per_due_time_whatever_the_number_of_timer_firings
         .jobs
         .list(
             &tenant,
-            &flowgrid_core::store::JobQuery {
+            &flowgrid_domain::store::JobQuery {
                 agent_id: Some(agent.id),
                 limit: 50,
                 ..Default::default()

@@ -106,20 +106,20 @@ async fn main() -> Result<()> {
 
     // 1. Forwarded HTTP: alternate direct, through-host, and through-host with a bearer token
     // (verified by the host for the per-tenant rate limit) on keep-alive connections.
-    let key = flowgrid_core::auth::DevKey::load_or_create(&root.join("data"))?;
-    let token = key.mint(&flowgrid_core::auth::TokenRequest {
+    let key = flowgrid_http::auth::DevKey::load_or_create(&root.join("data"))?;
+    let token = key.mint(&flowgrid_http::auth::TokenRequest {
         tenant: "bench".into(),
-        role: flowgrid_core::auth::Role::Viewer,
+        role: flowgrid_http::auth::Role::Viewer,
         user: "bench".into(),
-        issuer: flowgrid_core::config::DEFAULT_ISSUER.into(),
-        audience: flowgrid_core::config::DEFAULT_AUDIENCE.into(),
+        issuer: flowgrid_domain::config::DEFAULT_ISSUER.into(),
+        audience: flowgrid_domain::config::DEFAULT_AUDIENCE.into(),
         ttl_secs: 3600,
     })?;
     let data_dir = root.join("data");
-    let core_config = flowgrid_core::config::Config::from_lookup(|name| {
+    let core_config = flowgrid_domain::config::Config::from_lookup(|name| {
         (name == "FLOWGRID_DATA_DIR").then(|| data_dir.display().to_string())
     })?;
-    let accepted = flowgrid_core::auth::TokenVerifier::from_config(&core_config)?
+    let accepted = flowgrid_http::auth::TokenVerifier::from_config(&core_config)?
         .authenticate(&token)
         .await
         .is_ok();

@@ -26,7 +26,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use flowgrid_core::invocation::{self, InvokeRequest};
+use flowgrid_http::invocation::{self, InvokeRequest};
 use serde_json::{Value, json};
 
 #[derive(Default)]

@@ -13,11 +13,11 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use flowgrid_core::config::{CosmosSettings, SecretString};
-use flowgrid_core::domain::{Agent, AgentInput, TenantId};
-use flowgrid_core::store::AgentStore;
-use flowgrid_core::store::cosmos::{Cosmos, EMULATOR_KEY};
-use flowgrid_core::store::sqlite::Sqlite;
+use flowgrid_domain::config::{CosmosSettings, SecretString};
+use flowgrid_domain::store::AgentStore;
+use flowgrid_domain::{Agent, AgentInput, TenantId};
+use flowgrid_storage::cosmos::{Cosmos, EMULATOR_KEY};
+use flowgrid_storage::sqlite::Sqlite;
 use flowgrid_testkit::emulators;
 use serde_json::json;
 

@@ -3,10 +3,10 @@
 use std::collections::HashSet;
 
 use chrono::{Duration, Utc};
-use flowgrid_core::Error;
-use flowgrid_core::domain::{Agent, AgentId, AgentInput, AgentStatus, TenantId};
-use flowgrid_core::http::etag::Condition;
-use flowgrid_core::store::{AgentQuery, AgentStore};
+use flowgrid_domain::Error;
+use flowgrid_domain::store::{AgentQuery, AgentStore};
+use flowgrid_domain::{Agent, AgentId, AgentInput, AgentStatus, TenantId};
+use flowgrid_http::etag::Condition;
 use serde_json::json;
 
 fn tenant(name: &str) -> TenantId {
@@ -444,7 +444,7 @@ pub async fn versions_are_listed_newest_first_and_paged(store: &dyn AgentStore) 
 }
 
 pub async fn scheduled_lists_agents_with_a_schedule_across_tenants(store: &dyn AgentStore) {
-    use flowgrid_core::domain::Schedule;
+    use flowgrid_domain::Schedule;
     let every_minute = || Some(Schedule::parse("0 * * * * *").expect("schedule"));
     let mut wanted = Vec::new();
     for t in [tenant("sa"), tenant("sb")] {

@@ -1,8 +1,8 @@
 //! Conformance checks for [`BlobStore`] backends.
 
-use flowgrid_core::Error;
-use flowgrid_core::blob::{BLOCK_SIZE, BlobName, BlobStore, ByteStream, bytes_stream, collect};
-use flowgrid_core::domain::TenantId;
+use flowgrid_domain::Error;
+use flowgrid_domain::TenantId;
+use flowgrid_domain::blob::{BLOCK_SIZE, BlobName, BlobStore, ByteStream, bytes_stream, collect};
 
 fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).expect("tenant id")
@@ -15,7 +15,7 @@ fn name(n: &str) -> BlobName {
 /// `len` bytes of a repeating pattern, as a stream of `chunk`-sized pieces.
 fn chunked(len: usize, chunk: usize) -> (Vec<u8>, ByteStream) {
     let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-    let pieces: Vec<flowgrid_core::Result<bytes::Bytes>> = data
+    let pieces: Vec<flowgrid_domain::Result<bytes::Bytes>> = data
         .chunks(chunk)
         .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
         .collect();

@@ -5,12 +5,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use flowgrid_core::Error;
-use flowgrid_core::domain::{
-    Email, RefreshOutcome, RefreshToken, Session, Tenant, TenantId, User, UserId,
-};
-use flowgrid_core::store::{
+use flowgrid_domain::Error;
+use flowgrid_domain::store::{
     RevocationStore, SessionStore, SigningKeyStore, StoredSigningKey, TenantStore, UserStore,
+};
+use flowgrid_domain::{
+    Email, RefreshOutcome, RefreshToken, Session, Tenant, TenantId, User, UserId,
 };
 
 /// The identity stores of one backend (one type may implement them all).

@@ -1,12 +1,12 @@
 //! Conformance checks for [`JobStore`] backends.
 
 use chrono::{Duration, Utc};
-use flowgrid_core::Error;
-use flowgrid_core::domain::agent::ModelSettings;
-use flowgrid_core::domain::{AgentId, TenantId};
-use flowgrid_core::plan::Plan;
-use flowgrid_core::store::jobs::{Created, JobStore};
-use flowgrid_core::store::{Job, JobId, JobQuery, JobStatus};
+use flowgrid_domain::Error;
+use flowgrid_domain::agent::ModelSettings;
+use flowgrid_domain::plan::Plan;
+use flowgrid_domain::store::jobs::{Created, JobStore};
+use flowgrid_domain::store::{Job, JobId, JobQuery, JobStatus};
+use flowgrid_domain::{AgentId, TenantId};
 use serde_json::json;
 
 fn tenant(name: &str) -> TenantId {

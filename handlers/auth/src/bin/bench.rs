@@ -12,9 +12,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use flowgrid_auth::throttle::Policy;
 use flowgrid_auth::{AppState, PasswordParams, admin, router};
-use flowgrid_core::auth::TokenVerifier;
-use flowgrid_core::config::Config;
-use flowgrid_core::store::Stores;
+use flowgrid_domain::config::Config;
+use flowgrid_http::auth::TokenVerifier;
+use flowgrid_storage::Stores;
 use tower::ServiceExt;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

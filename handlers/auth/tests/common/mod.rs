@@ -13,8 +13,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use flowgrid_auth::throttle::Policy;
 use flowgrid_auth::{AppState, PasswordParams, admin, router};
-use flowgrid_core::config::Config;
-use flowgrid_core::store::Stores;
+use flowgrid_domain::config::Config;
+use flowgrid_storage::Stores;
 use flowgrid_testkit::DataDir;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -69,7 +69,7 @@ impl TestApp {
     }
 
     pub async fn with(settings: &[(&str, &str)], account: Policy, caller: Policy) -> TestApp {
-        flowgrid_core::telemetry::init_for_tests();
+        flowgrid_http::telemetry::init_for_tests();
         let dir = DataDir::new();
         let config = config(&dir, settings);
         let stores = Stores::open(&config).await.expect("stores");

@@ -15,11 +15,12 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use chrono::Utc;
-use flowgrid_core::auth::Role;
-use flowgrid_core::config::Config;
-use flowgrid_core::domain::{Agent, AgentInput, TenantId};
-use flowgrid_core::store::{Job, JobId, Stores};
+use flowgrid_domain::config::Config;
+use flowgrid_domain::store::{Job, JobId};
+use flowgrid_domain::{Agent, AgentInput, TenantId};
 use flowgrid_execution::{AppState, Settings, router};
+use flowgrid_http::auth::Role;
+use flowgrid_storage::Stores;
 use flowgrid_testkit::DataDir;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -163,7 +164,7 @@ impl TestApp {
 
     /// An app whose settings are the defaults plus `overrides`; the test server is allow-listed.
     pub async fn with(overrides: &[(&str, &str)]) -> TestApp {
-        flowgrid_core::telemetry::init_for_tests();
+        flowgrid_http::telemetry::init_for_tests();
         let server = TestServer::start().await;
         let dir = DataDir::new();
         let path = dir.path_buf();

@@ -1,0 +1,590 @@
+//! The Agent aggregate: what users create, version and run.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{AgentId, Schedule, TenantId};
+use crate::{Error, FieldError, Result};
+
+/// Lifecycle status of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Being designed; not runnable yet.
+    Draft,
+    /// Compiled into a plan (set by compile, never by input).
+    Compiled,
+    /// Live: may be triggered.
+    Active,
+    /// Switched off.
+    Disabled,
+}
+
+impl AgentStatus {
+    /// The status's name as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Draft => "draft",
+            AgentStatus::Compiled => "compiled",
+            AgentStatus::Active => "active",
+            AgentStatus::Disabled => "disabled",
+        }
+    }
+
+    /// Parses a status name (for query filters).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "draft" => Ok(AgentStatus::Draft),
+            "compiled" => Ok(AgentStatus::Compiled),
+            "active" => Ok(AgentStatus::Active),
+            "disabled" => Ok(AgentStatus::Disabled),
+            other => Err(Error::BadRequest(format!(
+                "status {other:?} is not one of draft, compiled, active, disabled"
+            ))),
+        }
+    }
+}
+
+/// Model settings of an agent's LLM steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ModelSettings {
+    /// `offline` (default), `openai`, `azure-openai` or `anthropic`.
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    /// The provider's model name.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Sampling temperature, 0–2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Upper bound of generated tokens per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+fn default_provider() -> String {
+    "offline".into()
+}
+fn default_model() -> String {
+    "offline".into()
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            provider: default_provider(),
+            model: default_model(),
+            temperature: None,
+            max_tokens: None,
+        }
+    }
+}
+
+/// How an interaction starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    /// Started by a user or an API call.
+    Manual,
+    /// Started on a schedule.
+    Schedule,
+    /// Started by a platform event.
+    Event,
+}
+
+/// One way users or systems interact with the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Interaction {
+    /// Name, unique within the agent.
+    pub name: String,
+    /// What starts it.
+    pub trigger: TriggerKind,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// For `schedule` triggers: six-field NCRONTAB, UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// For `event` triggers: the event type that starts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+}
+
+/// What an agent is: instructions, model, inputs, capabilities, interactions, steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentDefinition {
+    /// The system instructions.
+    pub instructions: String,
+    /// Model settings.
+    #[serde(default)]
+    pub model: ModelSettings,
+    /// JSON Schema (an object) that run inputs must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    /// Capability names.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Interactions and their triggers.
+    #[serde(default)]
+    pub interactions: Vec<Interaction>,
+    /// Steps a run executes: objects with a unique `id`, a `kind` (`llm`, `integration`, `http`,
+    /// `transform`, `condition`) and the kind's fields; checked in full by the compiler.
+    #[serde(default)]
+    pub steps: Vec<Value>,
+    /// Names of the tenant's integration connections the agent uses.
+    #[serde(default)]
+    pub integrations: Vec<String>,
+}
+
+/// The body of `POST /api/agents` and `PUT /api/agents/{id}`. Server-owned fields (`id`,
+/// `tenantId`, `version`, timestamps, `compiledVersion`) are unknown fields here, so rejected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentInput {
+    /// 1–100 characters, unique per tenant (case-insensitive).
+    pub name: String,
+    /// Free text, up to 2,000 characters.
+    #[serde(default)]
+    pub description: String,
+    /// `draft` (default), `active` or `disabled`.
+    #[serde(default)]
+    pub status: Option<AgentStatus>,
+    /// The definition.
+    pub definition: AgentDefinition,
+    /// Six-field NCRONTAB (UTC) for scheduled runs.
+    #[serde(default)]
+    pub schedule: Option<String>,
+}
+
+/// An agent as stored and returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    /// Id.
+    pub id: AgentId,
+    /// Owning tenant.
+    pub tenant_id: TenantId,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Lifecycle status.
+    pub status: AgentStatus,
+    /// Version number: 1 at creation, +1 on every change.
+    pub version: u32,
+    /// Definition.
+    pub definition: AgentDefinition,
+    /// Schedule for scheduled runs.
+    pub schedule: Option<Schedule>,
+    /// The version last compiled into a plan.
+    pub compiled_version: Option<u32>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Subject that created it.
+    pub created_by: String,
+    /// Time of the last change (= creation time of this version).
+    pub updated_at: DateTime<Utc>,
+    /// Subject that made the last change.
+    pub updated_by: String,
+    /// Opaque concurrency token; changes on every write. Set by the store; absent on versions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub etag: String,
+}
+
+/// Limits on an agent's content.
+pub mod limits {
+    /// Longest name, in characters.
+    pub const NAME: usize = 100;
+    /// Longest description, in characters.
+    pub const DESCRIPTION: usize = 2_000;
+    /// Longest instructions, in characters.
+    pub const INSTRUCTIONS: usize = 32_000;
+    /// Most entries in any list of the definition.
+    pub const LIST: usize = 100;
+    /// Longest short string (capability, integration, interaction name, step id).
+    pub const SHORT: usize = 100;
+}
+
+/// Step kinds the compiler knows.
+pub const STEP_KINDS: [&str; 5] = ["llm", "integration", "http", "transform", "condition"];
+const PROVIDERS: [&str; 4] = ["offline", "openai", "azure-openai", "anthropic"];
+
+/// Input that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidAgentInput {
+    name: String,
+    description: String,
+    status: AgentStatus,
+    definition: AgentDefinition,
+    schedule: Option<Schedule>,
+}
+
+impl AgentInput {
+    /// Checks every field and reports every problem at once (422 with field errors).
+    pub fn validate(self) -> Result<ValidAgentInput> {
+        let mut errors = Vec::new();
+        let name = self.name.trim().to_owned();
+        check_text(&mut errors, "name", &name, 1, limits::NAME);
+        check_text(
+            &mut errors,
+            "description",
+            &self.description,
+            0,
+            limits::DESCRIPTION,
+        );
+        let status = match self.status {
+            None => AgentStatus::Draft,
+            Some(AgentStatus::Compiled) => {
+                errors.push(FieldError::new(
+                    "status",
+                    "compiled is set by compiling the agent, not by input",
+                ));
+                AgentStatus::Draft
+            }
+            Some(s) => s,
+        };
+        validate_definition(&mut errors, &self.definition);
+        let schedule = match self
+            .schedule
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            None => None,
+            Some(s) => match Schedule::parse(s) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    errors.push(FieldError::new("schedule", e));
+                    None
+                }
+            },
+        };
+        if errors.is_empty() {
+            Ok(ValidAgentInput {
+                name,
+                description: self.description,
+                status,
+                definition: self.definition,
+                schedule,
+            })
+        } else {
+            Err(Error::Validation(errors))
+        }
+    }
+}
+
+fn check_text(errors: &mut Vec<FieldError>, field: &str, value: &str, min: usize, max: usize) {
+    let len = value.chars().count();
+    if len < min {
+        errors.push(FieldError::new(field, "must not be empty"));
+    } else if len > max {
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {max} characters (is {len})"),
+        ));
+    } else if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        errors.push(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+}
+
+fn check_list_len(errors: &mut Vec<FieldError>, field: &str, len: usize) {
+    if len > limits::LIST {
+        errors.push(FieldError::new(
+            field,
+            format!("must have at most {} entries", limits::LIST),
+        ));
+    }
+}
+
+fn validate_definition(errors: &mut Vec<FieldError>, d: &AgentDefinition) {
+    let instructions = d.instructions.trim();
+    check_text(
+        errors,
+        "definition.instructions",
+        instructions,
+        1,
+        limits::INSTRUCTIONS,
+    );
+    if !PROVIDERS.contains(&d.model.provider.as_str()) {
+        errors.push(FieldError::new(
+            "definition.model.provider",
+            format!("must be one of {}", PROVIDERS.join(", ")),
+        ));
+    }
+    check_text(
+        errors,
+        "definition.model.model",
+        &d.model.model,
+        1,
+        limits::SHORT,
+    );
+    if let Some(t) = d.model.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        errors.push(FieldError::new(
+            "definition.model.temperature",
+            "must be between 0 and 2",
+        ));
+    }
+    if d.model.max_tokens == Some(0) {
+        errors.push(FieldError::new(
+            "definition.model.maxTokens",
+            "must be at least 1",
+        ));
+    }
+    if let Some(schema) = &d.input_schema
+        && !schema.is_object()
+    {
+        errors.push(FieldError::new(
+            "definition.inputSchema",
+            "must be a JSON Schema object",
+        ));
+    }
+    check_list_len(errors, "definition.capabilities", d.capabilities.len());
+    for (i, c) in d.capabilities.iter().enumerate() {
+        check_text(
+            errors,
+            &format!("definition.capabilities[{i}]"),
+            c,
+            1,
+            limits::SHORT,
+        );
+    }
+    check_list_len(errors, "definition.integrations", d.integrations.len());
+    for (i, c) in d.integrations.iter().enumerate() {
+        check_text(
+            errors,
+            &format!("definition.integrations[{i}]"),
+            c,
+            1,
+            limits::SHORT,
+        );
+    }
+    check_list_len(errors, "definition.interactions", d.interactions.len());
+    let mut names = HashSet::new();
+    for (i, it) in d.interactions.iter().enumerate() {
+        let field = format!("definition.interactions[{i}]");
+        check_text(errors, &format!("{field}.name"), &it.name, 1, limits::SHORT);
+        if !names.insert(it.name.to_lowercase()) {
+            errors.push(FieldError::new(
+                format!("{field}.name"),
+                "duplicates another interaction's name",
+            ));
+        }
+        match (it.trigger, &it.schedule, &it.event) {
+            (TriggerKind::Schedule, None, _) => {
+                errors.push(FieldError::new(
+                    format!("{field}.schedule"),
+                    "is required for a schedule trigger",
+                ));
+            }
+            (TriggerKind::Schedule, Some(s), _) => {
+                if let Err(e) = Schedule::parse(s) {
+                    errors.push(FieldError::new(format!("{field}.schedule"), e));
+                }
+            }
+            (TriggerKind::Event, _, None) => {
+                errors.push(FieldError::new(
+                    format!("{field}.event"),
+                    "is required for an event trigger",
+                ));
+            }
+            (_, Some(_), _) => {
+                errors.push(FieldError::new(
+                    format!("{field}.schedule"),
+                    "is only for schedule triggers",
+                ));
+            }
+            _ => {}
+        }
+    }
+    check_list_len(errors, "definition.steps", d.steps.len());
+    let mut ids = HashSet::new();
+    for (i, step) in d.steps.iter().enumerate() {
+        let field = format!("definition.steps[{i}]");
+        let Some(obj) = step.as_object() else {
+            errors.push(FieldError::new(field, "must be an object with id and kind"));
+            continue;
+        };
+        match obj.get("id").and_then(Value::as_str) {
+            Some(id) if is_step_id(id) => {
+                if !ids.insert(id.to_owned()) {
+                    errors.push(FieldError::new(
+                        format!("{field}.id"),
+                        format!("duplicates step id {id:?}"),
+                    ));
+                }
+            }
+            _ => errors.push(FieldError::new(
+                format!("{field}.id"),
+                "must be 1-64 characters of A-Z a-z 0-9 _ -",
+            )),
+        }
+        match obj.get("kind").and_then(Value::as_str) {
+            Some(kind) if STEP_KINDS.contains(&kind) => {}
+            _ => errors.push(FieldError::new(
+                format!("{field}.kind"),
+                format!("must be one of {}", STEP_KINDS.join(", ")),
+            )),
+        }
+    }
+}
+
+fn is_step_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Agent {
+    /// A new agent at version 1.
+    pub fn create(tenant: TenantId, input: ValidAgentInput, by: &str, now: DateTime<Utc>) -> Agent {
+        Agent {
+            id: AgentId::new(),
+            tenant_id: tenant,
+            name: input.name,
+            description: input.description,
+            status: input.status,
+            version: 1,
+            definition: input.definition,
+            schedule: input.schedule,
+            compiled_version: None,
+            created_at: now,
+            created_by: by.to_owned(),
+            updated_at: now,
+            updated_by: by.to_owned(),
+            etag: String::new(),
+        }
+    }
+
+    /// This agent fully replaced by `input`, as the next version.
+    pub fn replaced(&self, input: ValidAgentInput, by: &str, now: DateTime<Utc>) -> Agent {
+        Agent {
+            name: input.name,
+            description: input.description,
+            status: input.status,
+            definition: input.definition,
+            schedule: input.schedule,
+            ..self.next_version(by, now)
+        }
+    }
+
+    /// This agent with the content of `old` (an earlier version), as the next version.
+    /// A restored agent is a draft again unless it was compiled content that is still current.
+    pub fn restored_from(&self, old: &Agent, by: &str, now: DateTime<Utc>) -> Agent {
+        Agent {
+            name: old.name.clone(),
+            description: old.description.clone(),
+            status: match old.status {
+                AgentStatus::Compiled => AgentStatus::Draft,
+                s => s,
+            },
+            definition: old.definition.clone(),
+            schedule: old.schedule.clone(),
+            ..self.next_version(by, now)
+        }
+    }
+
+    fn next_version(&self, by: &str, now: DateTime<Utc>) -> Agent {
+        Agent {
+            version: self.version + 1,
+            updated_at: now,
+            updated_by: by.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// The case-insensitive key under which names are unique per tenant.
+    pub fn name_key(&self) -> String {
+        self.name.to_lowercase()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(json: Value) -> Result<ValidAgentInput> {
+        serde_json::from_value::<AgentInput>(json)
+            .map_err(|e| Error::BadRequest(e.to_string()))?
+            .validate()
+    }
+
+    #[test]
+    fn the_smallest_agent_is_a_name_and_instructions() {
+        let v = input(serde_json::json!({"name": "a", "definition": {"instructions": "be nice"}}))
+            .unwrap();
+        let agent = Agent::create(TenantId::parse("t").unwrap(), v, "u", Utc::now());
+        assert_eq!(agent.version, 1);
+        assert_eq!(agent.status, AgentStatus::Draft);
+        assert_eq!(agent.definition.model.provider, "offline");
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported_at_once() {
+        let err = input(serde_json::json!({
+            "name": "", "status": "compiled", "schedule": "* * *",
+            "definition": {"instructions": " ", "model": {"temperature": 3.0},
+                "steps": [{"id": "a", "kind": "http"}, {"id": "a", "kind": "nope"}, 7]}
+        }))
+        .unwrap_err();
+        let Error::Validation(errors) = err else {
+            panic!("{err:?}")
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        for expected in [
+            "name",
+            "status",
+            "schedule",
+            "definition.instructions",
+            "definition.model.temperature",
+            "definition.steps[1].id",
+            "definition.steps[1].kind",
+            "definition.steps[2]",
+        ] {
+            assert!(
+                fields.contains(&expected),
+                "{expected} missing from {fields:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn replacing_bumps_the_version_and_keeps_identity() {
+        let t = TenantId::parse("t").unwrap();
+        let a = Agent::create(
+            t,
+            input(serde_json::json!({"name": "a", "definition": {"instructions": "x"}})).unwrap(),
+            "u1",
+            Utc::now(),
+        );
+        let b = a.replaced(
+            input(serde_json::json!({"name": "b", "definition": {"instructions": "y"}})).unwrap(),
+            "u2",
+            Utc::now(),
+        );
+        assert_eq!(
+            (
+                b.id,
+                b.version,
+                b.name.as_str(),
+                b.created_by.as_str(),
+                b.updated_by.as_str()
+            ),
+            (a.id, 2, "b", "u1", "u2")
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! The agents store.
+
+use chrono::Utc;
+
+use super::Page;
+use crate::store::Condition;
+use crate::{Agent, AgentId, AgentStatus, TenantId};
+use crate::{Error, Result};
+
+/// Filters and paging of an agent listing.
+#[derive(Debug, Clone, Default)]
+pub struct AgentQuery {
+    /// Only agents with this status.
+    pub status: Option<AgentStatus>,
+    /// Only agents whose name contains this text (case-insensitive).
+    pub name_contains: Option<String>,
+    /// Page size (already clamped).
+    pub limit: u32,
+    /// Where the previous page ended.
+    pub continuation_token: Option<String>,
+}
+
+/// One entry of an agent's version history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentVersionSummary {
+    /// Version number.
+    pub version: u32,
+    /// Name at that version.
+    pub name: String,
+    /// Status at that version.
+    pub status: AgentStatus,
+    /// When the version was made.
+    pub created_at: chrono::DateTime<Utc>,
+    /// Who made it.
+    pub created_by: String,
+}
+
+impl From<&Agent> for AgentVersionSummary {
+    fn from(a: &Agent) -> Self {
+        AgentVersionSummary {
+            version: a.version,
+            name: a.name.clone(),
+            status: a.status,
+            created_at: a.updated_at,
+            created_by: a.updated_by.clone(),
+        }
+    }
+}
+
+/// Agents and their immutable version history, per tenant.
+#[async_trait::async_trait]
+pub trait AgentStore: Send + Sync {
+    /// Stores a new agent and its version 1. Returns it with its ETag.
+    /// [`Error::Conflict`] when the tenant already has an agent of that name.
+    async fn insert(&self, agent: &Agent) -> Result<Agent>;
+
+    /// The tenant's agent `id`.
+    async fn get(&self, tenant: &TenantId, id: AgentId) -> Result<Agent>;
+
+    /// The tenant's agents, newest first.
+    async fn list(&self, tenant: &TenantId, query: &AgentQuery) -> Result<Page<Agent>>;
+
+    /// Replaces the agent with `next` (its next version) if its current ETag is still
+    /// `expected_etag`, and records `next` in the history. [`Error::PreconditionFailed`] when the
+    /// ETag moved on, [`Error::NotFound`] when it is gone, [`Error::Conflict`] on a name clash.
+    async fn replace(&self, next: &Agent, expected_etag: &str) -> Result<Agent>;
+
+    /// Deletes the agent and its history. `if_match` must match its ETag when given.
+    async fn delete(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+        if_match: Option<&Condition>,
+    ) -> Result<()>;
+
+    /// The agent's versions, newest first.
+    async fn versions(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+        limit: u32,
+        continuation_token: Option<&str>,
+    ) -> Result<Page<AgentVersionSummary>>;
+
+    /// The agent as it was at `version`.
+    async fn version(&self, tenant: &TenantId, id: AgentId, version: u32) -> Result<Agent>;
+
+    /// Across tenants: agents that have a schedule and are not disabled (at most `limit`), for
+    /// the Execution app's schedule timer. A backend that cannot answer this query reports
+    /// [`Error::Unavailable`], so the timer fails loudly instead of silently never firing.
+    async fn scheduled(&self, limit: u32) -> Result<Vec<Agent>> {
+        let _ = limit;
+        Err(Error::Unavailable(
+            "this storage backend does not list scheduled agents yet".into(),
+        ))
+    }
+}
+
+/// Read-modify-write of one agent with optimistic concurrency: reads it, checks `if_match`,
+/// computes the next version with `change`, and writes it conditioned on the ETag it read.
+/// Without `if_match` a concurrent writer is retried a few times; with it, a mismatch is a 412.
+pub async fn update_agent<F>(
+    store: &dyn AgentStore,
+    tenant: &TenantId,
+    id: AgentId,
+    if_match: Option<&Condition>,
+    mut change: F,
+) -> Result<Agent>
+where
+    F: FnMut(&Agent) -> Result<Agent> + Send,
+{
+    const ATTEMPTS: usize = 5;
+    for _ in 0..ATTEMPTS {
+        let current = store.get(tenant, id).await?;
+        if let Some(condition) = if_match
+            && !condition.matches(&current.etag)
+        {
+            return Err(Error::PreconditionFailed);
+        }
+        let next = change(&current)?;
+        match store.replace(&next, &current.etag).await {
+            Err(Error::PreconditionFailed) if if_match.is_none() => continue,
+            other => return other,
+        }
+    }
+    Err(Error::Conflict(
+        "The agent is being changed by others; try again.".into(),
+    ))
+}

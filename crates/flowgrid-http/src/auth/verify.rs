@@ -1,0 +1,673 @@
+//! Verification of bearer access tokens: the built-in issuer's keys (from settings or storage),
+//! external OpenID Connect issuers, and the session revocation denylist.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::oidc::OidcSource;
+use super::revocation::RevocationCache;
+use super::{ACCESS_TOKEN_TYPE, Caller, LEEWAY_SECS, Role};
+use flowgrid_domain::TenantId;
+use flowgrid_domain::config::{Config, OidcIssuerConfig, StoreKind};
+use flowgrid_domain::store::{RevocationStore, SigningKeyStore};
+use flowgrid_domain::{Error, Result};
+
+/// The claims of a Flowgrid access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject: the user (or service) id.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Tenant id.
+    pub tid: String,
+    /// Role names (`viewer`, `editor`, `admin`, `owner`); unknown names are ignored.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Token id.
+    pub jti: String,
+    /// Session id, when the token belongs to a login session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Not before (seconds since the epoch).
+    pub nbf: u64,
+    /// Expires at (seconds since the epoch).
+    pub exp: u64,
+}
+
+impl AccessClaims {
+    /// The caller these claims identify. A token whose tenant id is malformed is refused.
+    pub fn into_caller(self) -> Result<Caller> {
+        let tenant = TenantId::parse(&self.tid)
+            .map_err(|_| Error::Unauthorized("token tenant id is malformed".into()))?;
+        let role = self.roles.iter().filter_map(|r| Role::parse(r)).max();
+        Ok(Caller {
+            tenant,
+            subject: self.sub,
+            role,
+            session_id: self.sid,
+        })
+    }
+}
+
+struct TrustedKey {
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+type KeyMap = HashMap<String, Arc<TrustedKey>>;
+
+/// Where a key set comes from and how often it may be fetched again on an unknown `kid`.
+enum KeySource {
+    /// Fixed keys (`FLOWGRID_JWT_JWKS`, tests).
+    Static,
+    /// The built-in issuer's keys in storage.
+    Store(Arc<dyn SigningKeyStore>),
+    /// An external issuer's JWKS, found through its discovery document.
+    Oidc(OidcSource),
+}
+
+/// A key set with its refresh policy.
+struct KeyCache {
+    keys: RwLock<Arc<KeyMap>>,
+    source: KeySource,
+    /// Least time between two fetches.
+    min_interval: Duration,
+    last_fetch: Mutex<Option<Instant>>,
+    /// One fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
+    /// Bumped each time the keys are replaced, so a caller that waited for someone else's fetch
+    /// (the start-up prefetch, say) uses its result instead of being refused by the interval.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+/// How often an unknown `kid` may make a handler re-read the built-in issuer's stored keys.
+pub const STORED_KEYS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often an unknown `kid` may make a handler re-fetch an external issuer's JWKS.
+pub const OIDC_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+impl KeyCache {
+    fn new(keys: KeyMap, source: KeySource, min_interval: Duration) -> Self {
+        KeyCache {
+            keys: RwLock::new(Arc::new(keys)),
+            source,
+            min_interval,
+            last_fetch: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self, kid: &str) -> Option<Arc<TrustedKey>> {
+        self.keys
+            .read()
+            .ok()
+            .and_then(|keys| keys.get(kid).cloned())
+    }
+
+    fn len(&self) -> usize {
+        self.keys.read().map(|k| k.len()).unwrap_or(0)
+    }
+
+    /// Whether a fetch is allowed now (and claims the slot if so).
+    fn claim_fetch(&self) -> bool {
+        let Ok(mut last) = self.last_fetch.lock() else {
+            return false;
+        };
+        match *last {
+            Some(at) if at.elapsed() < self.min_interval => false,
+            _ => {
+                *last = Some(Instant::now());
+                true
+            }
+        }
+    }
+
+    /// Fetches the key set again if the refresh policy allows it; true when it was fetched.
+    async fn refresh(&self, now: chrono::DateTime<chrono::Utc>) -> Result<bool> {
+        use std::sync::atomic::Ordering;
+        let seen = self.generation.load(Ordering::SeqCst);
+        let _one = self.fetching.lock().await;
+        if self.generation.load(Ordering::SeqCst) != seen {
+            return Ok(true);
+        }
+        if !self.claim_fetch() {
+            return Ok(false);
+        }
+        let jwks = match &self.source {
+            KeySource::Static => return Ok(false),
+            KeySource::Store(store) => super::keyring::published_jwks(&store.list().await?, now),
+            KeySource::Oidc(source) => source.fetch_jwks().await?,
+        };
+        let keys = key_map(&jwks, matches!(self.source, KeySource::Oidc(_)));
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = Arc::new(keys);
+        }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(true)
+    }
+}
+
+/// An external issuer's rules.
+struct External {
+    config: OidcIssuerConfig,
+    keys: Arc<KeyCache>,
+}
+
+/// Verifies access tokens: signature by a known `kid` with that key's algorithm only, explicit
+/// `typ`, issuer, audience and time claims, and (for tokens of a login session) that the session
+/// is not revoked.
+pub struct TokenVerifier {
+    builtin: Arc<KeyCache>,
+    issuer: String,
+    audience: String,
+    externals: Vec<External>,
+    revocations: Option<RevocationCache>,
+    verified: super::verified::VerifiedTokens,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("builtin_keys", &self.builtin.len())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field(
+                "external_issuers",
+                &self
+                    .externals
+                    .iter()
+                    .map(|e| &e.config.issuer)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Why a token failed before any key was tried, or that its key is unknown (worth a refresh).
+enum Failure {
+    UnknownKid(Arc<KeyCache>),
+    Rejected(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Rejected(e)
+    }
+}
+
+fn reject(reason: impl Into<String>) -> Failure {
+    Failure::Rejected(Error::Unauthorized(reason.into()))
+}
+
+impl TokenVerifier {
+    /// The verifier a process builds from its configuration: the keys of `FLOWGRID_JWT_JWKS`,
+    /// or else the built-in issuer's keys in the embedded database of the data folder (re-read
+    /// on an unknown `kid`); the external issuers of `FLOWGRID_OIDC_ISSUERS`; and the session
+    /// denylist of that database, cached for `FLOWGRID_REVOCATION_CACHE_SECS`.
+    ///
+    /// Storage is opened on first use; with the embedded backend the stored keys are also read
+    /// here, synchronously, so that [`TokenVerifier::verify`] works from the start.
+    pub fn from_config(config: &Config) -> Result<Self> {
+        let lazy = Arc::new(LazyStores::new(config.clone()));
+        let builtin = match &config.jwt_jwks {
+            Some(doc) => static_keys(doc)?,
+            None => {
+                let initial = if matches!(config.store, StoreKind::Sqlite) {
+                    let db =
+                        flowgrid_storage::sqlite::Sqlite::open_blocking(&config.sqlite_path())?;
+                    let stored =
+                        db.run_blocking(|conn| flowgrid_storage::sqlite::list_signing_keys(conn))?;
+                    key_map(
+                        &super::keyring::published_jwks(&stored, chrono::Utc::now()),
+                        false,
+                    )
+                } else {
+                    HashMap::new()
+                };
+                KeyCache::new(
+                    initial,
+                    KeySource::Store(lazy.clone()),
+                    STORED_KEYS_REFRESH_INTERVAL,
+                )
+            }
+        };
+        Self::assemble(config, builtin, Some(lazy))
+    }
+
+    /// Like [`TokenVerifier::from_config`], over already opened stores (any backend).
+    pub async fn from_stores(config: &Config, stores: &flowgrid_storage::Stores) -> Result<Self> {
+        let builtin = match &config.jwt_jwks {
+            Some(doc) => static_keys(doc)?,
+            None => {
+                let stored = stores.signing_keys.list().await?;
+                let jwks = super::keyring::published_jwks(&stored, chrono::Utc::now());
+                KeyCache::new(
+                    key_map(&jwks, false),
+                    KeySource::Store(stores.signing_keys.clone()),
+                    STORED_KEYS_REFRESH_INTERVAL,
+                )
+            }
+        };
+        Self::assemble(config, builtin, Some(stores.revocations.clone()))
+    }
+
+    fn assemble(
+        config: &Config,
+        builtin: KeyCache,
+        revocations: Option<Arc<dyn RevocationStore>>,
+    ) -> Result<Self> {
+        let mut externals = Vec::new();
+        for issuer in &config.oidc_issuers {
+            let source = OidcSource::new(&issuer.issuer, config.oidc_allow_http)?;
+            let keys = Arc::new(KeyCache::new(
+                HashMap::new(),
+                KeySource::Oidc(source),
+                OIDC_REFRESH_INTERVAL,
+            ));
+            // Fetch once at start-up, off the request path, when a runtime is at hand.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let prefetch = keys.clone();
+                let name = issuer.issuer.clone();
+                runtime.spawn(async move {
+                    if let Err(e) = prefetch.refresh(chrono::Utc::now()).await {
+                        tracing::warn!(issuer = %name, error = %e, "fetching the issuer's keys failed");
+                    }
+                });
+            }
+            externals.push(External {
+                config: issuer.clone(),
+                keys,
+            });
+        }
+        Ok(TokenVerifier {
+            builtin: Arc::new(builtin),
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            externals,
+            revocations: revocations.map(|store| {
+                RevocationCache::new(store, Duration::from_secs(config.revocation_cache_secs))
+            }),
+            verified: Default::default(),
+        })
+    }
+
+    /// A verifier trusting the EdDSA and ES256 keys of `jwks` (each must carry a `kid`), with no
+    /// external issuers and no revocation checks.
+    pub fn new(jwks: &JwkSet, issuer: &str, audience: &str) -> Result<Self> {
+        let builtin = KeyCache::new(checked_key_map(jwks)?, KeySource::Static, Duration::MAX);
+        Ok(TokenVerifier {
+            builtin: Arc::new(builtin),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            externals: Vec::new(),
+            revocations: None,
+            verified: Default::default(),
+        })
+    }
+
+    /// Adds the session denylist `store`, whose answers are cached for `cache_for`.
+    pub fn with_revocations(
+        mut self,
+        store: Arc<dyn RevocationStore>,
+        cache_for: Duration,
+    ) -> Self {
+        self.revocations = Some(RevocationCache::new(store, cache_for));
+        self
+    }
+
+    /// Tells the verifier that this process has just revoked session `sid` (after writing it to
+    /// the denylist), so that its tokens fail here at once rather than after the cache time.
+    pub fn note_revoked(&self, sid: &str) {
+        if let Some(revocations) = &self.revocations {
+            revocations.note_revoked(sid);
+        }
+    }
+
+    /// How long a revoked session may still pass this verifier: the revocation cache time.
+    pub fn revocation_bound(&self) -> Option<Duration> {
+        self.revocations.as_ref().map(RevocationCache::ttl)
+    }
+
+    /// The claims of `token` if its signature, header and claims pass every check with the keys
+    /// at hand; 401 otherwise (the reason is logged only). Neither fetches keys nor checks
+    /// revocation: request handling uses [`TokenVerifier::authenticate`].
+    pub fn verify(&self, token: &str) -> Result<AccessClaims> {
+        match self.check(token) {
+            Ok(claims) => Ok(claims),
+            Err(Failure::UnknownKid(_)) => {
+                Err(Error::Unauthorized("token kid is not trusted".into()))
+            }
+            Err(Failure::Rejected(e)) => Err(e),
+        }
+    }
+
+    /// Verifies `token` as [`TokenVerifier::verify`] does, re-reading its issuer's keys once on
+    /// an unknown `kid` (as often as that issuer's refresh interval allows), and refuses a token
+    /// whose session is revoked.
+    pub async fn authenticate(&self, token: &str) -> Result<AccessClaims> {
+        let claims = match self
+            .verified
+            .get(token)
+            .ok_or(())
+            .or_else(|()| self.check(token))
+        {
+            Ok(claims) => claims,
+            Err(Failure::Rejected(e)) => return Err(e),
+            Err(Failure::UnknownKid(cache)) => {
+                match cache.refresh(chrono::Utc::now()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(Error::Unauthorized("token kid is not trusted".into()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "re-reading the issuer's keys failed");
+                        return Err(Error::Unauthorized(
+                            "token kid is not trusted (keys could not be refreshed)".into(),
+                        ));
+                    }
+                }
+                self.verify(token)?
+            }
+        };
+        // Remember a fresh verification only: a hit must not extend its own lifetime.
+        self.verified.insert_if_absent(token, &claims);
+        if let (Some(sid), Some(revocations)) = (&claims.sid, &self.revocations)
+            && revocations.is_revoked(sid).await?
+        {
+            return Err(Error::Unauthorized("the token's session is revoked".into()));
+        }
+        Ok(claims)
+    }
+
+    fn check(&self, token: &str) -> Result<AccessClaims, Failure> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| reject(format!("unreadable token header: {e}")))?;
+        if header.jku.is_some()
+            || header.x5u.is_some()
+            || header.jwk.is_some()
+            || header.x5c.is_some()
+        {
+            return Err(reject("token header names its own key (jku/x5u/jwk/x5c)"));
+        }
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or_else(|| reject("token has no kid"))?;
+        let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
+        let issuer = unverified_issuer(token).ok_or_else(|| reject("token has no issuer"))?;
+        if issuer == self.issuer {
+            if typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+                return Err(reject(format!(
+                    "token typ {:?} is not {ACCESS_TOKEN_TYPE}",
+                    header.typ
+                )));
+            }
+            let trusted = self
+                .builtin
+                .get(kid)
+                .ok_or_else(|| Failure::UnknownKid(self.builtin.clone()))?;
+            let validation = validation(
+                &trusted,
+                header.alg,
+                &self.issuer,
+                &self.audience,
+                &["exp", "nbf", "iss", "aud", "sub"],
+            )?;
+            return jsonwebtoken::decode::<AccessClaims>(token, &trusted.key, &validation)
+                .map(|data| data.claims)
+                .map_err(|e| reject(format!("token rejected: {e}")));
+        }
+        let external = self
+            .externals
+            .iter()
+            .find(|e| e.config.issuer == issuer)
+            .ok_or_else(|| reject("token issuer is not trusted"))?;
+        // Entra ID access tokens say `JWT`; RFC 9068 ones `at+jwt`. ID tokens are refused below.
+        if !matches!(typ.as_deref(), Some(ACCESS_TOKEN_TYPE | "jwt")) {
+            return Err(reject(format!(
+                "token typ {:?} is not an access token type",
+                header.typ
+            )));
+        }
+        let trusted = external
+            .keys
+            .get(kid)
+            .ok_or_else(|| Failure::UnknownKid(external.keys.clone()))?;
+        let validation = validation(
+            &trusted,
+            header.alg,
+            &external.config.issuer,
+            &external.config.audience,
+            &["exp", "iss", "aud", "sub"],
+        )?;
+        let claims = jsonwebtoken::decode::<serde_json::Map<String, Value>>(
+            token,
+            &trusted.key,
+            &validation,
+        )
+        .map_err(|e| reject(format!("token rejected: {e}")))?
+        .claims;
+        external_claims(&external.config, claims)
+    }
+}
+
+fn validation(
+    trusted: &TrustedKey,
+    alg: Algorithm,
+    issuer: &str,
+    audience: &str,
+    required: &[&str],
+) -> Result<Validation, Failure> {
+    if alg != trusted.algorithm {
+        return Err(reject(format!("token alg {alg:?} does not match its key")));
+    }
+    let mut validation = Validation::new(trusted.algorithm);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(required);
+    Ok(validation)
+}
+
+/// The `iss` of a token before verification, to pick the keys to verify it with.
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    serde_json::from_slice::<Iss>(&bytes).ok().map(|i| i.iss)
+}
+
+/// Claims only ID tokens carry (OpenID Connect Core §2, §3.1.3.6, §3.3.2.11).
+const ID_TOKEN_CLAIMS: [&str; 3] = ["nonce", "at_hash", "c_hash"];
+
+fn external_claims(
+    config: &OidcIssuerConfig,
+    claims: serde_json::Map<String, Value>,
+) -> Result<AccessClaims, Failure> {
+    if ID_TOKEN_CLAIMS.iter().any(|c| claims.contains_key(*c)) {
+        return Err(reject("an ID token is not an access token"));
+    }
+    let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+    let number = |name: &str| claims.get(name).and_then(Value::as_u64);
+    let tid = text(&config.tenant_claim)
+        .ok_or_else(|| reject(format!("token has no tenant claim {}", config.tenant_claim)))?;
+    let roles = match claims.get(&config.roles_claim) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(one)) => one.split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    let aud = match claims.get("aud") {
+        Some(Value::String(a)) => a.clone(),
+        _ => config.audience.clone(),
+    };
+    Ok(AccessClaims {
+        iss: config.issuer.clone(),
+        sub: text("sub").unwrap_or_default(),
+        aud,
+        tid,
+        roles,
+        jti: text("jti").or_else(|| text("uti")).unwrap_or_default(),
+        sid: text("sid"),
+        iat: number("iat").unwrap_or(0),
+        nbf: number("nbf").unwrap_or(0),
+        exp: number("exp").unwrap_or(0),
+    })
+}
+
+fn static_keys(doc: &str) -> Result<KeyCache> {
+    let jwks = serde_json::from_str::<JwkSet>(doc).map_err(|e| {
+        flowgrid_domain::config::setting_error(
+            "FLOWGRID_JWT_JWKS",
+            &format!("not a JWKS document: {e}"),
+        )
+    })?;
+    Ok(KeyCache::new(
+        checked_key_map(&jwks)?,
+        KeySource::Static,
+        Duration::MAX,
+    ))
+}
+
+/// The keys of a configured JWKS: every key must be usable, and there must be one.
+fn checked_key_map(jwks: &JwkSet) -> Result<KeyMap> {
+    let mut keys = HashMap::new();
+    for jwk in &jwks.keys {
+        let kid = jwk.common.key_id.clone().ok_or_else(|| {
+            flowgrid_domain::config::setting_error("FLOWGRID_JWT_JWKS", "every key needs a kid")
+        })?;
+        let algorithm = algorithm_of(jwk, false).ok_or_else(|| {
+            flowgrid_domain::config::setting_error(
+                "FLOWGRID_JWT_JWKS",
+                &format!("key {kid}: only Ed25519 (EdDSA) and P-256 (ES256) keys are accepted"),
+            )
+        })?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| {
+            flowgrid_domain::config::setting_error("FLOWGRID_JWT_JWKS", &format!("key {kid}: {e}"))
+        })?;
+        keys.insert(kid, Arc::new(TrustedKey { algorithm, key }));
+    }
+    if keys.is_empty() {
+        return Err(flowgrid_domain::config::setting_error(
+            "FLOWGRID_JWT_JWKS",
+            "the key set is empty",
+        ));
+    }
+    Ok(keys)
+}
+
+/// The usable signing keys of a fetched or stored JWKS; others are skipped.
+fn key_map(jwks: &JwkSet, allow_rsa: bool) -> KeyMap {
+    jwks.keys
+        .iter()
+        .filter(|jwk| {
+            !matches!(
+                jwk.common.public_key_use,
+                Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
+            )
+        })
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            let algorithm = algorithm_of(jwk, allow_rsa)?;
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            Some((kid, Arc::new(TrustedKey { algorithm, key })))
+        })
+        .collect()
+}
+
+/// The one algorithm a key may verify: never HMAC, never `none`; RSA only for external issuers.
+fn algorithm_of(jwk: &Jwk, allow_rsa: bool) -> Option<Algorithm> {
+    match &jwk.algorithm {
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            Some(Algorithm::EdDSA)
+        }
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+            Some(Algorithm::ES256)
+        }
+        AlgorithmParameters::RSA(_) if allow_rsa => Some(Algorithm::RS256),
+        _ => None,
+    }
+}
+
+/// The process's stores, opened on first use (the verifier is built synchronously).
+struct LazyStores {
+    config: Config,
+    stores: tokio::sync::OnceCell<flowgrid_storage::Stores>,
+}
+
+impl LazyStores {
+    fn new(config: Config) -> Self {
+        LazyStores {
+            config,
+            stores: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn get(&self) -> Result<&flowgrid_storage::Stores> {
+        self.stores
+            .get_or_try_init(|| flowgrid_storage::Stores::open(&self.config))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl SigningKeyStore for LazyStores {
+    async fn insert(&self, key: &flowgrid_domain::store::StoredSigningKey) -> Result<()> {
+        self.get().await?.signing_keys.insert(key).await
+    }
+    async fn list(&self) -> Result<Vec<flowgrid_domain::store::StoredSigningKey>> {
+        self.get().await?.signing_keys.list().await
+    }
+    async fn retire_all_except(
+        &self,
+        current: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        self.get()
+            .await?
+            .signing_keys
+            .retire_all_except(current, now)
+            .await
+    }
+    async fn delete_retired_before(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        self.get()
+            .await?
+            .signing_keys
+            .delete_retired_before(before)
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl RevocationStore for LazyStores {
+    async fn revoke(&self, sid: &str, until: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        self.get().await?.revocations.revoke(sid, until).await
+    }
+    async fn is_revoked(&self, sid: &str) -> Result<bool> {
+        self.get().await?.revocations.is_revoked(sid).await
+    }
+    async fn purge_expired(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        self.get().await?.revocations.purge_expired(now).await
+    }
+}

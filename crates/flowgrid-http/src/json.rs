@@ -1,0 +1,158 @@
+//! Flowgrid's own `Json` extractor and response type: every rejection is a problem+json
+//! answer with the path of the offending field.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{ApiError, Error, FieldError};
+
+/// JSON request body or response. As an extractor it requires `application/json`, enforces the
+/// body limit (413), answers malformed JSON with 400 and wrong types, missing or unknown fields
+/// with 422 naming the field.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(Error::UnsupportedMediaType.into());
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge {
+                    limit_bytes: super::BODY_LIMIT_BYTES,
+                }
+            } else {
+                Error::BadRequest("The request body could not be read.".into())
+            }
+        })?;
+        Ok(parse(&bytes).map(Json)?)
+    }
+}
+
+/// Parses a JSON document into `T`, with the same error mapping as the extractor.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." { String::new() } else { path };
+                Error::Validation(vec![FieldError::new(
+                    field,
+                    strip_position(&inner.to_string()),
+                )])
+            }
+            _ => not_json(&inner),
+        }
+    })?;
+    de.end().map_err(|e| not_json(&e))?;
+    Ok(value)
+}
+
+fn not_json(e: &serde_json::Error) -> Error {
+    Error::BadRequest(format!("The request body is not valid JSON: {e}"))
+}
+
+/// serde_json appends " at line L column C"; for data errors the field path says more.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
+            Err(e) => {
+                ApiError(Error::Internal(format!("serializing response: {e}"))).into_response()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "fields exist to be deserialized")]
+    struct Outer {
+        name: String,
+        inner: Inner,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "fields exist to be deserialized")]
+    struct Inner {
+        count: u32,
+    }
+
+    #[test]
+    fn malformed_json_is_a_bad_request() {
+        let err = parse::<Outer>(b"{\"name\": ").unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_nested_field() {
+        let err = parse::<Outer>(br#"{"name":"a","inner":{"count":"x"}}"#).unwrap_err();
+        let Error::Validation(errors) = err else {
+            panic!("expected validation")
+        };
+        assert_eq!(errors[0].field, "inner.count");
+    }
+
+    #[test]
+    fn an_unknown_field_is_rejected() {
+        let err =
+            parse::<Outer>(br#"{"name":"a","inner":{"count":1},"tenantId":"x"}"#).unwrap_err();
+        let Error::Validation(errors) = err else {
+            panic!("expected validation")
+        };
+        assert!(errors[0].message.contains("tenantId"), "{errors:?}");
+    }
+
+    #[test]
+    fn trailing_garbage_is_a_bad_request() {
+        let err = parse::<Inner>(br#"{"count":1} x"#).unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)), "{err:?}");
+    }
+}

@@ -1,0 +1,27 @@
+//! The HTTP/Functions kit every Flowgrid app is served with: problem+json responses, extractors
+//! (the caller, JSON and query with problem+json rejections, typed ids), correlation ids and the
+//! access log, ETag helpers, health routes, the custom-handler invocation protocol (Service Bus
+//! and timer triggers, output bindings), token verification, telemetry and `serve`.
+
+pub mod auth;
+pub mod correlation;
+pub mod envelope;
+mod error;
+pub mod etag;
+pub mod health;
+pub mod invocation;
+pub mod json;
+mod middleware;
+mod query;
+mod serve;
+pub mod telemetry;
+
+pub use error::{ApiError, ErrorResponse, LoggedError, PROBLEM_JSON, Result, status_of};
+pub use flowgrid_domain::{Error, FieldError};
+pub use json::Json;
+pub use middleware::{RequestContext, with_common_layers};
+pub use query::Query;
+pub use serve::{bind_address, serve};
+
+/// The largest request body any app accepts (1 MiB).
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;

@@ -1,0 +1,317 @@
+//! The jobs store on SQLite.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use super::{DbError, Result, Sqlite, is_unique_violation, new_etag};
+use flowgrid_domain::Error;
+use flowgrid_domain::store::jobs::{
+    AgentRunStats, Created, IDEMPOTENCY_WINDOW_SECS, Job, JobId, JobQuery, JobStatus, JobStore,
+    StaleJob,
+};
+use flowgrid_domain::store::{Page, decode_token, encode_token};
+use flowgrid_domain::{AgentId, TenantId};
+
+/// Schema of the jobs table (migration 3).
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE jobs (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        lease_ms INTEGER,
+        idem_key TEXT,
+        etag TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX jobs_by_idem_key ON jobs (tenant_id, idem_key) WHERE idem_key IS NOT NULL;
+    CREATE INDEX jobs_by_status ON jobs (status, tenant_id, created_ms);
+    CREATE INDEX jobs_by_agent ON jobs (tenant_id, agent_id, created_ms DESC);
+    CREATE INDEX jobs_by_created ON jobs (tenant_id, created_ms DESC, id DESC);
+";
+
+fn to_doc(job: &Job) -> Result<String> {
+    serde_json::to_string(job).map_err(|e| Error::Internal(format!("encoding job: {e}")).into())
+}
+
+fn from_doc(doc: &str, etag: String) -> Result<Job> {
+    let mut job: Job = serde_json::from_str(doc)
+        .map_err(|e| Error::Internal(format!("decoding stored job: {e}")))?;
+    job.etag = etag;
+    Ok(job)
+}
+
+fn get_job(conn: &rusqlite::Connection, tenant: &str, id: &str) -> Result<Option<Job>> {
+    conn.prepare_cached("SELECT doc, etag FROM jobs WHERE tenant_id = ?1 AND id = ?2")?
+        .query_row(params![tenant, id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .optional()?
+        .map(|(doc, etag)| from_doc(&doc, etag))
+        .transpose()
+}
+
+/// Where a listing page ended.
+#[derive(Serialize, Deserialize)]
+struct JobCursor {
+    c: i64,
+    i: String,
+}
+
+#[async_trait::async_trait]
+impl JobStore for Sqlite {
+    async fn create(&self, job: &Job) -> flowgrid_domain::Result<Created> {
+        let mut job = job.clone();
+        job.etag = new_etag();
+        self.run(move |conn| {
+            let doc = to_doc(&job)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(key) = &job.idempotency_key {
+                let found: Option<(String, i64)> = tx
+                    .query_row(
+                        "SELECT id, created_ms FROM jobs WHERE tenant_id = ?1 AND idem_key = ?2",
+                        params![job.tenant_id.as_str(), key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                if let Some((id, created_ms)) = found {
+                    let window_start = job.created_at.timestamp_millis() - IDEMPOTENCY_WINDOW_SECS * 1000;
+                    if created_ms >= window_start {
+                        let existing = get_job(&tx, job.tenant_id.as_str(), &id)?.ok_or(Error::NotFound)?;
+                        return Ok(Created::Existing(existing));
+                    }
+                    // The key is older than the window: it may be used again.
+                    tx.execute(
+                        "UPDATE jobs SET idem_key = NULL WHERE tenant_id = ?1 AND id = ?2",
+                        params![job.tenant_id.as_str(), id],
+                    )?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO jobs (tenant_id, id, agent_id, status, created_ms, updated_ms, lease_ms, idem_key, etag, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    job.tenant_id.as_str(),
+                    job.id.to_string(),
+                    job.agent_id.to_string(),
+                    job.status.as_str(),
+                    job.created_at.timestamp_millis(),
+                    job.updated_at.timestamp_millis(),
+                    job.lease_until.map(|t| t.timestamp_millis()),
+                    job.idempotency_key,
+                    job.etag,
+                    doc
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::Conflict("A job with this id already exists.".into())
+                } else {
+                    DbError::from(e).into()
+                }
+            })?;
+            tx.commit()?;
+            Ok(Created::New(job))
+        })
+        .await
+    }
+
+    async fn get(&self, tenant: &TenantId, id: JobId) -> flowgrid_domain::Result<Job> {
+        let tenant = tenant.clone();
+        self.run(move |conn| {
+            get_job(conn, tenant.as_str(), &id.to_string())?.ok_or(Error::NotFound.into())
+        })
+        .await
+    }
+
+    async fn replace(&self, next: &Job, expected_etag: &str) -> flowgrid_domain::Result<Job> {
+        let mut job = next.clone();
+        job.etag = new_etag();
+        let expected = expected_etag.to_owned();
+        self.run(move |conn| {
+            let doc = to_doc(&job)?;
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE jobs SET status = ?3, updated_ms = ?4, lease_ms = ?5, etag = ?6, doc = ?7
+                     WHERE tenant_id = ?1 AND id = ?2 AND etag = ?8",
+                )?
+                .execute(params![
+                    job.tenant_id.as_str(),
+                    job.id.to_string(),
+                    job.status.as_str(),
+                    job.updated_at.timestamp_millis(),
+                    job.lease_until.map(|t| t.timestamp_millis()),
+                    job.etag,
+                    doc,
+                    expected
+                ])?;
+            if changed == 1 {
+                return Ok(job);
+            }
+            let exists: Option<i64> = conn
+                .query_row(
+                    "SELECT 1 FROM jobs WHERE tenant_id = ?1 AND id = ?2",
+                    params![job.tenant_id.as_str(), job.id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Err(if exists.is_some() { Error::PreconditionFailed.into() } else { Error::NotFound.into() })
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        query: &JobQuery,
+    ) -> flowgrid_domain::Result<Page<Job>> {
+        let tenant = tenant.clone();
+        let cursor: Option<JobCursor> = query
+            .continuation_token
+            .as_deref()
+            .map(decode_token)
+            .transpose()?;
+        let agent = query.agent_id.map(|a| a.to_string());
+        let status = query.status.map(JobStatus::as_str);
+        let limit = query.limit;
+        self.run(move |conn| {
+            let (c, i) = cursor
+                .map(|c| (Some(c.c), Some(c.i)))
+                .unwrap_or((None, None));
+            let mut stmt = conn.prepare_cached(
+                "SELECT doc, etag, created_ms, id FROM jobs
+                 WHERE tenant_id = ?1
+                   AND (?2 IS NULL OR agent_id = ?2)
+                   AND (?3 IS NULL OR status = ?3)
+                   AND (?4 IS NULL OR created_ms < ?4 OR (created_ms = ?4 AND id < ?5))
+                 ORDER BY created_ms DESC, id DESC
+                 LIMIT ?6",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![tenant.as_str(), agent, status, c, i, i64::from(limit) + 1],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                        ))
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let more = rows.len() > limit as usize;
+            let mut items = Vec::new();
+            let mut last = None;
+            for (doc, etag, created, id) in rows.into_iter().take(limit as usize) {
+                items.push(from_doc(&doc, etag)?);
+                last = Some(JobCursor { c: created, i: id });
+            }
+            let continuation_token = if more {
+                last.map(|p| encode_token(&p))
+            } else {
+                None
+            };
+            Ok(Page {
+                items,
+                continuation_token,
+            })
+        })
+        .await
+    }
+
+    async fn counts(&self, tenant: &TenantId) -> flowgrid_domain::Result<(u64, u64)> {
+        let tenant = tenant.clone();
+        self.run(move |conn| {
+            let (queued, running): (i64, i64) = conn
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(status = 'queued'), 0), COALESCE(SUM(status IN ('running', 'cancelling')), 0)
+                     FROM jobs WHERE tenant_id = ?1 AND status IN ('queued', 'running', 'cancelling')",
+                )?
+                .query_row(params![tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok((u64::try_from(queued).unwrap_or(0), u64::try_from(running).unwrap_or(0)))
+        })
+        .await
+    }
+
+    async fn oldest_queued(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> flowgrid_domain::Result<Vec<JobId>> {
+        let tenant = tenant.clone();
+        self.run(move |conn| {
+            let ids = conn
+                .prepare_cached(
+                    "SELECT id FROM jobs WHERE status = 'queued' AND tenant_id = ?1 ORDER BY created_ms, id LIMIT ?2",
+                )?
+                .query_map(params![tenant.as_str(), limit], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ids.iter().map(|id| JobId::parse(id)).collect::<flowgrid_domain::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn stale(
+        &self,
+        now: DateTime<Utc>,
+        queued_before: DateTime<Utc>,
+        limit: u32,
+    ) -> flowgrid_domain::Result<Vec<StaleJob>> {
+        self.run(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT tenant_id, id, status FROM jobs
+                     WHERE (status IN ('running', 'cancelling') AND (lease_ms IS NULL OR lease_ms < ?1))
+                        OR (status = 'queued' AND updated_ms < ?2)
+                     ORDER BY created_ms LIMIT ?3",
+                )?
+                .query_map(params![now.timestamp_millis(), queued_before.timestamp_millis(), limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(t, id, status)| {
+                    Ok(StaleJob { tenant_id: TenantId::parse(&t)?, id: JobId::parse(&id)?, status: JobStatus::parse(&status)? })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn agent_stats(
+        &self,
+        tenant: &TenantId,
+        agent: AgentId,
+        since: DateTime<Utc>,
+    ) -> flowgrid_domain::Result<AgentRunStats> {
+        let tenant = tenant.clone();
+        self.run(move |conn| {
+            let row: (Option<i64>, i64, i64, i64, i64) = conn
+                .prepare_cached(
+                    "SELECT MAX(created_ms),
+                            COALESCE(SUM(created_ms >= ?3), 0),
+                            COALESCE(SUM(created_ms >= ?3 AND status IN ('succeeded', 'failed', 'cancelled', 'timed_out')), 0),
+                            COALESCE(SUM(created_ms >= ?3 AND status = 'succeeded'), 0),
+                            COALESCE(SUM(status IN ('running', 'cancelling')), 0)
+                     FROM jobs WHERE tenant_id = ?1 AND agent_id = ?2",
+                )?
+                .query_row(params![tenant.as_str(), agent.to_string(), since.timestamp_millis()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?;
+            let n = |v: i64| u64::try_from(v).unwrap_or(0);
+            Ok(AgentRunStats {
+                last_run_at: row.0.and_then(DateTime::from_timestamp_millis),
+                runs_since: n(row.1),
+                finished_since: n(row.2),
+                succeeded_since: n(row.3),
+                running: n(row.4),
+            })
+        })
+        .await
+    }
+}
