@@ -1,7 +1,9 @@
 //! Test support shared by every crate's tests: temporary data folders with a development
 //! signing key, tokens, spawning real binaries as the Functions host does, and the storage
-//! conformance suite every backend runs.
+//! conformance suite every backend runs; and [`bicep`], the offline analysis of the Azure
+//! deployment that the infra tests use.
 
+pub mod bicep;
 pub mod conformance;
 pub mod emulators;
 mod process;

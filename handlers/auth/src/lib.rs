@@ -5,11 +5,8 @@
 //! `router(state)` is what both `main` and the tests serve. [`admin`] holds what the
 //! `flowgrid admin` commands run without HTTP.
 //!
-//! Settings of this app only (the shared ones are in `flowgrid_domain::config`):
-//!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `FLOWGRID_JWT_SIGNING_KEYS` | (unset) | the issuer's private keys from settings instead of storage (a Key Vault reference in Azure): JSON `[{"kid","privateKey"}]`, `privateKey` = base64 of an Ed25519 PKCS#8 DER key, newest (signing) first; all are published; every app then needs `FLOWGRID_JWT_JWKS` with their public halves |
+//! Settings of this app only (the shared ones are in `flowgrid_domain::config`) are in
+//! [`SETTINGS`].
 
 pub mod admin;
 mod issuer;
@@ -24,7 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRef;
-use flowgrid_domain::config::Config;
+use flowgrid_domain::config::{Config, Setting};
 use flowgrid_http::auth::TokenVerifier;
 use flowgrid_http::auth::keyring::KeyEncryptionKey;
 use flowgrid_http::{health, with_common_layers};
@@ -36,6 +33,13 @@ use throttle::{Policy, Throttle};
 
 /// The app's name: its folder under `functions/`, its binary `flowgrid-auth`.
 pub const APP: &str = "auth";
+
+/// The Auth app's own settings: what [`settings_keys`] reads.
+pub const SETTINGS: &[Setting] = &[Setting {
+    name: SIGNING_KEYS_SETTING,
+    default: "(unset)",
+    meaning: "the issuer's private keys from settings instead of storage (a Key Vault reference in Azure): JSON `[{\"kid\",\"privateKey\"}]`, `privateKey` = base64 of an Ed25519 PKCS#8 DER key, newest (signing) first; all are published; every app then needs `FLOWGRID_JWT_JWKS` with their public halves",
+}];
 
 /// Session and token lifetimes.
 #[derive(Debug, Clone)]
@@ -164,4 +168,30 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let health = health::routes(APP, vec![state.stores.health.clone()]);
     with_common_layers(routes::routes().with_state(state).merge(health), APP)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn settings_lists_exactly_what_the_app_reads() {
+        let asked = RefCell::new(BTreeSet::new());
+        let keys = settings_keys(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            None
+        })
+        .expect("no keys");
+        assert!(keys.is_empty());
+        let listed: BTreeSet<String> = SETTINGS.iter().map(|s| s.name.to_owned()).collect();
+        assert_eq!(listed.len(), SETTINGS.len(), "a setting is listed twice");
+        assert_eq!(
+            asked.into_inner(),
+            listed,
+            "SETTINGS must list exactly what settings_keys reads"
+        );
+    }
 }

@@ -25,7 +25,7 @@ use flowgrid_http::{envelope, health, with_common_layers};
 use flowgrid_storage::Stores;
 
 pub use engine::Engine;
-pub use settings::Settings;
+pub use settings::{SETTINGS, Settings};
 
 /// The app's name: its folder under `functions/`, its binary `flowgrid-execution`.
 pub const APP: &str = "execution";

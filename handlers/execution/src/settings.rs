@@ -1,19 +1,46 @@
 //! The Execution app's own settings (on top of the shared `Config`).
 //!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `FLOWGRID_TENANT_MAX_RUNNING` | `4` | jobs one tenant may have running at once; more wait queued |
-//! | `FLOWGRID_TENANT_MAX_QUEUED` | `1000` | queued jobs one tenant may have; beyond it a submit gets 429 |
-//! | `FLOWGRID_OUTBOUND_ALLOWLIST` | (empty) | comma-separated `host[:port]` that `http` steps may reach over plain http or on private addresses (local development, tests) |
-//! | `FLOWGRID_JOB_LEASE_SECS` | `60` | how long a worker's claim on a job lasts without renewal (renewed every step and every third of it during a step) |
-//! | `FLOWGRID_JOB_MAX_CLAIMS` | `5` | claims of one job (first run + takeovers after a lost lease) before the reaper fails it |
-//! | `FLOWGRID_STEP_OUTPUT_MAX_BYTES` | `65536` | largest step output kept in the job record (larger: `null` and `outputTruncated`) |
+//! Every one, with its default and meaning, is in [`SETTINGS`].
 
 use std::time::Duration;
 
 use flowgrid_domain::Result;
-use flowgrid_domain::config::setting_error;
+use flowgrid_domain::config::{Setting, setting_error};
 use flowgrid_providers::outbound::OutboundPolicy;
+
+/// The Execution app's own settings: what [`Settings::from_env`] reads.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "FLOWGRID_TENANT_MAX_RUNNING",
+        default: "4",
+        meaning: "jobs one tenant may have running at once; more wait queued",
+    },
+    Setting {
+        name: "FLOWGRID_TENANT_MAX_QUEUED",
+        default: "1000",
+        meaning: "queued jobs one tenant may have; beyond it a submit gets 429",
+    },
+    Setting {
+        name: "FLOWGRID_OUTBOUND_ALLOWLIST",
+        default: "(empty)",
+        meaning: "comma-separated `host[:port]` that `http` steps may reach over plain http or on private addresses (local development, tests)",
+    },
+    Setting {
+        name: "FLOWGRID_JOB_LEASE_SECS",
+        default: "60",
+        meaning: "how long a worker's claim on a job lasts without renewal (renewed every step and every third of it during a step)",
+    },
+    Setting {
+        name: "FLOWGRID_JOB_MAX_CLAIMS",
+        default: "5",
+        meaning: "claims of one job (first run + takeovers after a lost lease) before the reaper fails it",
+    },
+    Setting {
+        name: "FLOWGRID_STEP_OUTPUT_MAX_BYTES",
+        default: "65536",
+        meaning: "largest step output kept in the job record (larger: `null` and `outputTruncated`)",
+    },
+];
 
 /// The Execution app's settings.
 #[derive(Debug, Clone)]
@@ -104,5 +131,30 @@ impl Settings {
             )?,
             cancel_poll: d.cancel_poll,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn settings_lists_exactly_what_from_lookup_reads() {
+        let asked = RefCell::new(BTreeSet::new());
+        Settings::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            None
+        })
+        .expect("the defaults");
+        let listed: BTreeSet<String> = SETTINGS.iter().map(|s| s.name.to_owned()).collect();
+        assert_eq!(listed.len(), SETTINGS.len(), "a setting is listed twice");
+        assert_eq!(
+            asked.into_inner(),
+            listed,
+            "SETTINGS must list exactly what Settings::from_lookup reads"
+        );
     }
 }
