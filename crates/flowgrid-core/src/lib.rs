@@ -13,6 +13,7 @@ pub mod http;
 pub mod invocation;
 pub mod outbound;
 pub mod plan;
+pub mod schema;
 pub mod store;
 pub mod telemetry;
 
