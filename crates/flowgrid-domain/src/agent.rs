@@ -124,7 +124,8 @@ pub struct AgentDefinition {
     /// Model settings.
     #[serde(default)]
     pub model: ModelSettings,
-    /// JSON Schema (an object) that run inputs must satisfy.
+    /// JSON Schema (an object; draft 2020-12 by default, see [`crate::schema`]) that run inputs
+    /// must satisfy; checked to compile when the agent is saved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_schema: Option<Value>,
     /// Capability names.
@@ -344,13 +345,15 @@ fn validate_definition(errors: &mut Vec<FieldError>, d: &AgentDefinition) {
             "must be at least 1",
         ));
     }
-    if let Some(schema) = &d.input_schema
-        && !schema.is_object()
-    {
-        errors.push(FieldError::new(
-            "definition.inputSchema",
-            "must be a JSON Schema object",
-        ));
+    if let Some(schema) = &d.input_schema {
+        if !schema.is_object() {
+            errors.push(FieldError::new(
+                "definition.inputSchema",
+                "must be a JSON Schema object",
+            ));
+        } else if let Err(invalid) = crate::schema::CompiledSchema::compile(schema) {
+            errors.push(invalid.field_error("definition.inputSchema"));
+        }
     }
     check_list_len(errors, "definition.capabilities", d.capabilities.len());
     for (i, c) in d.capabilities.iter().enumerate() {
@@ -559,6 +562,31 @@ mod tests {
                 fields.contains(&expected),
                 "{expected} missing from {fields:?}"
             );
+        }
+    }
+
+    #[test]
+    fn an_input_schema_must_compile() {
+        let with_schema = |schema: Value| {
+            input(serde_json::json!({"name": "a",
+                "definition": {"instructions": "x", "inputSchema": schema}}))
+        };
+        assert!(with_schema(serde_json::json!({"type": "object", "required": ["a"]})).is_ok());
+        for (schema, field) in [
+            (serde_json::json!("object"), "definition.inputSchema"),
+            (
+                serde_json::json!({"minLength": -1}),
+                "definition.inputSchema.minLength",
+            ),
+            (
+                serde_json::json!({"$ref": "https://example.com/s.json"}),
+                "definition.inputSchema",
+            ),
+        ] {
+            let Err(Error::Validation(errors)) = with_schema(schema.clone()) else {
+                panic!("{schema} is refused")
+            };
+            assert_eq!(errors[0].field, field, "{schema}");
         }
     }
 

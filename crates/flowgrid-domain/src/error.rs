@@ -20,6 +20,11 @@ pub struct FieldError {
     pub field: String,
     /// What is wrong, for a human.
     pub message: String,
+    /// The same place as an RFC 6901 JSON Pointer into the request body (`/input/tags/0`), when
+    /// the error comes from a JSON Schema check (see [`crate::schema`]): unambiguous where a
+    /// member name contains `.` or `[`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
 }
 
 impl FieldError {
@@ -28,7 +33,15 @@ impl FieldError {
         Self {
             field: field.into(),
             message: message.into(),
+            pointer: None,
         }
+    }
+
+    /// The same error, also located by the JSON Pointer `pointer`.
+    #[must_use]
+    pub fn with_pointer(mut self, pointer: impl Into<String>) -> Self {
+        self.pointer = Some(pointer.into());
+        self
     }
 }
 

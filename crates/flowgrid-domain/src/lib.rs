@@ -17,6 +17,7 @@ mod ids;
 pub mod plan;
 mod role;
 mod schedule;
+pub mod schema;
 pub mod store;
 
 pub use agent::{Agent, AgentDefinition, AgentInput, AgentStatus};

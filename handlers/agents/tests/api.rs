@@ -501,6 +501,116 @@ async fn bad_input_gets_a_clear_problem_and_creates_nothing() {
 }
 
 #[tokio::test]
+async fn an_input_schema_that_does_not_compile_is_refused_at_save() {
+    let app = TestApp::new().await;
+    let token = app.token("acme", Role::Editor);
+    let with_schema = |name: &str, schema: serde_json::Value| json!({"name": name, "definition": {"instructions": "x", "inputSchema": schema}});
+    let bad_type = app
+        .send(
+            "POST",
+            "/api/agents",
+            &token,
+            Some(with_schema(
+                "t",
+                json!({"type": "object", "properties": {"n": {"type": "integr"}}}),
+            )),
+        )
+        .await;
+    assert_eq!(bad_type.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        bad_type.body["errors"][0]["field"],
+        "definition.inputSchema.properties.n.type"
+    );
+    assert_eq!(
+        bad_type.body["errors"][0]["pointer"],
+        "/definition/inputSchema/properties/n/type"
+    );
+    // A remote reference is an invalid schema, refused without fetching it: nothing connects
+    // to the referenced host.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let remote = format!(
+        "http://127.0.0.1:{}/schema.json",
+        listener.local_addr().unwrap().port()
+    );
+    for (name, schema) in [
+        ("remote", json!({"$ref": remote})),
+        ("dangling", json!({"$ref": "#/$defs/missing"})),
+        (
+            "dialect",
+            json!({"$schema": "https://example.com/my-dialect"}),
+        ),
+        ("lookahead", json!({"pattern": "^(?=a)"})),
+    ] {
+        let reply = app
+            .send(
+                "POST",
+                "/api/agents",
+                &token,
+                Some(with_schema(name, schema)),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name}: {:?}",
+            reply.body
+        );
+        assert!(
+            reply.body["errors"][0]["field"]
+                .as_str()
+                .unwrap()
+                .starts_with("definition.inputSchema"),
+            "{name}: {:?}",
+            reply.body
+        );
+    }
+    assert!(
+        listener.accept().is_err(),
+        "the remote $ref was not fetched"
+    );
+    // Replacing an agent checks it the same way, and a valid 2020-12 schema is accepted.
+    let created = app.create("acme", "kept").await;
+    let uri = format!("/api/agents/{}", created.body["id"].as_str().unwrap());
+    let etag = created.etag();
+    let put = app
+        .send_with(
+            "PUT",
+            &uri,
+            &token,
+            Some(with_schema("kept", json!({"required": "name"}))),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        put.body["errors"][0]["field"],
+        "definition.inputSchema.required"
+    );
+    let good = app
+        .send(
+            "POST",
+            "/api/agents",
+            &token,
+            Some(with_schema(
+                "good",
+                json!({"$defs": {"id": {"type": "string", "pattern": "^[a-z]+$"}},
+                    "type": "object", "properties": {"id": {"$ref": "#/$defs/id"}}}),
+            )),
+        )
+        .await;
+    assert_eq!(good.status, StatusCode::CREATED, "{:?}", good.body);
+    let list = app.send("GET", "/api/agents", &token, None).await;
+    assert_eq!(
+        list.body["items"].as_array().unwrap().len(),
+        2,
+        "only the valid agents were stored"
+    );
+    let kept = app.send("GET", &uri, &token, None).await;
+    assert_eq!(kept.body["version"], 1, "the refused PUT changed nothing");
+}
+
+#[tokio::test]
 async fn bad_ids_filters_and_tokens_in_the_query_are_bad_requests() {
     let app = TestApp::new().await;
     let token = app.token("acme", Role::Viewer);

@@ -126,6 +126,7 @@ async fn inputs_are_validated_against_the_agents_input_schema() {
         .await;
     assert_eq!(missing.status, 422);
     assert_eq!(missing.body["errors"][0]["field"], "input.name");
+    assert_eq!(missing.body["errors"][0]["pointer"], "/input/name");
     let unknown = app
         .send(
             "POST",
@@ -152,6 +153,80 @@ async fn inputs_are_validated_against_the_agents_input_schema() {
         text.status, 422,
         "an empty body is an empty input, which the schema refuses"
     );
+}
+
+#[tokio::test]
+async fn draft_2020_12_input_schemas_are_enforced_and_422s_carry_the_json_pointer() {
+    let app = TestApp::new().await;
+    let agent = app
+        .agent(
+            "t1",
+            json!({"instructions": "x",
+                "inputSchema": {
+                    "$defs": {"ticket": {"type": "string", "pattern": "^INC-[0-9]+$"}},
+                    "type": "object", "required": ["tickets", "channel"],
+                    "properties": {
+                        "tickets": {"type": "array", "items": {"$ref": "#/$defs/ticket"}},
+                        "channel": {"oneOf": [
+                            {"type": "object", "required": ["email"], "properties": {"email": {"type": "string"}}},
+                            {"type": "object", "required": ["teams"], "properties": {"teams": {"type": "string"}}}
+                        ]},
+                        "mode": {"const": "triage"},
+                        "when": {"type": "string", "format": "date-time"}
+                    }
+                },
+                "steps": [{"id": "echo", "kind": "transform", "output": {"n": "{{ input.tickets | length }}"}}]}),
+        )
+        .await;
+    let token = app.token("t1", Role::Editor);
+    let uri = format!("/api/execute/agent/{}", agent.id);
+    let bad = app
+        .send(
+            "POST",
+            &uri,
+            &token,
+            Some(json!({"input": {"tickets": ["INC-1", "inc-2"],
+                "channel": {"email": "a", "teams": "b"}, "mode": "other"}})),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{:?}", bad.body);
+    let errors: Vec<(&str, &str)> = bad.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap(), e["pointer"].as_str().unwrap()))
+        .collect();
+    for expected in [
+        ("input.tickets[1]", "/input/tickets/1"),
+        ("input.channel", "/input/channel"),
+        ("input.mode", "/input/mode"),
+    ] {
+        assert!(errors.contains(&expected), "{expected:?} in {errors:?}");
+    }
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    let missing = app
+        .send(
+            "POST",
+            &uri,
+            &token,
+            Some(json!({"input": {"tickets": []}})),
+        )
+        .await;
+    assert_eq!(missing.status, 422);
+    assert_eq!(missing.body["errors"][0]["field"], "input.channel");
+    assert_eq!(missing.body["errors"][0]["pointer"], "/input/channel");
+    let good = app
+        .send(
+            "POST",
+            &uri,
+            &token,
+            Some(
+                json!({"input": {"tickets": ["INC-7"], "channel": {"teams": "ops"},
+                "mode": "triage", "when": "format is an annotation, not checked"}}),
+            ),
+        )
+        .await;
+    assert_eq!(good.status, 202, "{:?}", good.body);
 }
 
 #[tokio::test]
