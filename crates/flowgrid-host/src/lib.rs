@@ -18,4 +18,6 @@ pub mod route;
 pub mod supervisor;
 pub mod timer;
 
+mod timespan;
+
 pub use host::{Host, HostOptions};
