@@ -1,13 +1,11 @@
 //! The access log: one line per request, with what an operator needs to find it again.
 
-#[expect(dead_code, reason = "this test uses only part of the shared support")]
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::{AppRoot, health_fns, http_fn, request};
 use serde_json::{Value, json};
+
+use crate::common::{AppRoot, health_fns, http_fn, request};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
