@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use crate::bus::{Bus, BusSettings, Outgoing, SendOutcome, Target};
+use crate::host::{Host, HostOptions};
 use crate::package::{PackageOptions, package};
-use crate::{Host, HostOptions};
 
 /// `flowgrid dev`.
 #[derive(Debug, Args)]

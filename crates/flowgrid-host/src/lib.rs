@@ -18,4 +18,11 @@ pub mod route;
 pub mod supervisor;
 pub mod timer;
 
+mod bus_trigger;
+mod gateway;
+mod runtime;
+mod startup;
+mod timer_trigger;
+mod timespan;
+
 pub use host::{Host, HostOptions};

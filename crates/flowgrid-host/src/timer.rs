@@ -21,7 +21,7 @@ impl Schedule {
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if s.contains(':') && !s.contains(' ') {
-            return match crate::config::parse_timespan(s) {
+            return match crate::timespan::parse_timespan(s) {
                 Some(d) if !d.is_zero() => Ok(Schedule::Interval(d)),
                 _ => Err(format!("{s:?} is not a positive TimeSpan (hh:mm:ss)")),
             };

@@ -1,13 +1,11 @@
 //! The access log: one line per request, with what an operator needs to find it again.
 
-#[expect(dead_code, reason = "this test uses only part of the shared support")]
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::{AppRoot, health_fns, http_fn, request};
 use serde_json::{Value, json};
+
+use crate::common::{AppRoot, health_fns, http_fn, request};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -29,11 +27,16 @@ impl Write for Capture {
 async fn every_request_gets_exactly_one_access_log_line_with_status_timing_and_correlation_id() {
     let capture = Capture::default();
     let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .init();
+    // This thread's subscriber, not the global one: the other tests of this binary run on other
+    // threads of the same process under `cargo test`, and their requests must not be counted.
+    // The host runs on the test's single-threaded runtime, so its access lines come from here.
+    let _capture = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
     let mut fns = vec![("Echo", http_fn("echo/{*rest}", &["get"]))];
     fns.extend(health_fns("edge"));
     let root = AppRoot::new(&[("edge", fns)], json!({}));

@@ -1,0 +1,411 @@
+//! The HTTP gateway: every request gets a correlation id, is routed to a function, checked
+//! against the body limit and the rate limit, then forwarded as is or wrapped in the invocation
+//! envelope; `GET /api/health` reports every app. One access-log line per request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flowgrid_domain::Error;
+use flowgrid_http::ErrorResponse as _;
+use flowgrid_http::correlation;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use crate::config::{FunctionDef, Trigger};
+use crate::invoke::{self, CallContext};
+use crate::runtime::{AppRt, RouteEntry, Shared, call, send_all};
+use crate::supervisor::{self, State as AppState, Status};
+
+/// Every request: correlation id, routing, limits, then forwarding or the envelope; one access-log line.
+pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let start = Instant::now();
+    let correlation_id = correlation::from_headers(req.headers());
+    let traceparent = correlation::traceparent(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let ctx = CallContext::new(correlation_id.clone(), traceparent);
+    let (mut response, target) =
+        correlation::scope(correlation_id.clone(), serve(&sh, req, &ctx)).await;
+    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert(correlation::HEADER, v);
+    }
+    let (app, function) = target.unwrap_or_default();
+    tracing::info!(
+        target: "access",
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+        app = %app,
+        function = %function,
+        correlation_id = %correlation_id,
+        invocation_id = %ctx.invocation_id,
+        "{method} {path} {}",
+        response.status().as_u16()
+    );
+    response
+}
+
+/// The response, and the (app, function) it went to, for the access log.
+type Served = (Response, Option<(String, String)>);
+
+async fn serve(sh: &Arc<Shared>, req: Request, ctx: &CallContext) -> Served {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let Some(rest) = strip_route_prefix(&segments, &sh.config.host.route_prefix) else {
+        return (Error::NotFound.into_response(), None);
+    };
+    if rest.len() == 1 && rest[0].eq_ignore_ascii_case("health") {
+        return serve_health(sh, req.method(), ctx).await;
+    }
+    let (route, params) = match find_route(&sh.routes, rest, req.method()) {
+        Ok(found) => found,
+        Err(allowed) => return (not_routed(allowed), None),
+    };
+    let app = &sh.apps[route.app];
+    let f = &app.functions[route.function];
+    let target = Some((app.name.clone(), f.name.clone()));
+    if let Err(refused) = check_limits(sh, req.headers()).await {
+        return (refused, target);
+    }
+    let port = match running_port(sh, app).await {
+        Ok(port) => port,
+        Err(refused) => return (refused, target),
+    };
+    let response = if f.forwarded {
+        forward(sh, port, req, ctx).await
+    } else {
+        envelope_http(sh, app, f, port, req, params, ctx).await
+    };
+    (response, target)
+}
+
+/// The path segments after the route prefix; `None` for a path outside it.
+fn strip_route_prefix<'a, 'p>(segments: &'a [&'p str], prefix: &str) -> Option<&'a [&'p str]> {
+    if prefix.is_empty() {
+        Some(segments)
+    } else if segments
+        .first()
+        .is_some_and(|s| s.eq_ignore_ascii_case(prefix))
+    {
+        Some(&segments[1..])
+    } else {
+        None
+    }
+}
+
+async fn serve_health(sh: &Shared, method: &Method, ctx: &CallContext) -> Served {
+    if method != Method::GET && method != Method::HEAD {
+        return (allow(Error::MethodNotAllowed.into_response(), "GET"), None);
+    }
+    (
+        health(sh, ctx).await,
+        Some(("host".into(), "health".into())),
+    )
+}
+
+/// The first route (in precedence order) matching the path and the method, with its route
+/// values; otherwise the methods of the routes matching the path.
+fn find_route<'r>(
+    routes: &'r [RouteEntry],
+    rest: &[&str],
+    method: &Method,
+) -> Result<(&'r RouteEntry, BTreeMap<String, String>), Vec<String>> {
+    let mut allowed: Vec<String> = Vec::new();
+    for r in routes {
+        if let Some(values) = r.template.matches(rest) {
+            match &r.methods {
+                Some(ms) if !ms.iter().any(|m| m == method.as_str()) => {
+                    allowed.extend(ms.iter().cloned())
+                }
+                _ => return Ok((r, values)),
+            }
+        }
+    }
+    Err(allowed)
+}
+
+/// The 404, or the 405 naming the methods the path allows.
+fn not_routed(mut allowed: Vec<String>) -> Response {
+    if allowed.is_empty() {
+        return Error::NotFound.into_response();
+    }
+    allowed.sort();
+    allowed.dedup();
+    allow(Error::MethodNotAllowed.into_response(), &allowed.join(", "))
+}
+
+/// The body limit (on `Content-Length`), then the rate limit of the request's tenant.
+async fn check_limits(sh: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    if let Some(len) = content_length(headers)
+        && len > sh.gateway.body_limit as u64
+    {
+        return Err(Error::PayloadTooLarge {
+            limit_bytes: sh.gateway.body_limit,
+        }
+        .into_response());
+    }
+    let tenant = if sh.limiter.enabled() {
+        tenant_of(sh, headers).await
+    } else {
+        None
+    };
+    if let Err(retry_after_secs) = sh
+        .limiter
+        .check(tenant.as_deref().unwrap_or(crate::ratelimit::ANONYMOUS))
+    {
+        return Err(Error::TooManyRequests { retry_after_secs }.into_response());
+    }
+    Ok(())
+}
+
+/// The app's port once it is ready, or the 503 when it does not get ready in time.
+async fn running_port(sh: &Shared, app: &AppRt) -> Result<u16, Response> {
+    let mut status = app.status.clone();
+    let wait = sh.config.host.initialization_timeout * 4;
+    let Some(port) = supervisor::wait_ready(&mut status, wait).await else {
+        let s = app.status.borrow().clone();
+        tracing::warn!(app = %app.name, "app is {:?}: {}", s.state, s.reason.unwrap_or_default());
+        return Err(Error::Unavailable(format!("app {} is not running", app.name)).into_response());
+    };
+    Ok(port)
+}
+
+fn allow(mut r: Response, methods: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(methods) {
+        r.headers_mut().insert(header::ALLOW, v);
+    }
+    r
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The tenant of a verified bearer token, if any (keys are re-read on an unknown `kid`, as the
+/// handlers do, so a key created after the host started is trusted).
+async fn tenant_of(sh: &Shared, headers: &HeaderMap) -> Option<String> {
+    let v = sh.verifier.as_ref()?;
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))?;
+    v.authenticate(token.trim()).await.ok().map(|c| c.tid)
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+];
+
+/// Forwarding mode: same method, original path and query, all headers, the body only when
+/// `Content-Length > 0`; the answer is returned as is.
+async fn forward(sh: &Shared, port: u16, req: Request, ctx: &CallContext) -> Response {
+    let (parts, body) = req.into_parts();
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let has_body = content_length(&parts.headers).is_some_and(|n| n > 0);
+    let mut builder = hyper::Request::builder()
+        .method(parts.method.clone())
+        .uri(format!("http://127.0.0.1:{port}{pq}"));
+    if let Some(h) = builder.headers_mut() {
+        forwarded_headers(h, &parts.headers, has_body, ctx);
+    }
+    let Ok(out) = builder.body(if has_body { body } else { Body::empty() }) else {
+        return Error::BadRequest("the request cannot be forwarded".into()).into_response();
+    };
+    match sh.client.send(out).await {
+        Ok(res) => {
+            let (mut parts, body) = res.into_parts();
+            for h in HOP_BY_HOP {
+                parts.headers.remove(h);
+            }
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => Error::Internal(format!("forwarding to the handler failed: {e}")).into_response(),
+    }
+}
+
+/// The request's headers without the hop-by-hop ones (and without `Content-Length` when the body
+/// is dropped), plus the host's invocation headers.
+fn forwarded_headers(h: &mut HeaderMap, from: &HeaderMap, has_body: bool, ctx: &CallContext) {
+    for (name, value) in from {
+        if !HOP_BY_HOP.contains(&name.as_str()) && (has_body || name != header::CONTENT_LENGTH) {
+            h.append(name.clone(), value.clone());
+        }
+    }
+    h.insert(
+        flowgrid_http::invocation::INVOCATION_ID_HEADER,
+        header_value(&ctx.invocation_id),
+    );
+    h.insert(
+        flowgrid_http::invocation::HOST_VERSION_HEADER,
+        HeaderValue::from_static(invoke::HOST_VERSION),
+    );
+    h.insert(correlation::HEADER, header_value(&ctx.correlation_id));
+    h.insert("traceparent", header_value(&ctx.traceparent));
+    if !h.contains_key(header::USER_AGENT) {
+        h.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static("Azure-Functions-Host/4.1037.0"),
+        );
+    }
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Envelope mode for an HTTP-triggered function that also has other bindings.
+async fn envelope_http(
+    sh: &Shared,
+    app: &AppRt,
+    f: &FunctionDef,
+    port: u16,
+    req: Request,
+    params: BTreeMap<String, String>,
+    ctx: &CallContext,
+) -> Response {
+    let Trigger::Http { name: binding, .. } = &f.trigger else {
+        return Error::Internal("not an http function".into()).into_response();
+    };
+    let (parts, body) = req.into_parts();
+    let has_length = content_length(&parts.headers).is_some();
+    let bytes = match read_body(body, sh.gateway.body_limit).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    let input = invoke::HttpTriggerInput {
+        url: request_url(&parts),
+        method: parts.method.as_str(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        params: &params,
+        body: has_length.then_some(&bytes[..]),
+    };
+    let envelope = invoke::http_envelope(&f.name, binding, &input);
+    let answer = match call(sh, app, port, f, ctx, &envelope).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(app = %app.name, function = %f.name, invocation_id = %ctx.invocation_id, "invocation failed: {e}");
+            return Error::Internal(format!("invocation failed: {e}")).into_response();
+        }
+    };
+    let writes = match invoke::writes(f, &answer) {
+        Ok(w) => w,
+        Err(e) => return Error::Internal(format!("invocation output: {e}")).into_response(),
+    };
+    http_answer(sh, writes).await
+}
+
+/// The whole body, or the 413 when it is over the limit.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(_) => Err(Error::PayloadTooLarge { limit_bytes: limit }.into_response()),
+    }
+}
+
+/// The request's URL as the host gives it to the function (`http://<Host header><path?query>`).
+fn request_url(parts: &axum::http::request::Parts) -> String {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!(
+        "http://{host}{}",
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    )
+}
+
+/// Sends the output messages, then answers with the `http` output (200 without one).
+async fn http_answer(sh: &Shared, writes: invoke::Writes) -> Response {
+    if let Err(e) = send_all(sh, writes.messages).await {
+        return Error::Internal(format!("output binding: {e}")).into_response();
+    }
+    match writes.http {
+        Some(out) => {
+            let mut r = (out.status, out.body).into_response();
+            r.headers_mut().extend(out.headers);
+            r
+        }
+        None => StatusCode::OK.into_response(),
+    }
+}
+
+/// `GET /api/health`: every app's process state, restarts and deep health.
+async fn health(sh: &Shared, ctx: &CallContext) -> Response {
+    let mut apps = serde_json::Map::new();
+    let mut healthy = true;
+    for app in &sh.apps {
+        let (ok, entry) = app_health(sh, app, ctx).await;
+        healthy &= ok;
+        apps.insert(app.name.clone(), entry);
+    }
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({"status": if healthy { "healthy" } else { "unhealthy" }, "apps": apps})),
+    )
+        .into_response()
+}
+
+/// One app's entry of the health answer, and whether the app is healthy.
+async fn app_health(sh: &Shared, app: &AppRt, ctx: &CallContext) -> (bool, Value) {
+    let s = app.status.borrow().clone();
+    let mut entry =
+        json!({"state": s.state, "restarts": s.restarts, "reason": s.reason, "pid": s.pid});
+    let deep = deep_health(sh, app, &s, ctx).await;
+    let ok = s.state == AppState::Ready
+        && deep
+            .get("status")
+            .and_then(Value::as_u64)
+            .is_some_and(|c| (200..300).contains(&c));
+    if let Some(obj) = entry.as_object_mut() {
+        obj.insert("healthy".into(), Value::Bool(ok));
+        obj.insert("health".into(), deep);
+    }
+    (ok, entry)
+}
+
+/// The answer of the app's own `health/<app>` function (null while the app is not ready).
+async fn deep_health(sh: &Shared, app: &AppRt, s: &Status, ctx: &CallContext) -> Value {
+    let prefix = &sh.config.host.route_prefix;
+    let (AppState::Ready, Some(port)) = (s.state, s.port) else {
+        return Value::Null;
+    };
+    let url = format!("http://127.0.0.1:{port}/{prefix}/health/{}", app.name);
+    let req = hyper::Request::get(url)
+        .header(correlation::HEADER, &ctx.correlation_id)
+        .body(Body::empty());
+    match req {
+        Ok(req) => {
+            match tokio::time::timeout(Duration::from_secs(3), sh.client.send_collect(req)).await {
+                Ok(Ok((status, _, body))) => {
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    json!({"status": status.as_u16(), "body": body})
+                }
+                Ok(Err(e)) => json!({"status": null, "error": e}),
+                Err(_) => json!({"status": null, "error": "no answer within 3 s"}),
+            }
+        }
+        Err(e) => json!({"status": null, "error": e.to_string()}),
+    }
+}

@@ -1,0 +1,150 @@
+//! The running host's shared state — the apps, the route table, the bus and the gateway's
+//! limits — and the steps the gateway, the Service Bus trigger and the timers have in common:
+//! waiting for an app to be ready, posting an invocation, sending its output messages.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use flowgrid_http::auth::TokenVerifier;
+use flowgrid_http::correlation;
+use tokio::sync::{Semaphore, watch};
+
+use crate::bus::{Bus, Outgoing, Target};
+use crate::client::HttpClient;
+use crate::config::{Config, FunctionDef};
+use crate::invoke::{self, CallContext};
+use crate::ratelimit::RateLimiter;
+use crate::route::RouteTemplate;
+use crate::supervisor::{State as AppState, Status};
+
+/// One app at run time.
+pub(crate) struct AppRt {
+    pub(crate) name: String,
+    pub(crate) status: watch::Receiver<Status>,
+    /// Asks the supervisor to kill and restart the handler (after a function timeout).
+    pub(crate) restart: Arc<tokio::sync::Notify>,
+    pub(crate) calls: Arc<Semaphore>,
+    pub(crate) functions: Vec<FunctionDef>,
+}
+
+pub(crate) struct RouteEntry {
+    pub(crate) app: usize,
+    pub(crate) function: usize,
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) template: RouteTemplate,
+}
+
+/// Limits and gateway settings read from the app settings.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// `FLOWGRID_RATE_LIMIT_RPS` (default 100): tokens added per second per tenant.
+    pub rate_limit_rps: f64,
+    /// `FLOWGRID_RATE_LIMIT_BURST` (default 200): bucket size.
+    pub rate_limit_burst: f64,
+    /// `FLOWGRID_BODY_LIMIT_BYTES` (default 1 MiB).
+    pub body_limit: usize,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) apps: Vec<AppRt>,
+    pub(crate) routes: Vec<RouteEntry>,
+    pub(crate) client: HttpClient,
+    pub(crate) bus: Arc<Bus>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) verifier: Option<TokenVerifier>,
+    pub(crate) gateway: GatewaySettings,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// The call context of an invocation that no HTTP request started (a message, a timer).
+pub(crate) fn background_context(correlation_id: String) -> CallContext {
+    CallContext::new(correlation_id, correlation::traceparent(&HeaderMap::new()))
+}
+
+/// Waits for the app to be ready; `None` when shutting down.
+pub(crate) async fn ready_port(sh: &Shared, app: &AppRt) -> Option<u16> {
+    let mut status = app.status.clone();
+    let mut stop = sh.shutdown.clone();
+    loop {
+        if *stop.borrow() {
+            return None;
+        }
+        {
+            let s = status.borrow_and_update();
+            if s.state == AppState::Ready {
+                return s.port;
+            }
+        }
+        tokio::select! {
+            r = status.changed() => if r.is_err() { return None },
+            _ = stop.changed() => return None,
+        }
+    }
+}
+
+/// Posts an envelope and reads the answer (non-2xx, bad JSON, connection errors → failed).
+pub(crate) async fn call(
+    sh: &Shared,
+    app: &AppRt,
+    port: u16,
+    f: &FunctionDef,
+    ctx: &CallContext,
+    envelope: &flowgrid_http::invocation::InvokeRequest,
+) -> Result<flowgrid_http::invocation::InvokeResponse, String> {
+    let req = invoke::invocation_request(port, &f.name, ctx, envelope)?;
+    let sent = sh.client.send_collect(req);
+    let (status, _, body) = match sh.config.host.function_timeout {
+        Some(limit) => match tokio::time::timeout(limit, sent).await {
+            Ok(r) => r?,
+            Err(_) => {
+                // As the host: a function timeout restarts the handler process.
+                app.restart.notify_waiters();
+                return Err(format!(
+                    "function timeout ({} s): the handler is restarted",
+                    limit.as_secs_f64()
+                ));
+            }
+        },
+        None => sent.await?,
+    };
+    let answer = invoke::read_answer(status, &body)?;
+    for line in &answer.logs {
+        tracing::info!(target: "function", app = %app.name, function = %f.name, invocation_id = %ctx.invocation_id, "{line}");
+    }
+    Ok(answer)
+}
+
+/// An invocation without an HTTP answer (a message, a timer): posts the envelope, then sends the
+/// messages of its output bindings.
+pub(crate) async fn call_and_send(
+    sh: &Shared,
+    app: &AppRt,
+    port: u16,
+    f: &FunctionDef,
+    ctx: &CallContext,
+    envelope: &flowgrid_http::invocation::InvokeRequest,
+) -> Result<(), String> {
+    match call(sh, app, port, f, ctx, envelope).await {
+        Ok(answer) => match invoke::writes(f, &answer) {
+            Ok(w) => send_all(sh, w.messages).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) async fn send_all(sh: &Shared, messages: Vec<(Target, Outgoing)>) -> Result<(), String> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let bus = sh.bus.clone();
+    tokio::task::spawn_blocking(move || {
+        for (target, m) in messages {
+            bus.send(&target, m).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}

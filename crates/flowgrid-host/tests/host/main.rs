@@ -1,0 +1,11 @@
+//! The host against the fixture handler: every rule of the local Functions host, and its access
+//! log. One test binary (one link), a module per topic.
+
+mod access_log;
+mod apps;
+mod common;
+mod configuration;
+mod gateway;
+mod service_bus;
+mod supervision;
+mod timers;
