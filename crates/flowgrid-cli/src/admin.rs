@@ -2,8 +2,8 @@
 //! (no HTTP, no token needed: whoever can read the data folder or the settings is an operator).
 
 use anyhow::Context;
+use flowgrid_auth::Stores;
 use flowgrid_domain::config::Config;
-use flowgrid_storage::Stores;
 
 /// `flowgrid admin` subcommands.
 #[derive(clap::Subcommand)]

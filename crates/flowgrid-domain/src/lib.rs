@@ -11,6 +11,7 @@ pub mod agent;
 pub mod blob;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod health;
 mod identity;
 mod ids;

@@ -9,76 +9,61 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use flowgrid_domain::Result;
-use flowgrid_domain::blob::BlobStore;
 use flowgrid_domain::config::{Config, StoreKind};
 use flowgrid_domain::health::HealthCheck;
 use flowgrid_domain::store::{
     AgentStore, JobStore, RevocationStore, SessionStore, SigningKeyStore, TenantStore, UserStore,
 };
 
-/// Every store a process uses, behind its trait.
+/// The document backend the configuration names. An app opens it once and takes only the
+/// stores it uses (each accessor is a cheap handle on the same connection pool or client);
+/// blobs are opened separately ([`blob::open`]) by the apps that use them.
 #[derive(Clone)]
-pub struct Stores {
-    /// Agents and their versions.
-    pub agents: Arc<dyn AgentStore>,
-    /// Tenants.
-    pub tenants: Arc<dyn TenantStore>,
-    /// Users.
-    pub users: Arc<dyn UserStore>,
-    /// Login sessions and refresh tokens.
-    pub sessions: Arc<dyn SessionStore>,
-    /// The built-in issuer's signing keys.
-    pub signing_keys: Arc<dyn SigningKeyStore>,
-    /// The session revocation denylist.
-    pub revocations: Arc<dyn RevocationStore>,
-    /// Jobs (runs of agents).
-    pub jobs: Arc<dyn JobStore>,
-    /// Reachability of the backend, for readiness and deep health.
-    pub health: Arc<dyn HealthCheck>,
-    /// Blobs (`FLOWGRID_BLOBS`).
-    pub blobs: Arc<dyn BlobStore>,
-    /// Reachability of the blob backend, for the apps that use blobs.
-    pub blobs_health: Arc<dyn HealthCheck>,
+pub enum Backend {
+    /// SQLite in one file in the data folder.
+    Sqlite(sqlite::Sqlite),
+    /// Azure Cosmos DB: every container (docs/storage.md has the layout); nothing is kept in the
+    /// data folder, which in Azure is an instance's ephemeral disk.
+    Cosmos(cosmos::Cosmos),
 }
 
-impl Stores {
-    /// Opens the backend the configuration names.
-    pub async fn open(config: &Config) -> Result<Stores> {
-        match &config.store {
-            StoreKind::Sqlite => {
-                let (blobs, blobs_health) = crate::blob::open(config).await?;
-                let db = sqlite::Sqlite::open(&config.sqlite_path()).await?;
-                Ok(Stores {
-                    agents: Arc::new(db.clone()),
-                    tenants: Arc::new(db.clone()),
-                    users: Arc::new(db.clone()),
-                    sessions: Arc::new(db.clone()),
-                    signing_keys: Arc::new(db.clone()),
-                    revocations: Arc::new(db.clone()),
-                    jobs: Arc::new(db.clone()),
-                    health: Arc::new(db),
-                    blobs,
-                    blobs_health,
-                })
-            }
-            StoreKind::Cosmos(settings) => {
-                // Every document store lives in Cosmos (docs/storage.md has the layout); nothing
-                // is kept in the data folder, which in Azure is an instance's ephemeral disk.
-                let cosmos = cosmos::Cosmos::open(settings).await?;
-                let (blobs, blobs_health) = crate::blob::open(config).await?;
-                Ok(Stores {
-                    agents: Arc::new(cosmos.clone()),
-                    tenants: Arc::new(cosmos.clone()),
-                    users: Arc::new(cosmos.clone()),
-                    sessions: Arc::new(cosmos.clone()),
-                    signing_keys: Arc::new(cosmos.clone()),
-                    revocations: Arc::new(cosmos.clone()),
-                    jobs: Arc::new(cosmos.clone()),
-                    health: Arc::new(cosmos),
-                    blobs,
-                    blobs_health,
-                })
+macro_rules! accessor {
+    ($(#[$doc:meta])* $name:ident: $trait:ident) => {
+        $(#[$doc])*
+        pub fn $name(&self) -> Arc<dyn $trait> {
+            match self {
+                Backend::Sqlite(db) => Arc::new(db.clone()),
+                Backend::Cosmos(db) => Arc::new(db.clone()),
             }
         }
+    };
+}
+
+impl Backend {
+    /// Opens the backend the configuration names.
+    pub async fn open(config: &Config) -> Result<Backend> {
+        Ok(match &config.store {
+            StoreKind::Sqlite => {
+                Backend::Sqlite(sqlite::Sqlite::open(&config.sqlite_path()).await?)
+            }
+            StoreKind::Cosmos(settings) => Backend::Cosmos(cosmos::Cosmos::open(settings).await?),
+        })
     }
+
+    accessor!(/// Agents and their versions.
+        agents: AgentStore);
+    accessor!(/// Tenants.
+        tenants: TenantStore);
+    accessor!(/// Users.
+        users: UserStore);
+    accessor!(/// Login sessions and refresh tokens.
+        sessions: SessionStore);
+    accessor!(/// The built-in issuer's signing keys.
+        signing_keys: SigningKeyStore);
+    accessor!(/// The session revocation denylist.
+        revocations: RevocationStore);
+    accessor!(/// Jobs (runs of agents).
+        jobs: JobStore);
+    accessor!(/// Reachability of the backend, for readiness and deep health.
+        health: HealthCheck);
 }

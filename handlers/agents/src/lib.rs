@@ -10,12 +10,37 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::FromRef;
 use flowgrid_domain::config::Config;
+use flowgrid_domain::health::HealthCheck;
+use flowgrid_domain::store::{AgentStore, JobStore};
 use flowgrid_http::auth::TokenVerifier;
 use flowgrid_http::{health, with_common_layers};
-use flowgrid_storage::Stores;
+use flowgrid_storage::Backend;
 
 /// The app's name: its folder under `functions/`, its binary `flowgrid-agents`.
 pub const APP: &str = "agents";
+
+/// The stores the Agents app uses: its agents, and jobs for the run figures of an agent's
+/// status (read only).
+#[derive(Clone)]
+pub struct Stores {
+    /// Agents and their versions.
+    pub agents: Arc<dyn AgentStore>,
+    /// Jobs, read for `GET /api/agents/{id}/status`.
+    pub jobs: Arc<dyn JobStore>,
+    /// Reachability of the backend.
+    pub health: Arc<dyn HealthCheck>,
+}
+
+impl Stores {
+    /// The Agents app's stores of `backend`.
+    pub fn of(backend: &Backend) -> Self {
+        Stores {
+            agents: backend.agents(),
+            jobs: backend.jobs(),
+            health: backend.health(),
+        }
+    }
+}
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -36,7 +61,7 @@ impl AppState {
     /// Opens storage and loads the token keys the configuration names.
     pub async fn from_config(config: &Config) -> flowgrid_domain::Result<AppState> {
         let verifier = Arc::new(TokenVerifier::from_config(config)?);
-        let stores = Stores::open(config).await?;
+        let stores = Stores::of(&Backend::open(config).await?);
         Ok(AppState { stores, verifier })
     }
 }

@@ -1,13 +1,13 @@
 //! What the `flowgrid admin` commands do, without HTTP: bootstrap a tenant with its owner, and
 //! rotate the built-in issuer's signing keys.
 
+use crate::Stores;
 use chrono::Utc;
 use flowgrid_domain::config::Config;
 use flowgrid_domain::{Email, Tenant, User, UserId};
 use flowgrid_domain::{Error, Result};
 use flowgrid_http::auth::Role;
 use flowgrid_http::auth::keyring::{self, KeyEncryptionKey};
-use flowgrid_storage::Stores;
 use serde::Serialize;
 
 use crate::password::{Params, Passwords, random_token};

@@ -22,10 +22,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::FromRef;
 use flowgrid_domain::config::{Config, Setting};
+use flowgrid_domain::health::HealthCheck;
+use flowgrid_domain::store::{
+    RevocationStore, SessionStore, SigningKeyStore, TenantStore, UserStore,
+};
 use flowgrid_http::auth::TokenVerifier;
 use flowgrid_http::auth::keyring::KeyEncryptionKey;
 use flowgrid_http::{health, with_common_layers};
-use flowgrid_storage::Stores;
+use flowgrid_storage::Backend;
 
 pub use issuer::{Issuer, SIGNING_KEYS_SETTING, settings_keys};
 pub use password::{Params as PasswordParams, Passwords};
@@ -73,6 +77,42 @@ pub struct Throttles {
     pub account: Throttle,
     /// Per caller (client address).
     pub caller: Throttle,
+}
+
+/// The stores the Auth app uses: the identity aggregates.
+#[derive(Clone)]
+pub struct Stores {
+    /// Tenants.
+    pub tenants: Arc<dyn TenantStore>,
+    /// Users.
+    pub users: Arc<dyn UserStore>,
+    /// Login sessions and refresh tokens.
+    pub sessions: Arc<dyn SessionStore>,
+    /// The built-in issuer's signing keys.
+    pub signing_keys: Arc<dyn SigningKeyStore>,
+    /// The session revocation denylist.
+    pub revocations: Arc<dyn RevocationStore>,
+    /// Reachability of the backend.
+    pub health: Arc<dyn HealthCheck>,
+}
+
+impl Stores {
+    /// The Auth app's stores of `backend`.
+    pub fn of(backend: &Backend) -> Self {
+        Stores {
+            tenants: backend.tenants(),
+            users: backend.users(),
+            sessions: backend.sessions(),
+            signing_keys: backend.signing_keys(),
+            revocations: backend.revocations(),
+            health: backend.health(),
+        }
+    }
+
+    /// Opens the configured backend and takes the Auth app's stores.
+    pub async fn open(config: &Config) -> flowgrid_domain::Result<Self> {
+        Ok(Stores::of(&Backend::open(config).await?))
+    }
 }
 
 /// What every request handler can reach.
@@ -146,7 +186,14 @@ impl AppState {
         let issuer = Issuer::new(config, stores.signing_keys.clone(), kek, Vec::new())?;
         // The first key is made now, so the JWKS is never empty.
         issuer.current_key().await?;
-        let verifier = Arc::new(TokenVerifier::from_stores(config, &stores).await?);
+        let verifier = Arc::new(
+            TokenVerifier::from_stores(
+                config,
+                stores.signing_keys.clone(),
+                stores.revocations.clone(),
+            )
+            .await?,
+        );
         let passwords = tokio::task::spawn_blocking(move || Passwords::new(password_params))
             .await
             .map_err(|e| flowgrid_domain::Error::Internal(e.to_string()))??;

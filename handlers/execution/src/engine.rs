@@ -16,13 +16,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::Stores;
 use chrono::{DateTime, Utc};
 use flowgrid_domain::plan::{self, Jump, Plan};
 use flowgrid_domain::store::jobs::{Created, StepRecord, StepStatus};
 use flowgrid_domain::store::{Job, JobId, JobStatus, update_agent};
 use flowgrid_domain::{Agent, AgentId, AgentStatus, TenantId};
 use flowgrid_domain::{Error, Result};
-use flowgrid_storage::Stores;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 

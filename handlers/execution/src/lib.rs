@@ -20,15 +20,40 @@ use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::post;
 use flowgrid_domain::config::Config;
+use flowgrid_domain::health::HealthCheck;
+use flowgrid_domain::store::{AgentStore, JobStore};
 use flowgrid_http::auth::TokenVerifier;
 use flowgrid_http::{envelope, health, with_common_layers};
-use flowgrid_storage::Stores;
+use flowgrid_storage::Backend;
 
 pub use engine::Engine;
 pub use settings::{SETTINGS, Settings};
 
 /// The app's name: its folder under `functions/`, its binary `flowgrid-execution`.
 pub const APP: &str = "execution";
+
+/// The stores the Execution app uses: jobs, and agents (read, and marked compiled through the
+/// domain operation).
+#[derive(Clone)]
+pub struct Stores {
+    /// Agents.
+    pub agents: Arc<dyn AgentStore>,
+    /// Jobs.
+    pub jobs: Arc<dyn JobStore>,
+    /// Reachability of the backend.
+    pub health: Arc<dyn HealthCheck>,
+}
+
+impl Stores {
+    /// The Execution app's stores of `backend`.
+    pub fn of(backend: &Backend) -> Self {
+        Stores {
+            agents: backend.agents(),
+            jobs: backend.jobs(),
+            health: backend.health(),
+        }
+    }
+}
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -54,7 +79,7 @@ impl AppState {
         settings: Settings,
     ) -> flowgrid_domain::Result<AppState> {
         let verifier = Arc::new(TokenVerifier::from_config(config)?);
-        let stores = Stores::open(config).await?;
+        let stores = Stores::of(&Backend::open(config).await?);
         let runner = steps::StepRunner::new(settings.outbound.clone())?;
         let engine = Engine {
             stores: stores.clone(),

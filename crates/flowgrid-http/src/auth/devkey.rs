@@ -64,10 +64,10 @@ impl DevKey {
         match config.store {
             flowgrid_domain::config::StoreKind::Sqlite => Self::from_config(config),
             _ => {
-                let stores = flowgrid_storage::Stores::open(config).await?;
+                let backend = flowgrid_storage::Backend::open(config).await?;
                 let kek = KeyEncryptionKey::from_config(config)?;
                 Ok(DevKey {
-                    key: current_signing_key(stores.signing_keys.as_ref(), &kek).await?,
+                    key: current_signing_key(backend.signing_keys().as_ref(), &kek).await?,
                 })
             }
         }

@@ -249,20 +249,24 @@ impl TokenVerifier {
     }
 
     /// Like [`TokenVerifier::from_config`], over already opened stores (any backend).
-    pub async fn from_stores(config: &Config, stores: &flowgrid_storage::Stores) -> Result<Self> {
+    pub async fn from_stores(
+        config: &Config,
+        signing_keys: Arc<dyn SigningKeyStore>,
+        revocations: Arc<dyn RevocationStore>,
+    ) -> Result<Self> {
         let builtin = match &config.jwt_jwks {
             Some(doc) => static_keys(doc)?,
             None => {
-                let stored = stores.signing_keys.list().await?;
+                let stored = signing_keys.list().await?;
                 let jwks = super::keyring::published_jwks(&stored, chrono::Utc::now());
                 KeyCache::new(
                     key_map(&jwks, false),
-                    KeySource::Store(stores.signing_keys.clone()),
+                    KeySource::Store(signing_keys),
                     STORED_KEYS_REFRESH_INTERVAL,
                 )
             }
         };
-        Self::assemble(config, builtin, Some(stores.revocations.clone()))
+        Self::assemble(config, builtin, Some(revocations))
     }
 
     fn assemble(
@@ -613,7 +617,7 @@ fn algorithm_of(jwk: &Jwk, allow_rsa: bool) -> Option<Algorithm> {
 /// The process's stores, opened on first use (the verifier is built synchronously).
 struct LazyStores {
     config: Config,
-    stores: tokio::sync::OnceCell<flowgrid_storage::Stores>,
+    stores: tokio::sync::OnceCell<flowgrid_storage::Backend>,
 }
 
 impl LazyStores {
@@ -624,9 +628,9 @@ impl LazyStores {
         }
     }
 
-    async fn get(&self) -> Result<&flowgrid_storage::Stores> {
+    async fn get(&self) -> Result<&flowgrid_storage::Backend> {
         self.stores
-            .get_or_try_init(|| flowgrid_storage::Stores::open(&self.config))
+            .get_or_try_init(|| flowgrid_storage::Backend::open(&self.config))
             .await
     }
 }
@@ -634,10 +638,10 @@ impl LazyStores {
 #[async_trait::async_trait]
 impl SigningKeyStore for LazyStores {
     async fn insert(&self, key: &flowgrid_domain::store::StoredSigningKey) -> Result<()> {
-        self.get().await?.signing_keys.insert(key).await
+        self.get().await?.signing_keys().insert(key).await
     }
     async fn list(&self) -> Result<Vec<flowgrid_domain::store::StoredSigningKey>> {
-        self.get().await?.signing_keys.list().await
+        self.get().await?.signing_keys().list().await
     }
     async fn retire_all_except(
         &self,
@@ -646,14 +650,14 @@ impl SigningKeyStore for LazyStores {
     ) -> Result<()> {
         self.get()
             .await?
-            .signing_keys
+            .signing_keys()
             .retire_all_except(current, now)
             .await
     }
     async fn delete_retired_before(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64> {
         self.get()
             .await?
-            .signing_keys
+            .signing_keys()
             .delete_retired_before(before)
             .await
     }
@@ -662,12 +666,12 @@ impl SigningKeyStore for LazyStores {
 #[async_trait::async_trait]
 impl RevocationStore for LazyStores {
     async fn revoke(&self, sid: &str, until: chrono::DateTime<chrono::Utc>) -> Result<()> {
-        self.get().await?.revocations.revoke(sid, until).await
+        self.get().await?.revocations().revoke(sid, until).await
     }
     async fn is_revoked(&self, sid: &str) -> Result<bool> {
-        self.get().await?.revocations.is_revoked(sid).await
+        self.get().await?.revocations().is_revoked(sid).await
     }
     async fn purge_expired(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
-        self.get().await?.revocations.purge_expired(now).await
+        self.get().await?.revocations().purge_expired(now).await
     }
 }

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use flowgrid_auth::Stores;
 use flowgrid_auth::throttle::Policy;
 use flowgrid_auth::{AppState, PasswordParams, admin, router};
 use flowgrid_domain::config::Config;
 use flowgrid_http::auth::TokenVerifier;
-use flowgrid_storage::Stores;
 use tower::ServiceExt;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -101,7 +101,12 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    let verifier = TokenVerifier::from_stores(&config, &stores).await?;
+    let verifier = TokenVerifier::from_stores(
+        &config,
+        stores.signing_keys.clone(),
+        stores.revocations.clone(),
+    )
+    .await?;
     let rounds = 20_000u32;
     verifier.authenticate(&token).await?;
     let started = Instant::now();
