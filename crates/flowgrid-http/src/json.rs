@@ -24,20 +24,99 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers()) {
-            return Err(Error::UnsupportedMediaType.into());
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                Error::PayloadTooLarge {
-                    limit_bytes: super::BODY_LIMIT_BYTES,
-                }
-            } else {
-                Error::BadRequest("The request body could not be read.".into())
-            }
-        })?;
+        let bytes = read_json_body(req, state).await?;
         Ok(parse(&bytes).map(Json)?)
     }
+}
+
+/// A request body type with secret fields (passwords, tokens): its rejections never echo them.
+pub trait Secrets {
+    /// The JSON names of the secret fields (`password`, `refreshToken`).
+    const FIELDS: &'static [&'static str];
+}
+
+/// A JSON request body like [`Json`] whose error messages never echo a value: field errors on
+/// [`Secrets::FIELDS`] say only "must be a string", and a malformed document is not quoted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SecretJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for SecretJson<T>
+where
+    T: DeserializeOwned + Secrets,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_json_body(req, state).await?;
+        Ok(SecretJson(parse_secret(&bytes, T::FIELDS)?))
+    }
+}
+
+/// A [`SecretJson`] body that may be absent: an empty (or all-whitespace) body reads as
+/// `T::default()`, whatever its content type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OptionalJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned + Secrets + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(req.headers());
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        if !json {
+            return Err(Error::UnsupportedMediaType.into());
+        }
+        Ok(OptionalJson(parse_secret(&bytes, T::FIELDS)?))
+    }
+}
+
+/// The body of a request that must be JSON: 415 for another media type, 413 over the limit.
+async fn read_json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
+    if !is_json(req.headers()) {
+        return Err(Error::UnsupportedMediaType);
+    }
+    read_body(req, state).await
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge {
+                limit_bytes: super::BODY_LIMIT_BYTES,
+            }
+        } else {
+            Error::BadRequest("The request body could not be read.".into())
+        }
+    })
+}
+
+/// Parses like [`parse`], with messages that never echo a value of `secret_fields` nor the
+/// document's text.
+pub fn parse_secret<T: DeserializeOwned>(bytes: &[u8], secret_fields: &[&str]) -> Result<T, Error> {
+    parse(bytes).map_err(|e| match e {
+        Error::Validation(errors) => Error::Validation(
+            errors
+                .into_iter()
+                .map(|f| {
+                    if secret_fields.iter().any(|s| f.field == *s) {
+                        FieldError::new(f.field, "must be a string")
+                    } else {
+                        f
+                    }
+                })
+                .collect(),
+        ),
+        Error::BadRequest(_) => Error::BadRequest("The request body is not valid JSON.".into()),
+        other => other,
+    })
 }
 
 /// Parses a JSON document into `T`, with the same error mapping as the extractor.

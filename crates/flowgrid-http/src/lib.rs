@@ -3,11 +3,13 @@
 //! access log, ETag helpers, health routes, the custom-handler invocation protocol (Service Bus
 //! and timer triggers, output bindings), token verification, telemetry and `serve`.
 
+pub mod app;
 pub mod auth;
 pub mod correlation;
 pub mod envelope;
 mod error;
 pub mod etag;
+pub mod extract;
 pub mod health;
 pub mod invocation;
 pub mod json;

@@ -13,7 +13,6 @@ use flowgrid_domain::config::Config;
 use flowgrid_domain::health::HealthCheck;
 use flowgrid_domain::store::{AgentStore, JobStore};
 use flowgrid_http::auth::TokenVerifier;
-use flowgrid_http::{health, with_common_layers};
 use flowgrid_storage::Backend;
 
 /// The app's name: its folder under `functions/`, its binary `flowgrid-agents`.
@@ -66,8 +65,26 @@ impl AppState {
     }
 }
 
+pub use routes::app;
+
 /// Every route of the app, with health routes and the common layers.
 pub fn router(state: AppState) -> Router {
-    let health = health::routes(APP, vec![state.stores.health.clone()]);
-    with_common_layers(routes::routes().with_state(state).merge(health), APP)
+    let checks = vec![state.stores.health.clone()];
+    app().router(state, checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_function_is_declared_the_same_in_code_and_in_function_json() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../functions")
+            .join(APP);
+        assert_eq!(
+            flowgrid_http::app::differences(app().functions(), &dir),
+            Vec::<String>::new()
+        );
+    }
 }

@@ -1,37 +1,43 @@
 //! The Agents routes. Each handler extracts, calls the domain and the store, and maps the result.
 
-use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use chrono::Utc;
 use flowgrid_domain::store::{AgentQuery, Page, paging, update_agent};
 use flowgrid_domain::{Agent, AgentId, AgentInput, AgentStatus};
+use flowgrid_http::app::App;
 use flowgrid_http::auth::{Caller, Role};
+use flowgrid_http::extract::{Id, Version};
 use flowgrid_http::{Error, Result};
 use flowgrid_http::{Json, Query, etag};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/agents", get(list_agents).post(create_agent))
-        .route(
-            "/api/agents/{id}",
-            get(get_agent).put(replace_agent).delete(delete_agent),
+/// Every function of the Agents app: `functions/agents/<Name>/function.json` declares the same.
+pub fn app() -> App<AppState> {
+    App::new(crate::APP)
+        .get("ListAgents", "agents", list_agents)
+        .post("CreateAgent", "agents", create_agent)
+        .get("GetAgent", "agents/{id}", get_agent)
+        .put("ReplaceAgent", "agents/{id}", replace_agent)
+        .delete("DeleteAgent", "agents/{id}", delete_agent)
+        .get("GetAgentStatus", "agents/{id}/status", get_agent_status)
+        .get(
+            "ListAgentVersions",
+            "agents/{id}/versions",
+            list_agent_versions,
         )
-        .route("/api/agents/{id}/status", get(get_agent_status))
-        .route("/api/agents/{id}/versions", get(list_agent_versions))
-        .route(
-            "/api/agents/{id}/versions/{version}",
-            get(get_agent_version),
+        .get(
+            "GetAgentVersion",
+            "agents/{id}/versions/{version:int}",
+            get_agent_version,
         )
-        .route(
-            "/api/agents/{id}/versions/{version}/restore",
-            post(restore_agent_version),
+        .post(
+            "RestoreAgentVersion",
+            "agents/{id}/versions/{version:int}/restore",
+            restore_agent_version,
         )
 }
 
@@ -51,17 +57,25 @@ struct PageParams {
     continuation_token: Option<String>,
 }
 
+/// `GET /api/agents/{id}/status`: lifecycle status, versions and run figures.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AgentStatusView {
+    id: AgentId,
+    status: AgentStatus,
+    version: u32,
+    compiled_version: Option<u32>,
+    updated_at: chrono::DateTime<Utc>,
+    last_run_at: Option<chrono::DateTime<Utc>>,
+    runs_last24h: u64,
+    success_rate: Option<f64>,
+    running_count: u64,
+}
+
 /// The agent with its `ETag` header.
 fn with_etag(status: StatusCode, agent: Agent) -> Response {
     let tag = etag::header_value(&agent.etag);
     (status, [(header::ETAG, tag)], Json(agent)).into_response()
-}
-
-fn parse_version(raw: &str) -> flowgrid_domain::Result<u32> {
-    raw.parse::<u32>()
-        .ok()
-        .filter(|v| *v >= 1)
-        .ok_or_else(|| Error::BadRequest(format!("{raw:?} is not a version number (1, 2, ...)")))
 }
 
 /// Lists the caller's agents, newest first, filtered by `status` and `q`, paged.
@@ -111,15 +125,11 @@ async fn create_agent(
 async fn get_agent(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<AgentId>,
     headers: HeaderMap,
 ) -> Result<Response> {
     caller.require(Role::Viewer)?;
-    let agent = state
-        .stores
-        .agents
-        .get(&caller.tenant, AgentId::parse(&id)?)
-        .await?;
+    let agent = state.stores.agents.get(&caller.tenant, id).await?;
     if etag::if_none_match(&headers).is_some_and(|c| c.matches(&agent.etag)) {
         return Ok((
             StatusCode::NOT_MODIFIED,
@@ -134,12 +144,11 @@ async fn get_agent(
 async fn replace_agent(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<AgentId>,
     headers: HeaderMap,
     Json(input): Json<AgentInput>,
 ) -> Result<Response> {
     caller.require(Role::Editor)?;
-    let id = AgentId::parse(&id)?;
     let input = input.validate()?;
     let now = Utc::now();
     let agent = update_agent(
@@ -157,11 +166,10 @@ async fn replace_agent(
 async fn delete_agent(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<AgentId>,
     headers: HeaderMap,
 ) -> Result<StatusCode> {
     caller.require(Role::Admin)?;
-    let id = AgentId::parse(&id)?;
     state
         .stores
         .agents
@@ -175,14 +183,10 @@ async fn delete_agent(
 async fn get_agent_status(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>> {
+    Id(id): Id<AgentId>,
+) -> Result<Json<AgentStatusView>> {
     caller.require(Role::Viewer)?;
-    let agent = state
-        .stores
-        .agents
-        .get(&caller.tenant, AgentId::parse(&id)?)
-        .await?;
+    let agent = state.stores.agents.get(&caller.tenant, id).await?;
     let since = Utc::now() - chrono::Duration::hours(24);
     let runs = state
         .stores
@@ -191,28 +195,27 @@ async fn get_agent_status(
         .await?;
     let success_rate =
         (runs.finished_since > 0).then(|| runs.succeeded_since as f64 / runs.finished_since as f64);
-    Ok(Json(json!({
-        "id": agent.id,
-        "status": agent.status,
-        "version": agent.version,
-        "compiledVersion": agent.compiled_version,
-        "updatedAt": agent.updated_at,
-        "lastRunAt": runs.last_run_at,
-        "runsLast24h": runs.runs_since,
-        "successRate": success_rate,
-        "runningCount": runs.running,
-    })))
+    Ok(Json(AgentStatusView {
+        id: agent.id,
+        status: agent.status,
+        version: agent.version,
+        compiled_version: agent.compiled_version,
+        updated_at: agent.updated_at,
+        last_run_at: runs.last_run_at,
+        runs_last24h: runs.runs_since,
+        success_rate,
+        running_count: runs.running,
+    }))
 }
 
 /// The agent's versions, newest first, paged.
 async fn list_agent_versions(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<AgentId>,
     Query(params): Query<PageParams>,
 ) -> Result<Response> {
     caller.require(Role::Viewer)?;
-    let id = AgentId::parse(&id)?;
     let page = state
         .stores
         .agents
@@ -230,17 +233,14 @@ async fn list_agent_versions(
 async fn get_agent_version(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, version)): Path<(String, String)>,
+    Id(id): Id<AgentId>,
+    Id(Version(version)): Id<Version>,
 ) -> Result<Json<Agent>> {
     caller.require(Role::Viewer)?;
     let agent = state
         .stores
         .agents
-        .version(
-            &caller.tenant,
-            AgentId::parse(&id)?,
-            parse_version(&version)?,
-        )
+        .version(&caller.tenant, id, version)
         .await?;
     Ok(Json(agent))
 }
@@ -249,15 +249,15 @@ async fn get_agent_version(
 async fn restore_agent_version(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, version)): Path<(String, String)>,
+    Id(id): Id<AgentId>,
+    Id(Version(version)): Id<Version>,
     headers: HeaderMap,
 ) -> Result<Response> {
     caller.require(Role::Admin)?;
-    let id = AgentId::parse(&id)?;
     let old = state
         .stores
         .agents
-        .version(&caller.tenant, id, parse_version(&version)?)
+        .version(&caller.tenant, id, version)
         .await?;
     let now = Utc::now();
     let agent = update_agent(

@@ -28,7 +28,6 @@ use flowgrid_domain::store::{
 };
 use flowgrid_http::auth::TokenVerifier;
 use flowgrid_http::auth::keyring::KeyEncryptionKey;
-use flowgrid_http::{health, with_common_layers};
 use flowgrid_storage::Backend;
 
 pub use issuer::{Issuer, SIGNING_KEYS_SETTING, settings_keys};
@@ -211,10 +210,12 @@ impl AppState {
     }
 }
 
+pub use routes::app;
+
 /// Every route of the app, with health routes and the common layers.
 pub fn router(state: AppState) -> Router {
-    let health = health::routes(APP, vec![state.stores.health.clone()]);
-    with_common_layers(routes::routes().with_state(state).merge(health), APP)
+    let checks = vec![state.stores.health.clone()];
+    app().router(state, checks)
 }
 
 #[cfg(test)]
@@ -239,6 +240,22 @@ mod tests {
             asked.into_inner(),
             listed,
             "SETTINGS must list exactly what settings_keys reads"
+        );
+    }
+}
+
+#[cfg(test)]
+mod function_json_tests {
+    use super::*;
+
+    #[test]
+    fn every_function_is_declared_the_same_in_code_and_in_function_json() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../functions")
+            .join(APP);
+        assert_eq!(
+            flowgrid_http::app::differences(app().functions(), &dir),
+            Vec::<String>::new()
         );
     }
 }

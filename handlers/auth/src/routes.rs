@@ -1,40 +1,47 @@
 //! The Auth routes. Each handler extracts, calls the domain, and maps the result.
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use flowgrid_domain::UserId;
 use flowgrid_domain::store::{Page, paging};
-use flowgrid_http::auth::{Caller, Role};
-use flowgrid_http::{Error, FieldError, Result};
+use flowgrid_domain::{Tenant, UserId};
+use flowgrid_http::app::App;
+use flowgrid_http::auth::{AccessClaims, Caller, Role};
+use flowgrid_http::extract::Id;
+use flowgrid_http::json::{OptionalJson, SecretJson, Secrets};
+use flowgrid_http::{Error, Result};
 use flowgrid_http::{Json, Query};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::sessions::{self, LoginRequest, TokenResponse};
 use crate::users::{self, CreateUser, ResetPassword, SetPassword, UpdateUser, UserView};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/refresh", post(refresh))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/auth/validate", post(validate))
-        .route("/api/auth/user", get(current_user))
-        .route("/api/auth/tenant", get(current_tenant))
-        .route(
-            "/api/auth/.well-known/openid-configuration",
-            get(openid_configuration),
+/// Every function of the Auth app: `functions/auth/<Name>/function.json` declares the same.
+pub fn app() -> App<AppState> {
+    App::new(crate::APP)
+        .post("Login", "auth/login", login)
+        .post("Refresh", "auth/refresh", refresh)
+        .post("Logout", "auth/logout", logout)
+        .post("Validate", "auth/validate", validate)
+        .get("GetCurrentUser", "auth/user", current_user)
+        .get("GetCurrentTenant", "auth/tenant", current_tenant)
+        .get(
+            "OpenIdConfiguration",
+            "auth/.well-known/openid-configuration",
+            openid_configuration,
         )
-        .route("/api/auth/.well-known/jwks.json", get(jwks))
-        .route("/api/auth/users", get(list_users).post(create_user))
-        .route("/api/auth/users/{id}", get(get_user).patch(update_user))
-        .route("/api/auth/users/{id}/reset-password", post(reset_password))
-        .route("/api/auth/password", post(set_password))
+        .get("Jwks", "auth/.well-known/jwks.json", jwks)
+        .get("ListUsers", "auth/users", list_users)
+        .post("CreateUser", "auth/users", create_user)
+        .get("GetUser", "auth/users/{id}", get_user)
+        .patch("UpdateUser", "auth/users/{id}", update_user)
+        .post(
+            "ResetPassword",
+            "auth/users/{id}/reset-password",
+            reset_password,
+        )
+        .post("SetPassword", "auth/password", set_password)
 }
 
 /// The caller's address for throttling: the last `X-Forwarded-For` hop (the one the gateway
@@ -50,53 +57,12 @@ fn client(headers: &HeaderMap) -> String {
         .map_or_else(|| "direct".to_owned(), |v| v.chars().take(64).collect())
 }
 
-/// Field errors on secret fields never echo the value.
-fn redact(e: Error, secret_fields: &[&str]) -> Error {
-    match e {
-        Error::Validation(errors) => Error::Validation(
-            errors
-                .into_iter()
-                .map(|f| {
-                    if secret_fields.iter().any(|s| f.field == *s) {
-                        FieldError::new(f.field, "must be a string")
-                    } else {
-                        f
-                    }
-                })
-                .collect(),
-        ),
-        Error::BadRequest(_) => Error::BadRequest("The request body is not valid JSON.".into()),
-        other => other,
-    }
-}
-
-/// Parses a JSON body (`application/json` or `+json`) whose fields may be secret.
-fn secret_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &[u8],
-    secret_fields: &[&str],
-) -> Result<T> {
-    let json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|m| m.trim().to_ascii_lowercase())
-        .is_some_and(|m| {
-            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-        });
-    if !json {
-        return Err(Error::UnsupportedMediaType.into());
-    }
-    Ok(flowgrid_http::json::parse(body).map_err(|e| redact(e, secret_fields))?)
-}
-
 /// Logs in with email and password; returns an access token and a refresh token.
 async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    SecretJson(request): SecretJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>> {
-    let request: LoginRequest = secret_body(&headers, &body, &["password"])?;
     Ok(Json(
         sessions::login(&state, request, &client(&headers)).await?,
     ))
@@ -108,13 +74,16 @@ struct RefreshRequest {
     refresh_token: String,
 }
 
+impl Secrets for RefreshRequest {
+    const FIELDS: &'static [&'static str] = &["refreshToken"];
+}
+
 /// Exchanges a refresh token for new tokens (the presented one is spent).
 async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    SecretJson(request): SecretJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>> {
-    let request: RefreshRequest = secret_body(&headers, &body, &["refreshToken"])?;
     Ok(Json(
         sessions::refresh(&state, &request.refresh_token, &client(&headers)).await?,
     ))
@@ -127,18 +96,16 @@ struct LogoutRequest {
     all_sessions: bool,
 }
 
+impl Secrets for LogoutRequest {
+    const FIELDS: &'static [&'static str] = &[];
+}
+
 /// Revokes the caller's session, or with `{"allSessions": true}` every session of the user.
 async fn logout(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    body: Bytes,
+    OptionalJson(request): OptionalJson<LogoutRequest>,
 ) -> Result<StatusCode> {
-    let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        LogoutRequest::default()
-    } else {
-        secret_body(&headers, &body, &[])?
-    };
     if request.all_sessions {
         let user = UserId::parse(&caller.subject).map_err(|_| {
             Error::BadRequest("This token's subject is not a Flowgrid user.".into())
@@ -160,59 +127,114 @@ struct ValidateRequest {
     token: String,
 }
 
+impl Secrets for ValidateRequest {
+    const FIELDS: &'static [&'static str] = &["token"];
+}
+
+/// `POST /api/auth/validate`: the verified claims of an active token.
+#[derive(Serialize)]
+struct Validated {
+    active: bool,
+    claims: AccessClaims,
+}
+
 /// Verifies a token (signature, claims, revocation) and returns its claims; 401 otherwise.
 async fn validate(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>> {
-    let request: ValidateRequest = secret_body(&headers, &body, &["token"])?;
+    SecretJson(request): SecretJson<ValidateRequest>,
+) -> Result<Json<Validated>> {
     let claims = state.verifier.authenticate(request.token.trim()).await?;
-    Ok(Json(json!({ "active": true, "claims": claims })))
+    Ok(Json(Validated {
+        active: true,
+        claims,
+    }))
+}
+
+/// `GET /api/auth/user`: the stored user, or what an external token says of its subject.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum CurrentUser {
+    Stored(UserView),
+    #[serde(rename_all = "camelCase")]
+    External {
+        id: String,
+        tenant_id: String,
+        role: Option<&'static str>,
+        roles: Vec<&'static str>,
+        external: bool,
+    },
 }
 
 /// The caller: their stored user when there is one, else what their token says.
-async fn current_user(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>> {
+async fn current_user(State(state): State<AppState>, caller: Caller) -> Result<Json<CurrentUser>> {
     if let Ok(id) = UserId::parse(&caller.subject) {
         match state.stores.users.get(&caller.tenant, id).await {
-            Ok(user) => return Ok(Json(json!(UserView::from(&user)))),
+            Ok(user) => return Ok(Json(CurrentUser::Stored(UserView::from(&user)))),
             Err(Error::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Json(json!({
-        "id": caller.subject,
-        "tenantId": caller.tenant.as_str(),
-        "role": caller.role.map(Role::as_str),
-        "roles": caller.role.map(Role::as_str).into_iter().collect::<Vec<_>>(),
-        "external": true,
-    })))
+    Ok(Json(CurrentUser::External {
+        id: caller.subject,
+        tenant_id: caller.tenant.as_str().to_owned(),
+        role: caller.role.map(Role::as_str),
+        roles: caller.role.map(Role::as_str).into_iter().collect(),
+        external: true,
+    }))
+}
+
+/// `GET /api/auth/tenant`: the stored tenant, or only its id when it was never registered
+/// (a tenant of an external issuer).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum CurrentTenant {
+    Stored(Tenant),
+    Unregistered { id: String, registered: bool },
 }
 
 /// The caller's tenant.
-async fn current_tenant(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>> {
+async fn current_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<CurrentTenant>> {
     match state.stores.tenants.get(&caller.tenant).await {
-        Ok(tenant) => Ok(Json(json!(tenant))),
-        Err(Error::NotFound) => Ok(Json(
-            json!({ "id": caller.tenant.as_str(), "registered": false }),
-        )),
+        Ok(tenant) => Ok(Json(CurrentTenant::Stored(tenant))),
+        Err(Error::NotFound) => Ok(Json(CurrentTenant::Unregistered {
+            id: caller.tenant.as_str().to_owned(),
+            registered: false,
+        })),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The OpenID Connect discovery document of the built-in issuer.
+#[derive(Serialize)]
+struct OpenIdConfiguration {
+    issuer: String,
+    jwks_uri: String,
+    token_endpoint: String,
+    response_types_supported: [&'static str; 1],
+    subject_types_supported: [&'static str; 1],
+    id_token_signing_alg_values_supported: [&'static str; 1],
+    token_endpoint_auth_methods_supported: [&'static str; 1],
+    claims_supported: [&'static str; 10],
 }
 
 /// The built-in issuer's OpenID Connect discovery document.
 async fn openid_configuration(State(state): State<AppState>) -> Response {
     let issuer = state.issuer.issuer();
-    let body = json!({
-        "issuer": issuer,
-        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "token_endpoint": format!("{issuer}/login"),
-        "response_types_supported": ["token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["EdDSA"],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "claims_supported": ["iss", "sub", "aud", "tid", "roles", "jti", "sid", "iat", "nbf", "exp"],
-    });
+    let body = OpenIdConfiguration {
+        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        token_endpoint: format!("{issuer}/login"),
+        issuer: issuer.to_owned(),
+        response_types_supported: ["token"],
+        subject_types_supported: ["public"],
+        id_token_signing_alg_values_supported: ["EdDSA"],
+        token_endpoint_auth_methods_supported: ["none"],
+        claims_supported: [
+            "iss", "sub", "aud", "tid", "roles", "jti", "sid", "iat", "nbf", "exp",
+        ],
+    };
     ([("cache-control", "public, max-age=300")], Json(body)).into_response()
 }
 
@@ -255,10 +277,8 @@ async fn list_users(
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    body: Bytes,
+    SecretJson(request): SecretJson<CreateUser>,
 ) -> Result<Response> {
-    let request: CreateUser = secret_body(&headers, &body, &["password"])?;
     let created = users::create_user(&state, &caller, request).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -267,9 +287,9 @@ async fn create_user(
 async fn get_user(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<UserId>,
 ) -> Result<Json<UserView>> {
-    let user = users::get_user(&state, &caller, &id).await?;
+    let user = users::get_user(&state, &caller, id).await?;
     Ok(Json(UserView::from(&user)))
 }
 
@@ -277,10 +297,10 @@ async fn get_user(
 async fn update_user(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<UserId>,
     Json(body): Json<UpdateUser>,
 ) -> Result<Json<UserView>> {
-    let user = users::update_user(&state, &caller, &id, body).await?;
+    let user = users::update_user(&state, &caller, id, body).await?;
     Ok(Json(UserView::from(&user)))
 }
 
@@ -288,17 +308,11 @@ async fn update_user(
 async fn reset_password(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Id(id): Id<UserId>,
+    OptionalJson(request): OptionalJson<ResetPassword>,
 ) -> Result<Json<users::Reset>> {
-    let request: ResetPassword = if body.iter().all(u8::is_ascii_whitespace) {
-        ResetPassword::default()
-    } else {
-        secret_body(&headers, &body, &["password"])?
-    };
     Ok(Json(
-        users::reset_password(&state, &caller, &id, request).await?,
+        users::reset_password(&state, &caller, id, request).await?,
     ))
 }
 
@@ -306,9 +320,8 @@ async fn reset_password(
 async fn set_password(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    SecretJson(request): SecretJson<SetPassword>,
 ) -> Result<StatusCode> {
-    let request: SetPassword = secret_body(&headers, &body, &["token", "password"])?;
     users::set_password(&state, request, &client(&headers)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

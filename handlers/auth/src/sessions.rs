@@ -22,6 +22,10 @@ pub struct LoginRequest {
     pub tenant_id: Option<String>,
 }
 
+impl flowgrid_http::json::Secrets for LoginRequest {
+    const FIELDS: &'static [&'static str] = &["password"];
+}
+
 impl std::fmt::Debug for LoginRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LoginRequest(..)")

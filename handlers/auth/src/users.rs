@@ -57,6 +57,10 @@ pub struct CreateUser {
     password: Option<String>,
 }
 
+impl flowgrid_http::json::Secrets for CreateUser {
+    const FIELDS: &'static [&'static str] = &["password"];
+}
+
 /// `PATCH /api/auth/users/{id}` body.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -75,12 +79,20 @@ pub struct ResetPassword {
     password: Option<String>,
 }
 
+impl flowgrid_http::json::Secrets for ResetPassword {
+    const FIELDS: &'static [&'static str] = &["password"];
+}
+
 /// `POST /api/auth/password` body.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetPassword {
     token: String,
     password: String,
+}
+
+impl flowgrid_http::json::Secrets for SetPassword {
+    const FIELDS: &'static [&'static str] = &["token", "password"];
 }
 
 /// A created user, with the invitation token when no password was given.
@@ -185,20 +197,16 @@ pub async fn create_user(state: &AppState, caller: &Caller, body: CreateUser) ->
 }
 
 /// A user of the caller's tenant for an admin (404 for any other tenant's id).
-pub async fn get_user(state: &AppState, caller: &Caller, id: &str) -> Result<User> {
+pub async fn get_user(state: &AppState, caller: &Caller, id: UserId) -> Result<User> {
     admin_role(caller)?;
-    state
-        .stores
-        .users
-        .get(&caller.tenant, UserId::parse(id)?)
-        .await
+    state.stores.users.get(&caller.tenant, id).await
 }
 
 /// Changes a user's role or disabled flag; disabling (or any role change) revokes their sessions.
 pub async fn update_user(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: UserId,
     body: UpdateUser,
 ) -> Result<User> {
     let own = admin_role(caller)?;
@@ -242,7 +250,7 @@ pub async fn update_user(
 pub async fn reset_password(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: UserId,
     body: ResetPassword,
 ) -> Result<Reset> {
     let own = admin_role(caller)?;

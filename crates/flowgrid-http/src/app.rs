@@ -1,0 +1,545 @@
+//! The app builder: every function of an app declared once, with the name of its folder under
+//! `functions/<app>/`, its trigger and its handler.
+//!
+//! ```ignore
+//! App::new("agents")
+//!     .get("GetAgent", "agents/{id}", get_agent)
+//!     .post("CreateAgent", "agents", create_agent)
+//!     .router(state, vec![stores_health])
+//! ```
+//!
+//! HTTP routes are written as in `function.json` (relative to the `api` prefix, with the host's
+//! constraints such as `{version:int}`); the axum path is derived from them. Envelope-mode
+//! functions (Service Bus and timer triggers, HTTP functions with output bindings) are served at
+//! `POST /<FunctionName>` as the custom-handler contract says. [`App::functions`] lists every
+//! declaration, so a test can check them against the `function.json` files (routes declared
+//! once), and the health functions (`HealthLive`, `HealthReady`, `HealthDeep`) come with every
+//! app.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::handler::Handler;
+use axum::routing::{MethodFilter, on, post};
+use flowgrid_domain::health::HealthCheck;
+use serde_json::Value;
+
+use crate::auth::TokenVerifier;
+use crate::{envelope, health, with_common_layers};
+
+/// The route prefix of every HTTP function (`extensions.http.routePrefix` in host.json).
+pub const ROUTE_PREFIX: &str = "api";
+
+/// How a function is triggered, as its `function.json` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// An HTTP trigger forwarded to the handler as it came (`enableForwardingHttpRequest`).
+    Http {
+        /// The method, lower case (`get`, `post`, ...).
+        method: String,
+        /// The route template, as in `function.json` (`agents/{id}`).
+        route: String,
+    },
+    /// An HTTP trigger delivered in the invocation envelope, because the function has output
+    /// bindings.
+    HttpEnvelope {
+        /// The method, lower case.
+        method: String,
+        /// The route template.
+        route: String,
+    },
+    /// A Service Bus queue (`queue`) or topic subscription (`topic/subscription`).
+    ServiceBus(String),
+    /// A timer.
+    Timer,
+}
+
+/// One function of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Function {
+    /// The folder name under `functions/<app>/`.
+    pub name: String,
+    /// Its trigger.
+    pub trigger: Trigger,
+    /// The names and targets of its Service Bus output bindings (`out` → `executions`).
+    pub outputs: Vec<(String, String)>,
+}
+
+/// An app under construction: its functions and the router serving them.
+pub struct App<S> {
+    name: &'static str,
+    router: Router<S>,
+    invocations: Router<S>,
+    envelope_http: Vec<&'static str>,
+    functions: Vec<Function>,
+}
+
+/// Invocation envelopes carry their body base64-encoded inside JSON: allow for the growth.
+const INVOCATION_BODY_LIMIT: usize = 8 * crate::BODY_LIMIT_BYTES;
+
+/// The axum path of a `function.json` route template: the `api` prefix, and constraints
+/// (`{version:int}`) and optional markers (`{x?}`) dropped, since handlers parse their ids.
+pub fn axum_path(route: &str) -> String {
+    let mut out = format!("/{ROUTE_PREFIX}/");
+    let mut rest = route;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        let inner = &rest[open + 1..open + close];
+        let name = inner
+            .split(':')
+            .next()
+            .unwrap_or(inner)
+            .trim_end_matches('?');
+        out.push('{');
+        out.push_str(name);
+        out.push('}');
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn filter(method: &str) -> MethodFilter {
+    match method {
+        "post" => MethodFilter::POST,
+        "put" => MethodFilter::PUT,
+        "patch" => MethodFilter::PATCH,
+        "delete" => MethodFilter::DELETE,
+        _ => MethodFilter::GET,
+    }
+}
+
+impl<S> App<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<TokenVerifier>: FromRef<S>,
+{
+    /// An app named `name` (its folder under `functions/`, its binary `flowgrid-<name>`).
+    pub fn new(name: &'static str) -> Self {
+        let functions = ["HealthLive", "HealthReady", "HealthDeep"]
+            .into_iter()
+            .map(|function| Function {
+                name: function.to_owned(),
+                trigger: Trigger::Http {
+                    method: "get".to_owned(),
+                    route: match function {
+                        "HealthLive" => format!("health/{name}/live"),
+                        "HealthReady" => format!("health/{name}/ready"),
+                        _ => format!("health/{name}"),
+                    },
+                },
+                outputs: Vec::new(),
+            })
+            .collect();
+        App {
+            name,
+            router: Router::new(),
+            invocations: Router::new(),
+            envelope_http: Vec::new(),
+            functions,
+        }
+    }
+
+    /// The app's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Every function of the app, health included.
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+
+    /// An HTTP function `name` answering `method` on `route` with `handler`.
+    pub fn http<H, T>(
+        mut self,
+        method: &'static str,
+        name: &'static str,
+        route: &'static str,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        self.router = self
+            .router
+            .route(&axum_path(route), on(filter(method), handler));
+        self.functions.push(Function {
+            name: name.to_owned(),
+            trigger: Trigger::Http {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            },
+            outputs: Vec::new(),
+        });
+        self
+    }
+
+    /// `GET route` → `handler`, as function `name`.
+    pub fn get<H: Handler<T, S>, T: 'static>(
+        self,
+        name: &'static str,
+        route: &'static str,
+        handler: H,
+    ) -> Self {
+        self.http("get", name, route, handler)
+    }
+
+    /// `POST route` → `handler`, as function `name`.
+    pub fn post<H: Handler<T, S>, T: 'static>(
+        self,
+        name: &'static str,
+        route: &'static str,
+        handler: H,
+    ) -> Self {
+        self.http("post", name, route, handler)
+    }
+
+    /// `PUT route` → `handler`, as function `name`.
+    pub fn put<H: Handler<T, S>, T: 'static>(
+        self,
+        name: &'static str,
+        route: &'static str,
+        handler: H,
+    ) -> Self {
+        self.http("put", name, route, handler)
+    }
+
+    /// `PATCH route` → `handler`, as function `name`.
+    pub fn patch<H: Handler<T, S>, T: 'static>(
+        self,
+        name: &'static str,
+        route: &'static str,
+        handler: H,
+    ) -> Self {
+        self.http("patch", name, route, handler)
+    }
+
+    /// `DELETE route` → `handler`, as function `name`.
+    pub fn delete<H: Handler<T, S>, T: 'static>(
+        self,
+        name: &'static str,
+        route: &'static str,
+        handler: H,
+    ) -> Self {
+        self.http("delete", name, route, handler)
+    }
+
+    /// An envelope-mode function `name` (served at `POST /<name>`) with its trigger and its
+    /// Service Bus output bindings (`(binding name, queue or topic)`).
+    pub fn function<H: Handler<T, S>, T: 'static>(
+        mut self,
+        name: &'static str,
+        trigger: Trigger,
+        outputs: &[(&'static str, &'static str)],
+        handler: H,
+    ) -> Self {
+        self.invocations = self.invocations.route(&format!("/{name}"), post(handler));
+        self.functions.push(Function {
+            name: name.to_owned(),
+            trigger,
+            outputs: owned(outputs),
+        });
+        self
+    }
+
+    /// An HTTP function with output bindings: the host delivers it in the invocation envelope
+    /// at `POST /<name>`, which is replayed through the app's own routes; `handler` also answers
+    /// the route directly (forwarded requests, tests). The handler sets the outputs in the
+    /// response the envelope adapter turns into `Outputs`.
+    pub fn http_envelope<H: Handler<T, S>, T: 'static>(
+        mut self,
+        method: &'static str,
+        name: &'static str,
+        route: &'static str,
+        outputs: &[(&'static str, &'static str)],
+        handler: H,
+    ) -> Self {
+        self.router = self
+            .router
+            .route(&axum_path(route), on(filter(method), handler));
+        self.envelope_http.push(name);
+        self.functions.push(Function {
+            name: name.to_owned(),
+            trigger: Trigger::HttpEnvelope {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            },
+            outputs: owned(outputs),
+        });
+        self
+    }
+
+    /// The app's router over `state`: its functions, the health routes over `checks`, and the
+    /// common layers (problem+json fallbacks, body limit, correlation ids, access log).
+    pub fn router(self, state: S, checks: Vec<Arc<dyn HealthCheck>>) -> Router {
+        let health = health::routes(self.name, checks);
+        let api = with_common_layers(
+            self.router.with_state(state.clone()).merge(health),
+            self.name,
+        );
+        let mut invocations = self.invocations.with_state(state);
+        for name in self.envelope_http {
+            invocations = invocations.route(
+                &format!("/{name}"),
+                envelope::http_function(api.clone(), "req", "res"),
+            );
+        }
+        api.merge(invocations.layer(DefaultBodyLimit::max(INVOCATION_BODY_LIMIT)))
+    }
+}
+
+/// The functions a folder `functions/<app>/` declares: one per sub-folder with a
+/// `function.json`, read as the host reads it. A file that cannot be read is an entry in the
+/// error list, never silently skipped.
+pub fn read_function_json(app_dir: &Path) -> Result<Vec<Function>, Vec<String>> {
+    let entries =
+        std::fs::read_dir(app_dir).map_err(|e| vec![format!("{}: {e}", app_dir.display())])?;
+    let mut functions = Vec::new();
+    let mut errors = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path().join("function.json");
+        if !path.is_file() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
+            .and_then(|doc| function_of(&name, &doc))
+        {
+            Ok(mut read) => functions.append(&mut read),
+            Err(e) => errors.push(format!("{}: {e}", path.display())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(functions)
+    } else {
+        Err(errors)
+    }
+}
+
+/// What `functions/<app>/` and the app's declarations disagree on: a function, method,
+/// route, trigger or output binding on one side only. Empty when they agree.
+pub fn differences(declared: &[Function], app_dir: &Path) -> Vec<String> {
+    let on_disk = match read_function_json(app_dir) {
+        Ok(f) => f,
+        Err(errors) => return errors,
+    };
+    let mut out = Vec::new();
+    for f in declared {
+        if !on_disk.contains(f) {
+            out.push(format!("declared in code but not in function.json: {f:?}"));
+        }
+    }
+    for f in &on_disk {
+        if !declared.contains(f) {
+            out.push(format!("in function.json but not declared in code: {f:?}"));
+        }
+    }
+    out
+}
+
+/// The function(s) of one `function.json`: one per HTTP method, so they compare with the
+/// code's declarations (one per method).
+fn function_of(name: &str, doc: &Value) -> Result<Vec<Function>, String> {
+    let bindings = doc["bindings"].as_array().ok_or("no bindings array")?;
+    let text = |b: &Value, key: &str| b[key].as_str().map(str::to_owned);
+    let mut trigger = None;
+    let mut methods = Vec::new();
+    for b in bindings {
+        let direction = b["direction"].as_str().unwrap_or_default();
+        match (b["type"].as_str().unwrap_or_default(), direction) {
+            ("httpTrigger", "in") => {
+                methods = b["methods"]
+                    .as_array()
+                    .ok_or("an httpTrigger without methods")?
+                    .iter()
+                    .filter_map(|m| m.as_str())
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+                trigger = Some(text(b, "route").ok_or("an httpTrigger without route")?);
+            }
+            ("serviceBusTrigger", "in") => {
+                let entity = match (text(b, "queueName"), text(b, "topicName")) {
+                    (Some(queue), _) => queue,
+                    (None, Some(topic)) => format!(
+                        "{topic}/{}",
+                        text(b, "subscriptionName")
+                            .ok_or("a topic trigger without subscription")?
+                    ),
+                    _ => return Err("a serviceBusTrigger without queue or topic".into()),
+                };
+                return Ok(vec![Function {
+                    name: name.to_owned(),
+                    trigger: Trigger::ServiceBus(entity),
+                    outputs: service_bus_outputs(bindings),
+                }]);
+            }
+            ("timerTrigger", "in") => {
+                return Ok(vec![Function {
+                    name: name.to_owned(),
+                    trigger: Trigger::Timer,
+                    outputs: service_bus_outputs(bindings),
+                }]);
+            }
+            ("serviceBus", "out") | ("http", "out") => {}
+            (kind, direction) => {
+                return Err(format!(
+                    "a binding {kind}/{direction} Flowgrid does not use"
+                ));
+            }
+        }
+    }
+    let route = trigger.ok_or("no trigger binding")?;
+    let outputs = service_bus_outputs(bindings);
+    Ok(methods
+        .into_iter()
+        .map(|method| Function {
+            name: name.to_owned(),
+            trigger: if outputs.is_empty() {
+                Trigger::Http {
+                    method,
+                    route: route.clone(),
+                }
+            } else {
+                Trigger::HttpEnvelope {
+                    method,
+                    route: route.clone(),
+                }
+            },
+            outputs: outputs.clone(),
+        })
+        .collect())
+}
+
+fn service_bus_outputs(bindings: &[Value]) -> Vec<(String, String)> {
+    bindings
+        .iter()
+        .filter(|b| b["type"] == "serviceBus" && b["direction"] == "out")
+        .filter_map(|b| {
+            let name = b["name"].as_str()?;
+            let entity = b["queueName"]
+                .as_str()
+                .or_else(|| b["topicName"].as_str())?;
+            Some((name.to_owned(), entity.to_owned()))
+        })
+        .collect()
+}
+
+fn owned(outputs: &[(&str, &str)]) -> Vec<(String, String)> {
+    outputs
+        .iter()
+        .map(|(name, entity)| ((*name).to_owned(), (*entity).to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_json_routes_become_axum_paths() {
+        assert_eq!(axum_path("agents"), "/api/agents");
+        assert_eq!(axum_path("agents/{id}"), "/api/agents/{id}");
+        assert_eq!(
+            axum_path("agents/{id}/versions/{version:int}/restore"),
+            "/api/agents/{id}/versions/{version}/restore"
+        );
+        assert_eq!(axum_path("files/{name?}"), "/api/files/{name}");
+        assert_eq!(
+            axum_path("auth/.well-known/jwks.json"),
+            "/api/auth/.well-known/jwks.json"
+        );
+    }
+}
+
+#[cfg(test)]
+mod function_json_tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, doc: serde_json::Value) {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        std::fs::write(dir.join(name).join("function.json"), doc.to_string()).unwrap();
+    }
+
+    fn http(method: &str, route: &str) -> serde_json::Value {
+        serde_json::json!({"bindings": [
+            {"type": "httpTrigger", "direction": "in", "name": "req", "methods": [method], "route": route},
+            {"type": "http", "direction": "out", "name": "res"}
+        ]})
+    }
+
+    fn declared(functions: &[(&str, &str, &str)]) -> Vec<Function> {
+        functions
+            .iter()
+            .map(|(name, method, route)| Function {
+                name: (*name).to_owned(),
+                trigger: Trigger::Http {
+                    method: (*method).to_owned(),
+                    route: (*route).to_owned(),
+                },
+                outputs: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matching_declarations_have_no_differences() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "GetThing", http("get", "things/{id}"));
+        let code = declared(&[("GetThing", "get", "things/{id}")]);
+        assert_eq!(differences(&code, dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_route_method_or_function_on_one_side_only_is_a_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "GetThing", http("get", "things/{id}"));
+        write(dir.path(), "OnlyOnDisk", http("get", "disk"));
+        let code = declared(&[
+            ("GetThing", "put", "things/{id}"),
+            ("OnlyInCode", "get", "code"),
+        ]);
+        let found = differences(&code, dir.path());
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(found.iter().any(|d| d.contains("OnlyOnDisk")));
+        assert!(found.iter().any(|d| d.contains("OnlyInCode")));
+    }
+
+    #[test]
+    fn service_bus_triggers_and_outputs_are_compared() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "Work",
+            serde_json::json!({"bindings": [
+                {"type": "serviceBusTrigger", "direction": "in", "name": "msg", "queueName": "jobs"},
+                {"type": "serviceBus", "direction": "out", "name": "out", "queueName": "jobs"}
+            ]}),
+        );
+        let work = |outputs: Vec<(String, String)>| Function {
+            name: "Work".into(),
+            trigger: Trigger::ServiceBus("jobs".into()),
+            outputs,
+        };
+        assert!(differences(&[work(owned(&[("out", "jobs")]))], dir.path()).is_empty());
+        assert_eq!(differences(&[work(Vec::new())], dir.path()).len(), 2);
+    }
+
+    #[test]
+    fn an_unreadable_function_json_is_reported_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("Broken")).unwrap();
+        std::fs::write(dir.path().join("Broken/function.json"), "{").unwrap();
+        let found = differences(&[], dir.path());
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("Broken"));
+    }
+}
