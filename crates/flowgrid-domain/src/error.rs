@@ -21,7 +21,7 @@ pub struct FieldError {
     /// What is wrong, for a human.
     pub message: String,
     /// The same place as an RFC 6901 JSON Pointer into the request body (`/input/tags/0`), when
-    /// the error comes from a JSON Schema check (see [`crate::schema`]): unambiguous where a
+    /// the error comes from a JSON Schema check (see the `schema` module): unambiguous where a
     /// member name contains `.` or `[`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pointer: Option<String>,

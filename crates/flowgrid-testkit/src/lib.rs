@@ -8,6 +8,7 @@ pub mod app;
 pub mod bicep;
 pub mod conformance;
 pub mod emulators;
+pub mod modules;
 mod process;
 
 use std::path::{Path, PathBuf};
