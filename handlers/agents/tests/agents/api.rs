@@ -1,11 +1,10 @@
 //! The Agents routes in-process: every route, every error, tenant isolation and roles.
 
-mod common;
-
 use axum::http::StatusCode;
-use common::TestApp;
 use flowgrid_http::auth::Role;
 use serde_json::json;
+
+use crate::common::TestApp;
 
 fn agent_body(name: &str) -> serde_json::Value {
     json!({"name": name, "definition": {"instructions": "triage incidents"}})
@@ -86,7 +85,7 @@ async fn list_is_newest_first_filtered_searchable_and_paged() {
     let token = app.token("acme", Role::Viewer);
     let first = app.send("GET", "/api/agents?limit=2", &token, None).await;
     assert_eq!(first.status, StatusCode::OK);
-    let names = |r: &common::Reply| {
+    let names = |r: &crate::common::Reply| {
         r.body["items"]
             .as_array()
             .unwrap()

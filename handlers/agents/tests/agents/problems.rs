@@ -1,10 +1,9 @@
 //! Problem bodies pinned by snapshots, so their shape cannot drift.
 
-mod common;
-
-use common::TestApp;
 use flowgrid_http::auth::Role;
 use serde_json::json;
+
+use crate::common::TestApp;
 
 const CID: (&str, &str) = ("x-correlation-id", "snapshot");
 

@@ -1,0 +1,8 @@
+//! The Agents app's integration tests, one binary: the routes in-process (`api`), problem bodies
+//! pinned by snapshots (`problems`), and the real executable spawned as the host spawns it
+//! (`process`).
+
+mod api;
+mod common;
+mod problems;
+mod process;
