@@ -1,9 +1,13 @@
 //! Flowgrid's storage backends, one module per aggregate per backend: SQLite (embedded, the
 //! local default) and Azure Cosmos DB, and blobs in a folder or Azure Blob Storage. Each
-//! implements the store traits of `flowgrid_domain::store`; apps see only the traits.
+//! implements the store traits of `flowgrid_domain::store`; apps see only the traits. Both
+//! document backends share one codec ([`codec`]: documents as JSON, times as milliseconds) and
+//! one way of paging ([`keyset`]).
 
 pub mod blob;
+mod codec;
 pub mod cosmos;
+mod keyset;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -1,65 +1,33 @@
-//! The jobs store on SQLite.
+//! Jobs on SQLite: table `jobs` (migration 3), the fields queries filter on in columns and the
+//! job itself in `doc`; an idempotency key is unique per tenant (a partial unique index).
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
-use serde::{Deserialize, Serialize};
 
-use super::{DbError, Result, Sqlite, is_unique_violation, new_etag};
+use super::{Result, Sqlite, current_etag, if_taken, load_doc, new_etag, newest_first};
+use crate::codec::{from_doc, to_doc};
+use crate::keyset::{self, ByCreated};
 use flowgrid_domain::Error;
+use flowgrid_domain::store::Page;
 use flowgrid_domain::store::jobs::{
     AgentRunStats, Created, IDEMPOTENCY_WINDOW_SECS, Job, JobId, JobQuery, JobStatus, JobStore,
     StaleJob,
 };
-use flowgrid_domain::store::{Page, decode_token, encode_token};
 use flowgrid_domain::{AgentId, TenantId};
 
-/// Schema of the jobs table (migration 3).
-pub(super) const MIGRATION: &str = "
-    CREATE TABLE jobs (
-        tenant_id TEXT NOT NULL,
-        id TEXT NOT NULL,
-        agent_id TEXT NOT NULL,
-        status TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        updated_ms INTEGER NOT NULL,
-        lease_ms INTEGER,
-        idem_key TEXT,
-        etag TEXT NOT NULL,
-        doc TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, id)
-    ) WITHOUT ROWID;
-    CREATE UNIQUE INDEX jobs_by_idem_key ON jobs (tenant_id, idem_key) WHERE idem_key IS NOT NULL;
-    CREATE INDEX jobs_by_status ON jobs (status, tenant_id, created_ms);
-    CREATE INDEX jobs_by_agent ON jobs (tenant_id, agent_id, created_ms DESC);
-    CREATE INDEX jobs_by_created ON jobs (tenant_id, created_ms DESC, id DESC);
-";
-
-fn to_doc(job: &Job) -> Result<String> {
-    serde_json::to_string(job).map_err(|e| Error::Internal(format!("encoding job: {e}")).into())
+/// The stored job `doc` with its row's ETag.
+fn job_from(doc: &str, etag: String) -> flowgrid_domain::Result<Job> {
+    Ok(Job {
+        etag,
+        ..from_doc("job", doc)?
+    })
 }
 
-fn from_doc(doc: &str, etag: String) -> Result<Job> {
-    let mut job: Job = serde_json::from_str(doc)
-        .map_err(|e| Error::Internal(format!("decoding stored job: {e}")))?;
-    job.etag = etag;
-    Ok(job)
-}
-
+/// The tenant's job `id`; `None` when there is none.
 fn get_job(conn: &rusqlite::Connection, tenant: &str, id: &str) -> Result<Option<Job>> {
-    conn.prepare_cached("SELECT doc, etag FROM jobs WHERE tenant_id = ?1 AND id = ?2")?
-        .query_row(params![tenant, id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })
-        .optional()?
-        .map(|(doc, etag)| from_doc(&doc, etag))
-        .transpose()
-}
-
-/// Where a listing page ended.
-#[derive(Serialize, Deserialize)]
-struct JobCursor {
-    c: i64,
-    i: String,
+    Ok(load_doc(conn, "jobs", tenant, id)?
+        .map(|(doc, etag)| job_from(&doc, etag))
+        .transpose()?)
 }
 
 #[async_trait::async_trait]
@@ -68,7 +36,7 @@ impl JobStore for Sqlite {
         let mut job = job.clone();
         job.etag = new_etag();
         self.run(move |conn| {
-            let doc = to_doc(&job)?;
+            let doc = to_doc("job", &job)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(key) = &job.idempotency_key {
                 let found: Option<(String, i64)> = tx
@@ -107,13 +75,7 @@ impl JobStore for Sqlite {
                     doc
                 ],
             )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    Error::Conflict("A job with this id already exists.".into())
-                } else {
-                    DbError::from(e).into()
-                }
-            })?;
+            .map_err(|e| if_taken(e, Error::Conflict("A job with this id already exists.".into())))?;
             tx.commit()?;
             Ok(Created::New(job))
         })
@@ -133,7 +95,7 @@ impl JobStore for Sqlite {
         job.etag = new_etag();
         let expected = expected_etag.to_owned();
         self.run(move |conn| {
-            let doc = to_doc(&job)?;
+            let doc = to_doc("job", &job)?;
             let changed = conn
                 .prepare_cached(
                     "UPDATE jobs SET status = ?3, updated_ms = ?4, lease_ms = ?5, etag = ?6, doc = ?7
@@ -152,14 +114,9 @@ impl JobStore for Sqlite {
             if changed == 1 {
                 return Ok(job);
             }
-            let exists: Option<i64> = conn
-                .query_row(
-                    "SELECT 1 FROM jobs WHERE tenant_id = ?1 AND id = ?2",
-                    params![job.tenant_id.as_str(), job.id.to_string()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Err(if exists.is_some() { Error::PreconditionFailed.into() } else { Error::NotFound.into() })
+            // Nothing changed: the job is gone (not found) or has moved on.
+            current_etag(conn, "jobs", job.tenant_id.as_str(), &job.id.to_string())?;
+            Err(Error::PreconditionFailed.into())
         })
         .await
     }
@@ -170,11 +127,7 @@ impl JobStore for Sqlite {
         query: &JobQuery,
     ) -> flowgrid_domain::Result<Page<Job>> {
         let tenant = tenant.clone();
-        let cursor: Option<JobCursor> = query
-            .continuation_token
-            .as_deref()
-            .map(decode_token)
-            .transpose()?;
+        let cursor: Option<ByCreated> = keyset::after(query.continuation_token.as_deref())?;
         let agent = query.agent_id.map(|a| a.to_string());
         let status = query.status.map(JobStatus::as_str);
         let limit = query.limit;
@@ -191,35 +144,12 @@ impl JobStore for Sqlite {
                  ORDER BY created_ms DESC, id DESC
                  LIMIT ?6",
             )?;
-            let rows = stmt
-                .query_map(
-                    params![tenant.as_str(), agent, status, c, i, i64::from(limit) + 1],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, String>(3)?,
-                        ))
-                    },
-                )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let more = rows.len() > limit as usize;
-            let mut items = Vec::new();
-            let mut last = None;
-            for (doc, etag, created, id) in rows.into_iter().take(limit as usize) {
-                items.push(from_doc(&doc, etag)?);
-                last = Some(JobCursor { c: created, i: id });
-            }
-            let continuation_token = if more {
-                last.map(|p| encode_token(&p))
-            } else {
-                None
-            };
-            Ok(Page {
-                items,
-                continuation_token,
-            })
+            newest_first(
+                &mut stmt,
+                params![tenant.as_str(), agent, status, c, i, i64::from(limit) + 1],
+                limit,
+                job_from,
+            )
         })
         .await
     }

@@ -3,21 +3,33 @@
 //! Writes run in `BEGIN IMMEDIATE` transactions (one writer at a time across processes, others
 //! wait up to the busy timeout); reads never block writers. Every table's key starts with the
 //! tenant id. Connections are pooled per process and used on Tokio's blocking threads.
+//!
+//! This module holds the pool, the migrations ([`schema`]), the error translation
+//! ([`DbError`]) and the steps every store shares (the compare step of a compare-and-swap,
+//! [`require_etag`]); each aggregate's store is a module of its own. Documents are encoded by
+//! [`crate::codec`], pages by [`crate::keyset`].
+
+mod agents;
+mod jobs;
+mod revocations;
+mod schema;
+mod sessions;
+mod signing_keys;
+mod tenants;
+mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde::{Deserialize, Serialize};
 
+use crate::keyset::{self, ByCreated};
 use flowgrid_domain::Error;
 use flowgrid_domain::health::HealthCheck;
-use flowgrid_domain::store::Condition;
-use flowgrid_domain::store::{
-    AgentQuery, AgentStore, AgentVersionSummary, Page, decode_token, encode_token,
-};
-use flowgrid_domain::{Agent, AgentId, TenantId};
+use flowgrid_domain::store::Page;
+
+pub use signing_keys::{insert_signing_key, list_signing_keys};
 
 /// An error inside a SQLite call: a domain error, or SQLite's own, translated once here
 /// (no row → not found; busy, locked, I/O → unavailable; anything else → internal).
@@ -65,38 +77,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections kept open per process.
 const POOL_SIZE: usize = 8;
 
-mod identity;
-mod jobs;
-
-pub use identity::{insert_signing_key, list_signing_keys};
-
-const MIGRATIONS: &[&str] = &[
-    // 1: agents and their version history.
-    "CREATE TABLE agents (
-        tenant_id TEXT NOT NULL,
-        id TEXT NOT NULL,
-        name_key TEXT NOT NULL,
-        status TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        etag TEXT NOT NULL,
-        doc TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, id)
-    ) WITHOUT ROWID;
-    CREATE UNIQUE INDEX agents_by_name ON agents (tenant_id, name_key);
-    CREATE INDEX agents_by_created ON agents (tenant_id, created_ms DESC, id DESC);
-    CREATE TABLE agent_versions (
-        tenant_id TEXT NOT NULL,
-        agent_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        doc TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, agent_id, version)
-    ) WITHOUT ROWID;",
-    // 2: tenants, users, sessions, refresh tokens, signing keys, revoked sessions.
-    identity::MIGRATION,
-    // 3: jobs (the Execution app).
-    jobs::MIGRATION,
-];
-
 /// A handle on the database file; cheap to clone.
 #[derive(Clone)]
 pub struct Sqlite {
@@ -111,16 +91,7 @@ struct Inner {
 impl Sqlite {
     /// Opens (creating when needed) the database at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> flowgrid_domain::Result<Sqlite> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Unavailable(format!("creating {}: {e}", dir.display())))?;
-        }
-        let db = Sqlite {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                idle: Mutex::new(Vec::new()),
-            }),
-        };
+        let db = Sqlite::at(path)?;
         db.run(migrate).await?;
         Ok(db)
     }
@@ -128,18 +99,23 @@ impl Sqlite {
     /// Opens the database like [`Sqlite::open`], on the calling thread (start-up code that has
     /// no async runtime at hand).
     pub fn open_blocking(path: &Path) -> flowgrid_domain::Result<Sqlite> {
+        let db = Sqlite::at(path)?;
+        db.run_blocking(migrate)?;
+        Ok(db)
+    }
+
+    /// A handle on `path` with an empty pool, its folder made when missing.
+    fn at(path: &Path) -> flowgrid_domain::Result<Sqlite> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Unavailable(format!("creating {}: {e}", dir.display())))?;
         }
-        let db = Sqlite {
+        Ok(Sqlite {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 idle: Mutex::new(Vec::new()),
             }),
-        };
-        db.run_blocking(migrate)?;
-        Ok(db)
+        })
     }
 
     /// Runs `f` with a pooled connection on the calling thread.
@@ -147,19 +123,7 @@ impl Sqlite {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T>,
     ) -> flowgrid_domain::Result<T> {
-        let pooled = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => connect(&self.inner.path)?,
-        };
-        let result = f(&mut conn);
-        if let Ok(mut idle) = self.inner.idle.lock()
-            && idle.len() < POOL_SIZE
-            && conn.is_autocommit()
-        {
-            idle.push(conn);
-        }
-        Ok(result?)
+        self.inner.with_connection(f)
     }
 
     /// Runs `f` with a pooled connection on a blocking thread.
@@ -169,23 +133,32 @@ impl Sqlite {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = inner.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => connect(&inner.path)?,
-            };
-            let result = f(&mut conn);
-            if let Ok(mut idle) = inner.idle.lock()
-                && idle.len() < POOL_SIZE
-                && conn.is_autocommit()
-            {
-                idle.push(conn);
-            }
-            Ok(result?)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("storage task failed: {e}")))?
+        tokio::task::spawn_blocking(move || inner.with_connection(f))
+            .await
+            .map_err(|e| Error::Internal(format!("storage task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    /// Runs `f` with an idle connection (a new one when none is idle), then returns it to the
+    /// pool unless the pool is full or `f` left a transaction open.
+    fn with_connection<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T>,
+    ) -> flowgrid_domain::Result<T> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.path)?,
+        };
+        let result = f(&mut conn);
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < POOL_SIZE
+            && conn.is_autocommit()
+        {
+            idle.push(conn);
+        }
+        Ok(result?)
     }
 }
 
@@ -200,20 +173,21 @@ fn connect(path: &Path) -> Result<Connection> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
+    let migrations = schema::MIGRATIONS;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let current = usize::try_from(current).unwrap_or(usize::MAX);
-    if current > MIGRATIONS.len() {
+    if current > migrations.len() {
         return Err(Error::Config(format!(
             "the database schema (version {current}) is newer than this build knows ({})",
-            MIGRATIONS.len()
+            migrations.len()
         ))
         .into());
     }
-    for sql in &MIGRATIONS[current..] {
+    for sql in &migrations[current..] {
         tx.execute_batch(sql)?;
     }
-    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.pragma_update(None, "user_version", migrations.len() as i64)?;
     tx.commit()?;
     Ok(())
 }
@@ -233,6 +207,20 @@ impl HealthCheck for Sqlite {
         })
         .await
     }
+}
+
+/// The document and ETag of the tenant's row `id` in `table`; `None` when there is none.
+pub(crate) fn load_doc(
+    conn: &Connection,
+    table: &'static str,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<(String, String)>> {
+    let sql = format!("SELECT doc, etag FROM {table} WHERE tenant_id = ?1 AND id = ?2");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params![tenant, id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
 }
 
 /// The ETag of the tenant's row `id` in `table`; [`Error::NotFound`] when there is none.
@@ -264,300 +252,45 @@ pub(crate) fn require_etag(
     }
 }
 
-fn new_etag() -> String {
+/// A fresh ETag for a row being written.
+pub(crate) fn new_etag() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-fn to_doc(agent: &Agent) -> Result<String> {
-    serde_json::to_string(agent).map_err(|e| Error::Internal(format!("encoding agent: {e}")).into())
+/// `taken` when `e` is a unique or primary key violation (the row or the unique value exists);
+/// otherwise `e`, translated.
+pub(crate) fn if_taken(e: rusqlite::Error, taken: Error) -> DbError {
+    let unique = matches!(&e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY);
+    if unique { taken.into() } else { e.into() }
 }
 
-fn from_doc(doc: &str, etag: String) -> Result<Agent> {
-    let mut agent: Agent = serde_json::from_str(doc)
-        .map_err(|e| Error::Internal(format!("decoding stored agent: {e}")))?;
-    agent.etag = etag;
-    Ok(agent)
-}
-
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-        || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
-}
-
-fn name_taken(e: rusqlite::Error) -> Error {
-    if is_unique_violation(&e) {
-        Error::Conflict("An agent with this name already exists.".into())
-    } else {
-        DbError::from(e).into()
-    }
-}
-
-/// Where a listing page ended: (created_ms, id) of its last agent.
-#[derive(Serialize, Deserialize)]
-struct AgentCursor {
-    c: i64,
-    i: String,
-}
-
-/// Where a version listing page ended.
-#[derive(Serialize, Deserialize)]
-struct VersionCursor {
-    v: u32,
-}
-
-fn like_pattern(text: &str) -> String {
-    let escaped: String = text
-        .to_lowercase()
-        .chars()
-        .flat_map(|c| match c {
-            '%' | '_' | '\\' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect();
-    format!("%{escaped}%")
-}
-
-#[async_trait::async_trait]
-impl AgentStore for Sqlite {
-    async fn insert(&self, agent: &Agent) -> flowgrid_domain::Result<Agent> {
-        let mut agent = agent.clone();
-        agent.etag = new_etag();
-        self.run(move |conn| {
-            let doc = to_doc(&agent)?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "INSERT INTO agents (tenant_id, id, name_key, status, created_ms, etag, doc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    agent.tenant_id.as_str(),
-                    agent.id.to_string(),
-                    agent.name_key(),
-                    agent.status.as_str(),
-                    agent.created_at.timestamp_millis(),
-                    agent.etag,
-                    doc
-                ],
-            )
-            .map_err(name_taken)?;
-            tx.execute(
-                "INSERT INTO agent_versions (tenant_id, agent_id, version, doc) VALUES (?1, ?2, ?3, ?4)",
-                params![agent.tenant_id.as_str(), agent.id.to_string(), agent.version, doc],
-            )?;
-            tx.commit()?;
-            Ok(agent)
-        })
-        .await
-    }
-
-    async fn get(&self, tenant: &TenantId, id: AgentId) -> flowgrid_domain::Result<Agent> {
-        let tenant = tenant.clone();
-        self.run(move |conn| {
-            let (doc, etag): (String, String) = conn
-                .prepare_cached("SELECT doc, etag FROM agents WHERE tenant_id = ?1 AND id = ?2")?
-                .query_row(params![tenant.as_str(), id.to_string()], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-            from_doc(&doc, etag)
-        })
-        .await
-    }
-
-    async fn list(
-        &self,
-        tenant: &TenantId,
-        query: &AgentQuery,
-    ) -> flowgrid_domain::Result<Page<Agent>> {
-        let tenant = tenant.clone();
-        let cursor: Option<AgentCursor> = query
-            .continuation_token
-            .as_deref()
-            .map(decode_token)
-            .transpose()?;
-        let status = query.status.map(|s| s.as_str());
-        let name = query.name_contains.as_deref().map(like_pattern);
-        let limit = query.limit;
-        self.run(move |conn| {
-            let (c, i) = cursor
-                .map(|c| (Some(c.c), Some(c.i)))
-                .unwrap_or((None, None));
-            let mut stmt = conn.prepare_cached(
-                "SELECT doc, etag, created_ms, id FROM agents
-                 WHERE tenant_id = ?1
-                   AND (?2 IS NULL OR status = ?2)
-                   AND (?3 IS NULL OR name_key LIKE ?3 ESCAPE '\\')
-                   AND (?4 IS NULL OR created_ms < ?4 OR (created_ms = ?4 AND id < ?5))
-                 ORDER BY created_ms DESC, id DESC
-                 LIMIT ?6",
-            )?;
-            let rows = stmt.query_map(
-                params![tenant.as_str(), status, name, c, i, i64::from(limit) + 1],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                },
-            )?;
-            let mut items = Vec::new();
-            let mut last = None;
-            for row in rows {
-                let (doc, etag, created, id) = row?;
-                if items.len() == limit as usize {
-                    return Ok(Page {
-                        items,
-                        continuation_token: last.map(|p| encode_token(&p)),
-                    });
-                }
-                items.push(from_doc(&doc, etag)?);
-                last = Some(AgentCursor { c: created, i: id });
-            }
-            Ok(Page {
-                items,
-                continuation_token: None,
-            })
-        })
-        .await
-    }
-
-    async fn replace(&self, next: &Agent, expected_etag: &str) -> flowgrid_domain::Result<Agent> {
-        let mut agent = next.clone();
-        agent.etag = new_etag();
-        let expected = expected_etag.to_owned();
-        self.run(move |conn| {
-            let doc = to_doc(&agent)?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            require_etag(&tx, "agents", agent.tenant_id.as_str(), &agent.id.to_string(), &expected)?;
-            tx.execute(
-                "UPDATE agents SET name_key = ?3, status = ?4, etag = ?5, doc = ?6 WHERE tenant_id = ?1 AND id = ?2",
-                params![
-                    agent.tenant_id.as_str(),
-                    agent.id.to_string(),
-                    agent.name_key(),
-                    agent.status.as_str(),
-                    agent.etag,
-                    doc
-                ],
-            )
-            .map_err(name_taken)?;
-            tx.execute(
-                "INSERT INTO agent_versions (tenant_id, agent_id, version, doc) VALUES (?1, ?2, ?3, ?4)",
-                params![agent.tenant_id.as_str(), agent.id.to_string(), agent.version, doc],
-            )
-            .map_err(|e| {
-                if is_unique_violation(&e) { Error::PreconditionFailed } else { DbError::from(e).into() }
-            })?;
-            tx.commit()?;
-            Ok(agent)
-        })
-        .await
-    }
-
-    async fn delete(
-        &self,
-        tenant: &TenantId,
-        id: AgentId,
-        if_match: Option<&Condition>,
-    ) -> flowgrid_domain::Result<()> {
-        let tenant = tenant.clone();
-        let if_match = if_match.cloned();
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let etag = current_etag(&tx, "agents", tenant.as_str(), &id.to_string())?;
-            if let Some(condition) = if_match
-                && !condition.matches(&etag)
-            {
-                return Err(Error::PreconditionFailed.into());
-            }
-            tx.execute(
-                "DELETE FROM agents WHERE tenant_id = ?1 AND id = ?2",
-                params![tenant.as_str(), id.to_string()],
-            )?;
-            tx.execute(
-                "DELETE FROM agent_versions WHERE tenant_id = ?1 AND agent_id = ?2",
-                params![tenant.as_str(), id.to_string()],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn versions(
-        &self,
-        tenant: &TenantId,
-        id: AgentId,
-        limit: u32,
-        continuation_token: Option<&str>,
-    ) -> flowgrid_domain::Result<Page<AgentVersionSummary>> {
-        let tenant = tenant.clone();
-        let cursor: Option<VersionCursor> = continuation_token.map(decode_token).transpose()?;
-        self.run(move |conn| {
-            // The agent must exist now: a deleted agent has no history to show.
-            conn.query_row(
-                "SELECT 1 FROM agents WHERE tenant_id = ?1 AND id = ?2",
-                params![tenant.as_str(), id.to_string()],
-                |_| Ok(()),
-            )?;
-            let mut stmt = conn.prepare_cached(
-                "SELECT doc FROM agent_versions WHERE tenant_id = ?1 AND agent_id = ?2 AND (?3 IS NULL OR version < ?3)
-                 ORDER BY version DESC LIMIT ?4",
-            )?;
-            let docs = stmt
-                .query_map(params![tenant.as_str(), id.to_string(), cursor.map(|c| c.v), i64::from(limit) + 1], |r| {
-                    r.get::<_, String>(0)
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let more = docs.len() > limit as usize;
-            let items = docs
-                .iter()
-                .take(limit as usize)
-                .map(|d| from_doc(d, String::new()).map(|a| AgentVersionSummary::from(&a)))
-                .collect::<Result<Vec<_>>>()?;
-            let continuation_token = match (more, items.last()) {
-                (true, Some(last)) => Some(encode_token(&VersionCursor { v: last.version })),
-                _ => None,
-            };
-            Ok(Page { items, continuation_token })
-        })
-        .await
-    }
-
-    async fn scheduled(&self, limit: u32) -> flowgrid_domain::Result<Vec<Agent>> {
-        self.run(move |conn| {
-            let rows = conn
-                .prepare_cached(
-                    "SELECT doc, etag FROM agents WHERE json_extract(doc, '$.schedule') IS NOT NULL
-                     AND status != 'disabled' ORDER BY tenant_id, id LIMIT ?1",
-                )?
-                .query_map(params![limit], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter()
-                .map(|(doc, etag)| from_doc(&doc, etag))
-                .collect()
-        })
-        .await
-    }
-
-    async fn version(
-        &self,
-        tenant: &TenantId,
-        id: AgentId,
-        version: u32,
-    ) -> flowgrid_domain::Result<Agent> {
-        let tenant = tenant.clone();
-        self.run(move |conn| {
-            let doc: String = conn.query_row(
-                "SELECT v.doc FROM agent_versions v JOIN agents a ON a.tenant_id = v.tenant_id AND a.id = v.agent_id
-                 WHERE v.tenant_id = ?1 AND v.agent_id = ?2 AND v.version = ?3",
-                params![tenant.as_str(), id.to_string(), version],
-                |r| r.get(0),
-            )?;
-            from_doc(&doc, String::new())
-        })
-        .await
-    }
+/// A newest-first page: `stmt` selects `doc, etag, created_ms, id` of up to `limit + 1` rows
+/// in that order; `item` makes each of the first `limit` from its document and ETag.
+pub(crate) fn newest_first<T>(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    limit: u32,
+    item: impl Fn(&str, String) -> flowgrid_domain::Result<T>,
+) -> Result<Page<T>> {
+    let rows = stmt
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(keyset::page(
+        rows,
+        limit as usize,
+        |(_, _, created, id)| ByCreated {
+            c: *created,
+            i: id.clone(),
+        },
+        |(doc, etag, _, _)| item(&doc, etag),
+    )?)
 }

@@ -1,0 +1,254 @@
+//! Agents on SQLite: table `agents` (the current agent, its name key unique per tenant) and
+//! `agent_versions` (one immutable copy per version), migration 1.
+
+use rusqlite::{TransactionBehavior, params};
+
+use super::{Sqlite, current_etag, if_taken, load_doc, new_etag, newest_first, require_etag};
+use crate::codec::{from_doc, to_doc};
+use crate::keyset::{self, ByCreated, ByVersion};
+use flowgrid_domain::Error;
+use flowgrid_domain::store::Condition;
+use flowgrid_domain::store::{AgentQuery, AgentStore, AgentVersionSummary, Page};
+use flowgrid_domain::{Agent, AgentId, TenantId};
+
+/// The stored agent `doc` with `etag` (its row's; none on versions).
+fn agent_from(doc: &str, etag: String) -> flowgrid_domain::Result<Agent> {
+    Ok(Agent {
+        etag,
+        ..from_doc("agent", doc)?
+    })
+}
+
+fn name_taken() -> Error {
+    Error::Conflict("An agent with this name already exists.".into())
+}
+
+fn like_pattern(text: &str) -> String {
+    let escaped: String = text
+        .to_lowercase()
+        .chars()
+        .flat_map(|c| match c {
+            '%' | '_' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("%{escaped}%")
+}
+
+#[async_trait::async_trait]
+impl AgentStore for Sqlite {
+    async fn insert(&self, agent: &Agent) -> flowgrid_domain::Result<Agent> {
+        let mut agent = agent.clone();
+        agent.etag = new_etag();
+        self.run(move |conn| {
+            let doc = to_doc("agent", &agent)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO agents (tenant_id, id, name_key, status, created_ms, etag, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    agent.tenant_id.as_str(),
+                    agent.id.to_string(),
+                    agent.name_key(),
+                    agent.status.as_str(),
+                    agent.created_at.timestamp_millis(),
+                    agent.etag,
+                    doc
+                ],
+            )
+            .map_err(|e| if_taken(e, name_taken()))?;
+            tx.execute(
+                "INSERT INTO agent_versions (tenant_id, agent_id, version, doc) VALUES (?1, ?2, ?3, ?4)",
+                params![agent.tenant_id.as_str(), agent.id.to_string(), agent.version, doc],
+            )?;
+            tx.commit()?;
+            Ok(agent)
+        })
+        .await
+    }
+
+    async fn get(&self, tenant: &TenantId, id: AgentId) -> flowgrid_domain::Result<Agent> {
+        let tenant = tenant.clone();
+        self.run(move |conn| {
+            let (doc, etag) = load_doc(conn, "agents", tenant.as_str(), &id.to_string())?
+                .ok_or(Error::NotFound)?;
+            Ok(agent_from(&doc, etag)?)
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        query: &AgentQuery,
+    ) -> flowgrid_domain::Result<Page<Agent>> {
+        let tenant = tenant.clone();
+        let cursor: Option<ByCreated> = keyset::after(query.continuation_token.as_deref())?;
+        let status = query.status.map(|s| s.as_str());
+        let name = query.name_contains.as_deref().map(like_pattern);
+        let limit = query.limit;
+        self.run(move |conn| {
+            let (c, i) = cursor
+                .map(|c| (Some(c.c), Some(c.i)))
+                .unwrap_or((None, None));
+            let mut stmt = conn.prepare_cached(
+                "SELECT doc, etag, created_ms, id FROM agents
+                     WHERE tenant_id = ?1
+                       AND (?2 IS NULL OR status = ?2)
+                       AND (?3 IS NULL OR name_key LIKE ?3 ESCAPE '\\')
+                       AND (?4 IS NULL OR created_ms < ?4 OR (created_ms = ?4 AND id < ?5))
+                     ORDER BY created_ms DESC, id DESC
+                     LIMIT ?6",
+            )?;
+            newest_first(
+                &mut stmt,
+                params![tenant.as_str(), status, name, c, i, i64::from(limit) + 1],
+                limit,
+                agent_from,
+            )
+        })
+        .await
+    }
+
+    async fn replace(&self, next: &Agent, expected_etag: &str) -> flowgrid_domain::Result<Agent> {
+        let mut agent = next.clone();
+        agent.etag = new_etag();
+        let expected = expected_etag.to_owned();
+        self.run(move |conn| {
+            let doc = to_doc("agent", &agent)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            require_etag(&tx, "agents", agent.tenant_id.as_str(), &agent.id.to_string(), &expected)?;
+            tx.execute(
+                "UPDATE agents SET name_key = ?3, status = ?4, etag = ?5, doc = ?6 WHERE tenant_id = ?1 AND id = ?2",
+                params![
+                    agent.tenant_id.as_str(),
+                    agent.id.to_string(),
+                    agent.name_key(),
+                    agent.status.as_str(),
+                    agent.etag,
+                    doc
+                ],
+            )
+            .map_err(|e| if_taken(e, name_taken()))?;
+            // A version that already exists means another writer got there first.
+            tx.execute(
+                "INSERT INTO agent_versions (tenant_id, agent_id, version, doc) VALUES (?1, ?2, ?3, ?4)",
+                params![agent.tenant_id.as_str(), agent.id.to_string(), agent.version, doc],
+            )
+            .map_err(|e| if_taken(e, Error::PreconditionFailed))?;
+            tx.commit()?;
+            Ok(agent)
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+        if_match: Option<&Condition>,
+    ) -> flowgrid_domain::Result<()> {
+        let tenant = tenant.clone();
+        let if_match = if_match.cloned();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let etag = current_etag(&tx, "agents", tenant.as_str(), &id.to_string())?;
+            if let Some(condition) = if_match
+                && !condition.matches(&etag)
+            {
+                return Err(Error::PreconditionFailed.into());
+            }
+            tx.execute(
+                "DELETE FROM agents WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant.as_str(), id.to_string()],
+            )?;
+            tx.execute(
+                "DELETE FROM agent_versions WHERE tenant_id = ?1 AND agent_id = ?2",
+                params![tenant.as_str(), id.to_string()],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn versions(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+        limit: u32,
+        continuation_token: Option<&str>,
+    ) -> flowgrid_domain::Result<Page<AgentVersionSummary>> {
+        let tenant = tenant.clone();
+        let cursor: Option<ByVersion> = keyset::after(continuation_token)?;
+        self.run(move |conn| {
+            // The agent must exist now: a deleted agent has no history to show.
+            conn.query_row(
+                "SELECT 1 FROM agents WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant.as_str(), id.to_string()],
+                |_| Ok(()),
+            )?;
+            let rows = conn
+                .prepare_cached(
+                    "SELECT doc, version FROM agent_versions
+                     WHERE tenant_id = ?1 AND agent_id = ?2 AND (?3 IS NULL OR version < ?3)
+                     ORDER BY version DESC LIMIT ?4",
+                )?
+                .query_map(
+                    params![
+                        tenant.as_str(),
+                        id.to_string(),
+                        cursor.map(|c| c.v),
+                        i64::from(limit) + 1
+                    ],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)),
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(keyset::page(
+                rows,
+                limit as usize,
+                |(_, version)| ByVersion { v: *version },
+                |(doc, _)| Ok(AgentVersionSummary::from(&agent_from(&doc, String::new())?)),
+            )?)
+        })
+        .await
+    }
+
+    async fn scheduled(&self, limit: u32) -> flowgrid_domain::Result<Vec<Agent>> {
+        self.run(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT doc, etag FROM agents WHERE json_extract(doc, '$.schedule') IS NOT NULL
+                     AND status != 'disabled' ORDER BY tenant_id, id LIMIT ?1",
+                )?
+                .query_map(params![limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .into_iter()
+                .map(|(doc, etag)| agent_from(&doc, etag))
+                .collect::<flowgrid_domain::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn version(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+        version: u32,
+    ) -> flowgrid_domain::Result<Agent> {
+        let tenant = tenant.clone();
+        self.run(move |conn| {
+            let doc: String = conn.query_row(
+                "SELECT v.doc FROM agent_versions v JOIN agents a ON a.tenant_id = v.tenant_id AND a.id = v.agent_id
+                 WHERE v.tenant_id = ?1 AND v.agent_id = ?2 AND v.version = ?3",
+                params![tenant.as_str(), id.to_string(), version],
+                |r| r.get(0),
+            )?;
+            Ok(agent_from(&doc, String::new())?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,96 @@
+//! The schema's history: migration `n` takes a database from `user_version` `n - 1` to `n`.
+//! Append only; a released migration never changes.
+
+/// Every migration, in order.
+pub(super) const MIGRATIONS: &[&str] = &[AGENTS, IDENTITY, JOBS];
+
+/// 1: agents and their version history.
+const AGENTS: &str = "
+    CREATE TABLE agents (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX agents_by_name ON agents (tenant_id, name_key);
+    CREATE INDEX agents_by_created ON agents (tenant_id, created_ms DESC, id DESC);
+    CREATE TABLE agent_versions (
+        tenant_id TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, agent_id, version)
+    ) WITHOUT ROWID;";
+
+/// 2: tenants, users, sessions, refresh tokens, signing keys, revoked sessions.
+const IDENTITY: &str = "
+    CREATE TABLE tenants (
+        id TEXT NOT NULL PRIMARY KEY,
+        doc TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE users (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        email_key TEXT NOT NULL,
+        etag TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX users_by_email ON users (email_key, tenant_id);
+    CREATE TABLE sessions (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        revoked_ms INTEGER,
+        PRIMARY KEY (tenant_id, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_by_user ON sessions (tenant_id, user_id);
+    CREATE TABLE refresh_tokens (
+        hash TEXT NOT NULL PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        issued_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        used_ms INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX refresh_tokens_by_session ON refresh_tokens (tenant_id, session_id);
+    CREATE TABLE signing_keys (
+        kid TEXT NOT NULL PRIMARY KEY,
+        alg TEXT NOT NULL,
+        public_jwk TEXT NOT NULL,
+        encrypted_private TEXT NOT NULL,
+        kek_id TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        retired_ms INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE revoked_sessions (
+        sid TEXT NOT NULL PRIMARY KEY,
+        until_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;";
+
+/// 3: jobs (the Execution app).
+const JOBS: &str = "
+    CREATE TABLE jobs (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        lease_ms INTEGER,
+        idem_key TEXT,
+        etag TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX jobs_by_idem_key ON jobs (tenant_id, idem_key) WHERE idem_key IS NOT NULL;
+    CREATE INDEX jobs_by_status ON jobs (status, tenant_id, created_ms);
+    CREATE INDEX jobs_by_agent ON jobs (tenant_id, agent_id, created_ms DESC);
+    CREATE INDEX jobs_by_created ON jobs (tenant_id, created_ms DESC, id DESC);
+";
