@@ -1,10 +1,12 @@
 //! The Agents routes in-process: every route, every error, tenant isolation and roles.
 
 use axum::http::StatusCode;
+use flowgrid_agents::AppState;
 use flowgrid_http::auth::Role;
+use flowgrid_testkit::{Reply, TestApp};
 use serde_json::json;
 
-use crate::common::TestApp;
+use crate::common::{create, start_app};
 
 fn agent_body(name: &str) -> serde_json::Value {
     json!({"name": name, "definition": {"instructions": "triage incidents"}})
@@ -12,8 +14,8 @@ fn agent_body(name: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn create_then_get_round_trips_with_location_and_etag() {
-    let app = TestApp::new().await;
-    let created = app.create("acme", "Triage").await;
+    let app = start_app().await;
+    let created = create(&app, "acme", "Triage").await;
     let id = created.body["id"].as_str().unwrap().to_owned();
     assert_eq!(
         created.headers["location"],
@@ -25,9 +27,7 @@ async fn create_then_get_round_trips_with_location_and_etag() {
     assert_eq!(created.body["definition"]["model"]["provider"], "offline");
 
     let token = app.token("acme", Role::Viewer);
-    let read = app
-        .send("GET", &format!("/api/agents/{id}"), &token, None)
-        .await;
+    let read = app.get(&format!("/api/agents/{id}"), &token).await;
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.etag(), created.etag());
     assert_eq!(read.body, created.body);
@@ -35,7 +35,7 @@ async fn create_then_get_round_trips_with_location_and_etag() {
 
 #[tokio::test]
 async fn server_owned_fields_are_never_taken_from_input() {
-    let app = TestApp::new().await;
+    let app = start_app().await;
     let token = app.token("acme", Role::Editor);
     for field in [
         "id",
@@ -47,11 +47,11 @@ async fn server_owned_fields_are_never_taken_from_input() {
     ] {
         let mut body = agent_body("sneaky");
         body[field] = json!("x");
-        let reply = app.send("POST", "/api/agents", &token, Some(body)).await;
+        let reply = app.post_json("/api/agents", &token, body).await;
         assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}");
         assert_eq!(reply.body["errors"][0]["field"], field);
     }
-    let list = app.send("GET", "/api/agents", &token, None).await;
+    let list = app.get("/api/agents", &token).await;
     assert_eq!(
         list.body["items"].as_array().unwrap().len(),
         0,
@@ -61,8 +61,8 @@ async fn server_owned_fields_are_never_taken_from_input() {
 
 #[tokio::test]
 async fn get_with_a_matching_if_none_match_is_not_modified() {
-    let app = TestApp::new().await;
-    let created = app.create("acme", "cached").await;
+    let app = start_app().await;
+    let created = create(&app, "acme", "cached").await;
     let uri = format!("/api/agents/{}", created.body["id"].as_str().unwrap());
     let token = app.token("acme", Role::Viewer);
     let etag = created.etag();
@@ -78,14 +78,14 @@ async fn get_with_a_matching_if_none_match_is_not_modified() {
 
 #[tokio::test]
 async fn list_is_newest_first_filtered_searchable_and_paged() {
-    let app = TestApp::new().await;
+    let app = start_app().await;
     for name in ["alpha", "beta", "gamma", "delta", "epsilon"] {
-        app.create("acme", name).await;
+        create(&app, "acme", name).await;
     }
     let token = app.token("acme", Role::Viewer);
-    let first = app.send("GET", "/api/agents?limit=2", &token, None).await;
+    let first = app.get("/api/agents?limit=2", &token).await;
     assert_eq!(first.status, StatusCode::OK);
-    let names = |r: &crate::common::Reply| {
+    let names = |r: &Reply| {
         r.body["items"]
             .as_array()
             .unwrap()
@@ -96,18 +96,16 @@ async fn list_is_newest_first_filtered_searchable_and_paged() {
     assert_eq!(names(&first), ["epsilon", "delta"]);
     let token_param = first.body["continuationToken"].as_str().unwrap().to_owned();
     let second = app
-        .send(
-            "GET",
+        .get(
             &format!("/api/agents?limit=2&continuationToken={token_param}"),
             &token,
-            None,
         )
         .await;
     assert_eq!(names(&second), ["gamma", "beta"]);
-    let searched = app.send("GET", "/api/agents?q=ALP", &token, None).await;
+    let searched = app.get("/api/agents?q=ALP", &token).await;
     assert_eq!(names(&searched), ["alpha"]);
     let drafts = app
-        .send("GET", "/api/agents?status=draft&limit=100000", &token, None)
+        .get("/api/agents?status=draft&limit=100000", &token)
         .await;
     assert_eq!(
         drafts.status,
@@ -115,17 +113,15 @@ async fn list_is_newest_first_filtered_searchable_and_paged() {
         "an oversized limit is clamped, not refused"
     );
     assert_eq!(names(&drafts).len(), 5);
-    let active = app
-        .send("GET", "/api/agents?status=active", &token, None)
-        .await;
+    let active = app.get("/api/agents?status=active", &token).await;
     assert_eq!(names(&active).len(), 0);
     assert!(active.body["continuationToken"].is_null());
 }
 
 #[tokio::test]
 async fn put_replaces_bumps_the_version_and_keeps_the_previous_one() {
-    let app = TestApp::new().await;
-    let created = app.create("acme", "v").await;
+    let app = start_app().await;
+    let created = create(&app, "acme", "v").await;
     let id = created.body["id"].as_str().unwrap().to_owned();
     let token = app.token("acme", Role::Editor);
     let mut body = agent_body("v-renamed");
@@ -145,7 +141,7 @@ async fn put_replaces_bumps_the_version_and_keeps_the_previous_one() {
     assert_eq!(replaced.body["name"], "v-renamed");
     assert_ne!(replaced.etag(), created.etag());
     let v1 = app
-        .send("GET", &format!("/api/agents/{id}/versions/1"), &token, None)
+        .get(&format!("/api/agents/{id}/versions/1"), &token)
         .await;
     assert_eq!(v1.status, StatusCode::OK);
     assert_eq!(v1.body["name"], "v");
@@ -154,8 +150,8 @@ async fn put_replaces_bumps_the_version_and_keeps_the_previous_one() {
 
 #[tokio::test]
 async fn put_with_a_stale_if_match_is_refused_and_changes_nothing() {
-    let app = TestApp::new().await;
-    let created = app.create("acme", "stale").await;
+    let app = start_app().await;
+    let created = create(&app, "acme", "stale").await;
     let uri = format!("/api/agents/{}", created.body["id"].as_str().unwrap());
     let token = app.token("acme", Role::Editor);
     let etag = created.etag();
@@ -183,15 +179,15 @@ async fn put_with_a_stale_if_match_is_refused_and_changes_nothing() {
         stale.body["type"],
         "urn:flowgrid:problem:precondition-failed"
     );
-    let now = app.send("GET", &uri, &token, None).await;
+    let now = app.get(&uri, &token).await;
     assert_eq!(now.body["name"], "fresh");
     assert_eq!(now.body["version"], 2);
 }
 
 #[tokio::test]
 async fn delete_honours_if_match_and_then_the_agent_is_gone() {
-    let app = TestApp::new().await;
-    let created = app.create("acme", "doomed").await;
+    let app = start_app().await;
+    let created = create(&app, "acme", "doomed").await;
     let uri = format!("/api/agents/{}", created.body["id"].as_str().unwrap());
     let admin = app.token("acme", Role::Admin);
     let stale = app
@@ -203,35 +199,24 @@ async fn delete_honours_if_match_and_then_the_agent_is_gone() {
         .send_with("DELETE", &uri, &admin, None, &[("if-match", &etag)])
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        app.send("GET", &uri, &admin, None).await.status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.send("DELETE", &uri, &admin, None).await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.get(&uri, &admin).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.delete(&uri, &admin).await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn versions_are_listed_and_restore_makes_a_new_version_equal_to_the_old_one() {
-    let app = TestApp::new().await;
-    let created = app.create("acme", "original").await;
+    let app = start_app().await;
+    let created = create(&app, "acme", "original").await;
     let id = created.body["id"].as_str().unwrap().to_owned();
     let editor = app.token("acme", Role::Editor);
     let admin = app.token("acme", Role::Admin);
     let put = app
-        .send(
-            "PUT",
-            &format!("/api/agents/{id}"),
-            &editor,
-            Some(agent_body("changed")),
-        )
+        .put_json(&format!("/api/agents/{id}"), &editor, agent_body("changed"))
         .await;
     assert_eq!(put.status, StatusCode::OK);
 
     let versions = app
-        .send("GET", &format!("/api/agents/{id}/versions"), &editor, None)
+        .get(&format!("/api/agents/{id}/versions"), &editor)
         .await;
     assert_eq!(versions.status, StatusCode::OK);
     let numbers: Vec<u64> = versions.body["items"]
@@ -264,24 +249,19 @@ async fn versions_are_listed_and_restore_makes_a_new_version_equal_to_the_old_on
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     let bad = app
-        .send(
-            "GET",
-            &format!("/api/agents/{id}/versions/zero"),
-            &admin,
-            None,
-        )
+        .get(&format!("/api/agents/{id}/versions/zero"), &admin)
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn status_reports_versions_and_real_run_figures_from_the_jobs_store() {
-    let app = TestApp::new().await;
-    let created = app.create("acme", "s").await;
+    let app = start_app().await;
+    let created = create(&app, "acme", "s").await;
     let id = created.body["id"].as_str().unwrap().to_owned();
     let token = app.token("acme", Role::Viewer);
     let uri = format!("/api/agents/{id}/status");
-    let status = app.send("GET", &uri, &token, None).await;
+    let status = app.get(&uri, &token).await;
     assert_eq!(status.status, StatusCode::OK);
     assert_eq!(status.body["status"], "draft");
     assert_eq!(status.body["version"], 1);
@@ -294,19 +274,17 @@ async fn status_reports_versions_and_real_run_figures_from_the_jobs_store() {
     for (i, outcome) in ["succeeded", "failed", "running"].into_iter().enumerate() {
         record_job(&app, "acme", &id, i, outcome).await;
     }
-    let status = app.send("GET", &uri, &token, None).await;
+    let status = app.get(&uri, &token).await;
     assert_eq!(status.body["runsLast24h"], 3);
     assert_eq!(status.body["successRate"], 0.5);
     assert_eq!(status.body["runningCount"], 1);
     assert!(status.body["lastRunAt"].is_string());
     // Another tenant's runs never count.
-    let other = app.create("globex", "s").await;
+    let other = create(&app, "globex", "s").await;
     let other_status = app
-        .send(
-            "GET",
+        .get(
             &format!("/api/agents/{}/status", other.body["id"].as_str().unwrap()),
             &app.token("globex", Role::Viewer),
-            None,
         )
         .await;
     assert_eq!(other_status.body["runsLast24h"], 0);
@@ -314,8 +292,8 @@ async fn status_reports_versions_and_real_run_figures_from_the_jobs_store() {
 
 #[tokio::test]
 async fn another_tenants_agent_is_not_found_on_every_route_and_nothing_changes() {
-    let app = TestApp::new().await;
-    let created = app.create("acme", "private").await;
+    let app = start_app().await;
+    let created = create(&app, "acme", "private").await;
     let id = created.body["id"].as_str().unwrap().to_owned();
     let intruder = app.token("globex", Role::Owner);
     let routes: [(&str, String, Option<serde_json::Value>); 7] = [
@@ -343,12 +321,10 @@ async fn another_tenants_agent_is_not_found_on_every_route_and_nothing_changes()
             "another tenant's id looks like a missing one"
         );
     }
-    let list = app.send("GET", "/api/agents", &intruder, None).await;
+    let list = app.get("/api/agents", &intruder).await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 0);
     let owner = app.token("acme", Role::Viewer);
-    let after = app
-        .send("GET", &format!("/api/agents/{id}"), &owner, None)
-        .await;
+    let after = app.get(&format!("/api/agents/{id}"), &owner).await;
     assert_eq!(after.body, created.body, "nothing changed");
 }
 
@@ -358,31 +334,26 @@ fn uuid_like() -> String {
 
 #[tokio::test]
 async fn roles_gate_reads_writes_deletes_and_restores() {
-    let app = TestApp::new().await;
-    let created = app.create("acme", "gated").await;
+    let app = start_app().await;
+    let created = create(&app, "acme", "gated").await;
     let id = created.body["id"].as_str().unwrap().to_owned();
     let viewer = app.token("acme", Role::Viewer);
     let editor = app.token("acme", Role::Editor);
     let owner = app.token("acme", Role::Owner);
     assert_eq!(
-        app.send("POST", "/api/agents", &viewer, Some(agent_body("x")))
+        app.post_json("/api/agents", &viewer, agent_body("x"))
             .await
             .status,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        app.send(
-            "PUT",
-            &format!("/api/agents/{id}"),
-            &viewer,
-            Some(agent_body("x"))
-        )
-        .await
-        .status,
+        app.put_json(&format!("/api/agents/{id}"), &viewer, agent_body("x"))
+            .await
+            .status,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        app.send("DELETE", &format!("/api/agents/{id}"), &editor, None)
+        app.delete(&format!("/api/agents/{id}"), &editor)
             .await
             .status,
         StatusCode::FORBIDDEN
@@ -399,13 +370,11 @@ async fn roles_gate_reads_writes_deletes_and_restores() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        app.send("GET", &format!("/api/agents/{id}"), &viewer, None)
-            .await
-            .status,
+        app.get(&format!("/api/agents/{id}"), &viewer).await.status,
         StatusCode::OK
     );
     assert_eq!(
-        app.send("DELETE", &format!("/api/agents/{id}"), &owner, None)
+        app.delete(&format!("/api/agents/{id}"), &owner)
             .await
             .status,
         StatusCode::NO_CONTENT
@@ -414,7 +383,7 @@ async fn roles_gate_reads_writes_deletes_and_restores() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_problem_and_creates_nothing() {
-    let app = TestApp::new().await;
+    let app = start_app().await;
     let token = app.token("acme", Role::Editor);
     let post = |body: &'static str, content_type: &'static str| {
         let request = axum::http::Request::builder()
@@ -424,7 +393,7 @@ async fn bad_input_gets_a_clear_problem_and_creates_nothing() {
             .header("content-type", content_type)
             .body(axum::body::Body::from(body))
             .unwrap();
-        app.raw(request)
+        app.request(request)
     };
     let malformed = post("{\"name\": ", "application/json").await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
@@ -446,24 +415,16 @@ async fn bad_input_gets_a_clear_problem_and_creates_nothing() {
     let not_json = post("name=x", "application/x-www-form-urlencoded").await;
     assert_eq!(not_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let bad_cron = app
-        .send(
-            "POST",
+        .post_json(
             "/api/agents",
             &token,
-            Some(
-                json!({"name": "c", "schedule": "every day", "definition": {"instructions": "x"}}),
-            ),
+            json!({"name": "c", "schedule": "every day", "definition": {"instructions": "x"}}),
         )
         .await;
     assert_eq!(bad_cron.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(bad_cron.body["errors"][0]["field"], "schedule");
     let long_name = app
-        .send(
-            "POST",
-            "/api/agents",
-            &token,
-            Some(agent_body(&"n".repeat(101))),
-        )
+        .post_json("/api/agents", &token, agent_body(&"n".repeat(101)))
         .await;
     assert_eq!(long_name.status, StatusCode::UNPROCESSABLE_ENTITY);
 
@@ -478,7 +439,7 @@ async fn bad_input_gets_a_clear_problem_and_creates_nothing() {
         .header("content-type", "application/json")
         .body(axum::body::Body::from(huge))
         .unwrap();
-    let too_large = app.raw(request).await;
+    let too_large = app.request(request).await;
     assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
 
     for reply in [
@@ -491,7 +452,7 @@ async fn bad_input_gets_a_clear_problem_and_creates_nothing() {
     ] {
         assert_eq!(reply.headers["content-type"], "application/problem+json");
     }
-    let list = app.send("GET", "/api/agents", &token, None).await;
+    let list = app.get("/api/agents", &token).await;
     assert_eq!(
         list.body["items"].as_array().unwrap().len(),
         0,
@@ -501,18 +462,17 @@ async fn bad_input_gets_a_clear_problem_and_creates_nothing() {
 
 #[tokio::test]
 async fn an_input_schema_that_does_not_compile_is_refused_at_save() {
-    let app = TestApp::new().await;
+    let app = start_app().await;
     let token = app.token("acme", Role::Editor);
     let with_schema = |name: &str, schema: serde_json::Value| json!({"name": name, "definition": {"instructions": "x", "inputSchema": schema}});
     let bad_type = app
-        .send(
-            "POST",
+        .post_json(
             "/api/agents",
             &token,
-            Some(with_schema(
+            with_schema(
                 "t",
                 json!({"type": "object", "properties": {"n": {"type": "integr"}}}),
-            )),
+            ),
         )
         .await;
     assert_eq!(bad_type.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -542,12 +502,7 @@ async fn an_input_schema_that_does_not_compile_is_refused_at_save() {
         ("lookahead", json!({"pattern": "^(?=a)"})),
     ] {
         let reply = app
-            .send(
-                "POST",
-                "/api/agents",
-                &token,
-                Some(with_schema(name, schema)),
-            )
+            .post_json("/api/agents", &token, with_schema(name, schema))
             .await;
         assert_eq!(
             reply.status,
@@ -569,7 +524,7 @@ async fn an_input_schema_that_does_not_compile_is_refused_at_save() {
         "the remote $ref was not fetched"
     );
     // Replacing an agent checks it the same way, and a valid 2020-12 schema is accepted.
-    let created = app.create("acme", "kept").await;
+    let created = create(&app, "acme", "kept").await;
     let uri = format!("/api/agents/{}", created.body["id"].as_str().unwrap());
     let etag = created.etag();
     let put = app
@@ -587,31 +542,30 @@ async fn an_input_schema_that_does_not_compile_is_refused_at_save() {
         "definition.inputSchema.required"
     );
     let good = app
-        .send(
-            "POST",
+        .post_json(
             "/api/agents",
             &token,
-            Some(with_schema(
+            with_schema(
                 "good",
                 json!({"$defs": {"id": {"type": "string", "pattern": "^[a-z]+$"}},
                     "type": "object", "properties": {"id": {"$ref": "#/$defs/id"}}}),
-            )),
+            ),
         )
         .await;
     assert_eq!(good.status, StatusCode::CREATED, "{:?}", good.body);
-    let list = app.send("GET", "/api/agents", &token, None).await;
+    let list = app.get("/api/agents", &token).await;
     assert_eq!(
         list.body["items"].as_array().unwrap().len(),
         2,
         "only the valid agents were stored"
     );
-    let kept = app.send("GET", &uri, &token, None).await;
+    let kept = app.get(&uri, &token).await;
     assert_eq!(kept.body["version"], 1, "the refused PUT changed nothing");
 }
 
 #[tokio::test]
 async fn bad_ids_filters_and_tokens_in_the_query_are_bad_requests() {
-    let app = TestApp::new().await;
+    let app = start_app().await;
     let token = app.token("acme", Role::Viewer);
     for uri in [
         "/api/agents/not-a-uuid",
@@ -620,7 +574,7 @@ async fn bad_ids_filters_and_tokens_in_the_query_are_bad_requests() {
         "/api/agents?limit=lots",
         "/api/agents?continuationToken=forged",
     ] {
-        let reply = app.send("GET", uri, &token, None).await;
+        let reply = app.get(uri, &token).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{uri}");
         assert_eq!(reply.headers["content-type"], "application/problem+json");
     }
@@ -628,22 +582,22 @@ async fn bad_ids_filters_and_tokens_in_the_query_are_bad_requests() {
 
 #[tokio::test]
 async fn duplicate_names_conflict_within_a_tenant_only() {
-    let app = TestApp::new().await;
-    app.create("acme", "Same").await;
+    let app = start_app().await;
+    create(&app, "acme", "Same").await;
     let token = app.token("acme", Role::Editor);
     let dup = app
-        .send("POST", "/api/agents", &token, Some(agent_body("same")))
+        .post_json("/api/agents", &token, agent_body("same"))
         .await;
     assert_eq!(dup.status, StatusCode::CONFLICT);
-    app.create("globex", "same").await;
+    create(&app, "globex", "same").await;
 }
 
 #[tokio::test]
 async fn requests_without_a_valid_token_are_unauthorized() {
-    let app = TestApp::new().await;
+    let app = start_app().await;
     let foreign = flowgrid_testkit::DataDir::new().token("acme", Role::Owner);
     for token in ["", "garbage", foreign.as_str()] {
-        let reply = app.send("GET", "/api/agents", token, None).await;
+        let reply = app.get("/api/agents", token).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{token}");
         assert!(
             reply.headers["www-authenticate"]
@@ -670,9 +624,9 @@ async fn requests_without_a_valid_token_are_unauthorized() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problems() {
-    let app = TestApp::new().await;
+    let app = start_app().await;
     let token = app.token("acme", Role::Viewer);
-    let unknown = app.send("GET", "/api/nothing-here", &token, None).await;
+    let unknown = app.get("/api/nothing-here", &token).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.headers["content-type"], "application/problem+json");
     let method = app.send("PATCH", "/api/agents", &token, None).await;
@@ -682,7 +636,7 @@ async fn unknown_routes_and_methods_are_problems() {
 
 #[tokio::test]
 async fn the_correlation_id_is_echoed_or_generated_and_lands_in_problems() {
-    let app = TestApp::new().await;
+    let app = start_app().await;
     let given = app
         .send_with(
             "GET",
@@ -694,7 +648,7 @@ async fn the_correlation_id_is_echoed_or_generated_and_lands_in_problems() {
         .await;
     assert_eq!(given.headers["x-correlation-id"], "req-42");
     assert_eq!(given.body["correlationId"], "req-42");
-    let generated = app.send("GET", "/api/health/agents/live", "", None).await;
+    let generated = app.get("/api/health/agents/live", "").await;
     let id = generated.headers["x-correlation-id"].to_str().unwrap();
     assert_eq!(id.len(), 36, "a generated UUID: {id}");
     assert!(generated.headers.contains_key("traceparent"));
@@ -702,28 +656,24 @@ async fn the_correlation_id_is_echoed_or_generated_and_lands_in_problems() {
 
 #[tokio::test]
 async fn health_routes_answer_without_a_token() {
-    let app = TestApp::new().await;
+    let app = start_app().await;
     for uri in [
         "/",
         "/api/health/agents/live",
         "/api/health/agents/ready",
         "/api/health/agents",
     ] {
-        assert_eq!(
-            app.send("GET", uri, "", None).await.status,
-            StatusCode::OK,
-            "{uri}"
-        );
+        assert_eq!(app.get(uri, "").await.status, StatusCode::OK, "{uri}");
     }
-    let deep = app.send("GET", "/api/health/agents", "", None).await;
+    let deep = app.get("/api/health/agents", "").await;
     assert_eq!(deep.body["checks"]["storage"]["status"], "ok");
 }
 
 /// Stores a job of agent `id` in `outcome` status, as the Execution app would have.
-async fn record_job(app: &TestApp, tenant: &str, id: &str, i: usize, outcome: &str) {
+async fn record_job(app: &TestApp<AppState>, tenant: &str, id: &str, i: usize, outcome: &str) {
     use flowgrid_domain::store::jobs::{Created, Job, JobId, JobStatus, JobStore};
     use flowgrid_domain::{AgentId, TenantId};
-    let db = flowgrid_storage::sqlite::Sqlite::open(&app.dir.path().join("flowgrid.db"))
+    let db = flowgrid_storage::sqlite::Sqlite::open(&app.dir().path().join("flowgrid.db"))
         .await
         .expect("test setup");
     let tenant = TenantId::parse(tenant).expect("test setup");

@@ -3,16 +3,16 @@
 use flowgrid_http::auth::Role;
 use serde_json::json;
 
-use crate::common::TestApp;
+use crate::common::{create, start_app};
 
 const CID: (&str, &str) = ("x-correlation-id", "snapshot");
 
 #[tokio::test]
 async fn problem_bodies_keep_their_shape() {
-    let app = TestApp::new().await;
+    let app = start_app().await;
     let viewer = app.token("acme", Role::Viewer);
     let editor = app.token("acme", Role::Editor);
-    let created = app.create("acme", "taken").await;
+    let created = create(&app, "acme", "taken").await;
     let id = created.body["id"].as_str().unwrap().to_owned();
     assert!(created.etag().len() > 2, "a created agent has an ETag");
 
