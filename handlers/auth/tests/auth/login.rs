@@ -1,13 +1,13 @@
 //! Login: passwords, identical failures, throttling, and what never leaks.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::{PASSWORD, TestApp, access, send};
 use flowgrid_auth::throttle::Policy;
 use serde_json::json;
+
+use crate::common;
+use crate::common::{PASSWORD, TestApp, access, send};
 
 #[tokio::test]
 async fn the_owner_logs_in_with_the_one_time_password_and_gets_both_tokens() {

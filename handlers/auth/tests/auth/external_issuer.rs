@@ -1,8 +1,6 @@
 //! External OpenID Connect issuers: discovery and JWKS from a local test server, fetched once at
 //! start-up, refreshed on an unknown kid at most once a minute, never otherwise on the request path.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,10 +11,12 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::eventually;
 use flowgrid_http::auth::{Role, TokenVerifier};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+
+use crate::common;
+use crate::common::eventually;
 
 const AUDIENCE: &str = "api://flowgrid";
 

@@ -1,11 +1,6 @@
 //! Shared by the in-process tests: the Auth app and the Agents app on one fresh data folder,
 //! a tenant with users, and request helpers.
 
-#![expect(
-    dead_code,
-    reason = "each test file uses a different part of the helpers"
-)]
-
 use std::time::Duration;
 
 use axum::Router;

@@ -1,8 +1,6 @@
 //! Token rules (RFC 8725): what the shared verifier refuses, key rotation, discovery and JWKS,
 //! and development tokens from the data folder.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,11 +9,13 @@ use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestApp, access};
 use flowgrid_http::auth::{Role, TokenVerifier};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+
+use crate::common;
+use crate::common::{TestApp, access};
 
 const ISS: &str = "https://issuer.test/api/auth";
 const AUD: &str = "flowgrid";

@@ -1,12 +1,12 @@
 //! Refresh-token rotation, reuse detection, logout, and revocation as every app sees it.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::{TestApp, access, eventually, refresh_token};
 use serde_json::{Value, json};
+
+use crate::common;
+use crate::common::{TestApp, access, eventually, refresh_token};
 
 async fn refresh(app: &TestApp, token: &str) -> common::Reply {
     app.send(

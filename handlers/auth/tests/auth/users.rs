@@ -1,10 +1,10 @@
 //! User management: admin-only routes, tenant isolation, role rules, invitations and resets.
 
-mod common;
-
 use axum::http::StatusCode;
-use common::{PASSWORD, TestApp, access};
 use serde_json::json;
+
+use crate::common;
+use crate::common::{PASSWORD, TestApp, access};
 
 #[tokio::test]
 async fn admin_routes_are_refused_to_editors_and_viewers() {
