@@ -501,6 +501,31 @@ impl Agent {
         }
     }
 
+    /// The `agent-compiled` transition: `version`, one of the agent's versions, is compiled and
+    /// is what runs use; the agent moves to its next version (a draft becomes `compiled`).
+    /// `Ok(false)`, changing nothing, when that version is already the compiled one; a version
+    /// the agent never had is a [`Error::BadRequest`].
+    pub fn mark_compiled(&mut self, version: u32, now: DateTime<Utc>) -> Result<bool> {
+        if version == 0 || version > self.version {
+            return Err(Error::BadRequest(format!(
+                "version {version} of the agent does not exist"
+            )));
+        }
+        if self.compiled_version == Some(version) {
+            return Ok(false);
+        }
+        let status = match self.status {
+            AgentStatus::Draft => AgentStatus::Compiled,
+            s => s,
+        };
+        *self = Agent {
+            compiled_version: Some(version),
+            status,
+            ..self.next_version("design:compile", now)
+        };
+        Ok(true)
+    }
+
     fn next_version(&self, by: &str, now: DateTime<Utc>) -> Agent {
         Agent {
             version: self.version + 1,
@@ -588,6 +613,37 @@ mod tests {
             };
             assert_eq!(errors[0].field, field, "{schema}");
         }
+    }
+
+    #[test]
+    fn marking_a_version_compiled_makes_one_new_version_and_a_repeat_changes_nothing() {
+        let mut agent = Agent::create(
+            TenantId::parse("t").unwrap(),
+            input(serde_json::json!({"name": "a", "definition": {"instructions": "x"}})).unwrap(),
+            "u1",
+            Utc::now(),
+        );
+        for bad in [0, 2] {
+            assert!(matches!(
+                agent.mark_compiled(bad, Utc::now()),
+                Err(Error::BadRequest(_))
+            ));
+        }
+        assert!(agent.mark_compiled(1, Utc::now()).unwrap());
+        assert_eq!((agent.version, agent.compiled_version), (2, Some(1)));
+        assert_eq!(
+            (agent.status, agent.updated_by.as_str()),
+            (AgentStatus::Compiled, "design:compile")
+        );
+        let before = agent.clone();
+        assert!(!agent.mark_compiled(1, Utc::now()).unwrap());
+        assert_eq!(agent, before);
+        agent.status = AgentStatus::Disabled;
+        assert!(agent.mark_compiled(2, Utc::now()).unwrap());
+        assert_eq!(
+            (agent.status, agent.compiled_version),
+            (AgentStatus::Disabled, Some(2))
+        );
     }
 
     #[test]

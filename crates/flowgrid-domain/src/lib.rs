@@ -15,6 +15,7 @@ pub mod events;
 pub mod health;
 mod identity;
 mod ids;
+pub mod job;
 pub mod plan;
 mod role;
 mod schedule;

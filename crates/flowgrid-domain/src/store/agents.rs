@@ -3,7 +3,7 @@
 use chrono::Utc;
 
 use super::Page;
-use crate::store::Condition;
+use crate::store::{Condition, Versioned, update_with_retry};
 use crate::{Agent, AgentId, AgentStatus, TenantId};
 use crate::{Error, Result};
 
@@ -97,6 +97,12 @@ pub trait AgentStore: Send + Sync {
     }
 }
 
+impl Versioned for Agent {
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+}
+
 /// Read-modify-write of one agent with optimistic concurrency: reads it, checks `if_match`,
 /// computes the next version with `change`, and writes it conditioned on the ETag it read.
 /// Without `if_match` a concurrent writer is retried a few times; with it, a mismatch is a 412.
@@ -111,20 +117,52 @@ where
     F: FnMut(&Agent) -> Result<Agent> + Send,
 {
     const ATTEMPTS: usize = 5;
-    for _ in 0..ATTEMPTS {
-        let current = store.get(tenant, id).await?;
-        if let Some(condition) = if_match
-            && !condition.matches(&current.etag)
-        {
-            return Err(Error::PreconditionFailed);
-        }
-        let next = change(&current)?;
-        match store.replace(&next, &current.etag).await {
-            Err(Error::PreconditionFailed) if if_match.is_none() => continue,
-            other => return other,
-        }
+    let result = update_with_retry(
+        if if_match.is_some() { 1 } else { ATTEMPTS },
+        || store.get(tenant, id),
+        |current| {
+            if let Some(condition) = if_match
+                && !condition.matches(&current.etag)
+            {
+                return Err(Error::PreconditionFailed);
+            }
+            change(current).map(Some)
+        },
+        |next, etag| async move { store.replace(&next, &etag).await },
+    )
+    .await;
+    match result {
+        Err(Error::PreconditionFailed) if if_match.is_none() => Err(Error::Conflict(
+            "The agent is being changed by others; try again.".into(),
+        )),
+        other => other,
     }
-    Err(Error::Conflict(
-        "The agent is being changed by others; try again.".into(),
-    ))
+}
+
+/// The `agent-compiled` fact recorded on the agent: `version` is the version its runs use
+/// ([`Agent::mark_compiled`], one new version of the agent; nothing when it is already marked).
+/// [`Error::NotFound`] for no such agent, [`Error::BadRequest`] for a version it never had.
+pub async fn record_compiled(
+    agents: &dyn AgentStore,
+    tenant: &TenantId,
+    id: AgentId,
+    version: u32,
+) -> Result<Agent> {
+    let now = Utc::now();
+    update_with_retry(
+        5,
+        || agents.get(tenant, id),
+        |current| {
+            let mut next = current.clone();
+            Ok(next.mark_compiled(version, now)?.then_some(next))
+        },
+        |next, etag| async move { agents.replace(&next, &etag).await },
+    )
+    .await
+    .map_err(|e| match e {
+        Error::PreconditionFailed => {
+            Error::Conflict("The agent is being changed by others; try again.".into())
+        }
+        other => other,
+    })
 }
