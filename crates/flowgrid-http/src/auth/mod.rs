@@ -13,6 +13,8 @@
 mod caller;
 mod devkey;
 pub mod keyring;
+mod keys;
+mod lazy;
 mod oidc;
 mod revocation;
 mod verified;
@@ -21,9 +23,8 @@ mod verify;
 pub use caller::Caller;
 pub use devkey::{DevKey, TokenRequest};
 pub use flowgrid_domain::Role;
-pub use verify::{
-    AccessClaims, OIDC_REFRESH_INTERVAL, STORED_KEYS_REFRESH_INTERVAL, TokenVerifier,
-};
+pub use keys::{OIDC_REFRESH_INTERVAL, STORED_KEYS_REFRESH_INTERVAL};
+pub use verify::{AccessClaims, TokenVerifier};
 
 /// The JOSE `typ` of Flowgrid access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";

@@ -2,16 +2,21 @@
 //! external OpenID Connect issuers, and the session revocation denylist.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::keys::{
+    KeyCache, KeySource, OIDC_REFRESH_INTERVAL, STORED_KEYS_REFRESH_INTERVAL, TrustedKey,
+    checked_key_map, key_map, static_keys,
+};
+use super::lazy::LazyStores;
 use super::oidc::OidcSource;
 use super::revocation::RevocationCache;
 use super::{ACCESS_TOKEN_TYPE, Caller, LEEWAY_SECS, Role};
@@ -59,105 +64,6 @@ impl AccessClaims {
             role,
             session_id: self.sid,
         })
-    }
-}
-
-struct TrustedKey {
-    algorithm: Algorithm,
-    key: DecodingKey,
-}
-
-type KeyMap = HashMap<String, Arc<TrustedKey>>;
-
-/// Where a key set comes from and how often it may be fetched again on an unknown `kid`.
-enum KeySource {
-    /// Fixed keys (`FLOWGRID_JWT_JWKS`, tests).
-    Static,
-    /// The built-in issuer's keys in storage.
-    Store(Arc<dyn SigningKeyStore>),
-    /// An external issuer's JWKS, found through its discovery document.
-    Oidc(OidcSource),
-}
-
-/// A key set with its refresh policy.
-struct KeyCache {
-    keys: RwLock<Arc<KeyMap>>,
-    source: KeySource,
-    /// Least time between two fetches.
-    min_interval: Duration,
-    last_fetch: Mutex<Option<Instant>>,
-    /// One fetch at a time.
-    fetching: tokio::sync::Mutex<()>,
-    /// Bumped each time the keys are replaced, so a caller that waited for someone else's fetch
-    /// (the start-up prefetch, say) uses its result instead of being refused by the interval.
-    generation: std::sync::atomic::AtomicU64,
-}
-
-/// How often an unknown `kid` may make a handler re-read the built-in issuer's stored keys.
-pub const STORED_KEYS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-/// How often an unknown `kid` may make a handler re-fetch an external issuer's JWKS.
-pub const OIDC_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
-
-impl KeyCache {
-    fn new(keys: KeyMap, source: KeySource, min_interval: Duration) -> Self {
-        KeyCache {
-            keys: RwLock::new(Arc::new(keys)),
-            source,
-            min_interval,
-            last_fetch: Mutex::new(None),
-            fetching: tokio::sync::Mutex::new(()),
-            generation: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    fn get(&self, kid: &str) -> Option<Arc<TrustedKey>> {
-        self.keys
-            .read()
-            .ok()
-            .and_then(|keys| keys.get(kid).cloned())
-    }
-
-    fn len(&self) -> usize {
-        self.keys.read().map(|k| k.len()).unwrap_or(0)
-    }
-
-    /// Whether a fetch is allowed now (and claims the slot if so).
-    fn claim_fetch(&self) -> bool {
-        let Ok(mut last) = self.last_fetch.lock() else {
-            return false;
-        };
-        match *last {
-            Some(at) if at.elapsed() < self.min_interval => false,
-            _ => {
-                *last = Some(Instant::now());
-                true
-            }
-        }
-    }
-
-    /// Fetches the key set again if the refresh policy allows it; true when it was fetched.
-    async fn refresh(&self, now: chrono::DateTime<chrono::Utc>) -> Result<bool> {
-        use std::sync::atomic::Ordering;
-        let seen = self.generation.load(Ordering::SeqCst);
-        let _one = self.fetching.lock().await;
-        if self.generation.load(Ordering::SeqCst) != seen {
-            return Ok(true);
-        }
-        if !self.claim_fetch() {
-            return Ok(false);
-        }
-        let jwks = match &self.source {
-            KeySource::Static => return Ok(false),
-            KeySource::Store(store) => super::keyring::published_jwks(&store.list().await?, now),
-            KeySource::Oidc(source) => source.fetch_jwks().await?,
-        };
-        let keys = key_map(&jwks, matches!(self.source, KeySource::Oidc(_)));
-        if let Ok(mut slot) = self.keys.write() {
-            *slot = Arc::new(keys);
-        }
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(true)
     }
 }
 
@@ -538,140 +444,4 @@ fn external_claims(
         nbf: number("nbf").unwrap_or(0),
         exp: number("exp").unwrap_or(0),
     })
-}
-
-fn static_keys(doc: &str) -> Result<KeyCache> {
-    let jwks = serde_json::from_str::<JwkSet>(doc).map_err(|e| {
-        flowgrid_domain::config::setting_error(
-            "FLOWGRID_JWT_JWKS",
-            &format!("not a JWKS document: {e}"),
-        )
-    })?;
-    Ok(KeyCache::new(
-        checked_key_map(&jwks)?,
-        KeySource::Static,
-        Duration::MAX,
-    ))
-}
-
-/// The keys of a configured JWKS: every key must be usable, and there must be one.
-fn checked_key_map(jwks: &JwkSet) -> Result<KeyMap> {
-    let mut keys = HashMap::new();
-    for jwk in &jwks.keys {
-        let kid = jwk.common.key_id.clone().ok_or_else(|| {
-            flowgrid_domain::config::setting_error("FLOWGRID_JWT_JWKS", "every key needs a kid")
-        })?;
-        let algorithm = algorithm_of(jwk, false).ok_or_else(|| {
-            flowgrid_domain::config::setting_error(
-                "FLOWGRID_JWT_JWKS",
-                &format!("key {kid}: only Ed25519 (EdDSA) and P-256 (ES256) keys are accepted"),
-            )
-        })?;
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| {
-            flowgrid_domain::config::setting_error("FLOWGRID_JWT_JWKS", &format!("key {kid}: {e}"))
-        })?;
-        keys.insert(kid, Arc::new(TrustedKey { algorithm, key }));
-    }
-    if keys.is_empty() {
-        return Err(flowgrid_domain::config::setting_error(
-            "FLOWGRID_JWT_JWKS",
-            "the key set is empty",
-        ));
-    }
-    Ok(keys)
-}
-
-/// The usable signing keys of a fetched or stored JWKS; others are skipped.
-fn key_map(jwks: &JwkSet, allow_rsa: bool) -> KeyMap {
-    jwks.keys
-        .iter()
-        .filter(|jwk| {
-            !matches!(
-                jwk.common.public_key_use,
-                Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
-            )
-        })
-        .filter_map(|jwk| {
-            let kid = jwk.common.key_id.clone()?;
-            let algorithm = algorithm_of(jwk, allow_rsa)?;
-            let key = DecodingKey::from_jwk(jwk).ok()?;
-            Some((kid, Arc::new(TrustedKey { algorithm, key })))
-        })
-        .collect()
-}
-
-/// The one algorithm a key may verify: never HMAC, never `none`; RSA only for external issuers.
-fn algorithm_of(jwk: &Jwk, allow_rsa: bool) -> Option<Algorithm> {
-    match &jwk.algorithm {
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-            Some(Algorithm::EdDSA)
-        }
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
-            Some(Algorithm::ES256)
-        }
-        AlgorithmParameters::RSA(_) if allow_rsa => Some(Algorithm::RS256),
-        _ => None,
-    }
-}
-
-/// The process's stores, opened on first use (the verifier is built synchronously).
-struct LazyStores {
-    config: Config,
-    stores: tokio::sync::OnceCell<flowgrid_storage::Backend>,
-}
-
-impl LazyStores {
-    fn new(config: Config) -> Self {
-        LazyStores {
-            config,
-            stores: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    async fn get(&self) -> Result<&flowgrid_storage::Backend> {
-        self.stores
-            .get_or_try_init(|| flowgrid_storage::Backend::open(&self.config))
-            .await
-    }
-}
-
-#[async_trait::async_trait]
-impl SigningKeyStore for LazyStores {
-    async fn insert(&self, key: &flowgrid_domain::store::StoredSigningKey) -> Result<()> {
-        self.get().await?.signing_keys().insert(key).await
-    }
-    async fn list(&self) -> Result<Vec<flowgrid_domain::store::StoredSigningKey>> {
-        self.get().await?.signing_keys().list().await
-    }
-    async fn retire_all_except(
-        &self,
-        current: &str,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<()> {
-        self.get()
-            .await?
-            .signing_keys()
-            .retire_all_except(current, now)
-            .await
-    }
-    async fn delete_retired_before(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64> {
-        self.get()
-            .await?
-            .signing_keys()
-            .delete_retired_before(before)
-            .await
-    }
-}
-
-#[async_trait::async_trait]
-impl RevocationStore for LazyStores {
-    async fn revoke(&self, sid: &str, until: chrono::DateTime<chrono::Utc>) -> Result<()> {
-        self.get().await?.revocations().revoke(sid, until).await
-    }
-    async fn is_revoked(&self, sid: &str) -> Result<bool> {
-        self.get().await?.revocations().is_revoked(sid).await
-    }
-    async fn purge_expired(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
-        self.get().await?.revocations().purge_expired(now).await
-    }
 }
