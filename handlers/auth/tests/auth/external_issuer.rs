@@ -12,11 +12,12 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use flowgrid_http::auth::{Role, TokenVerifier};
+use flowgrid_testkit::eventually;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 use crate::common;
-use crate::common::eventually;
+use crate::common::AuthApp;
 
 const AUDIENCE: &str = "api://flowgrid";
 
@@ -133,7 +134,7 @@ async fn an_external_issuers_token_is_accepted_by_the_agents_app_with_tenant_and
     provider.publish(&key);
     let s = settings(&provider);
     let pairs: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let app = common::TestApp::with(&pairs, common::LOOSE, common::LOOSE).await;
+    let app = AuthApp::with(&pairs, common::LOOSE, common::LOOSE).await;
     // Both apps fetch discovery + JWKS once at start-up, off the request path.
     assert!(
         eventually(Duration::from_secs(5), || async { provider.hits() >= 4 })
@@ -142,27 +143,23 @@ async fn an_external_issuers_token_is_accepted_by_the_agents_app_with_tenant_and
     );
     let settled = provider.hits();
     let token = key.sign(&provider.claims());
-    let reply = app.agents("GET", "/api/agents", &token, None).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
+    let reply = app.agents.get("/api/agents", &token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let validated = app
-        .send(
-            "POST",
-            "/api/auth/validate",
-            "",
-            Some(json!({"token": token})),
-        )
+        .auth
+        .post_json("/api/auth/validate", "", json!({"token": token}))
         .await;
-    assert_eq!(validated.status, StatusCode::OK, "{}", validated.raw);
+    assert_eq!(validated.status, StatusCode::OK, "{}", validated.text);
     assert_eq!(validated.body["claims"]["tid"], "contoso");
     assert_eq!(
         validated.body["claims"]["roles"],
         json!(["admin", "unrelated-group"])
     );
-    let me = app.send("GET", "/api/auth/user", &token, None).await;
+    let me = app.auth.get("/api/auth/user", &token).await;
     assert_eq!(me.body["role"], "admin");
     assert_eq!(me.body["tenantId"], "contoso");
     for _ in 0..5 {
-        app.agents("GET", "/api/agents", &token, None).await;
+        app.agents.get("/api/agents", &token).await;
     }
     assert_eq!(provider.hits(), settled, "known keys never cause a fetch");
 }
@@ -175,7 +172,7 @@ async fn an_unknown_kid_refreshes_the_keys_at_most_once_a_minute() {
     let s = settings(&provider);
     let dir = flowgrid_testkit::DataDir::new();
     let pairs: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let config = common::config(&dir, &pairs);
+    let config = dir.config(&pairs);
     // Built outside a runtime: no start-up fetch, so the first token's kid is unknown.
     let verifier = std::thread::spawn(move || TokenVerifier::from_config(&config))
         .join()
@@ -220,7 +217,7 @@ async fn external_id_tokens_wrong_audiences_and_missing_tenants_are_refused() {
     let s = settings(&provider);
     let dir = flowgrid_testkit::DataDir::new();
     let pairs: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let verifier = TokenVerifier::from_config(&common::config(&dir, &pairs)).unwrap();
+    let verifier = TokenVerifier::from_config(&dir.config(&pairs)).unwrap();
     assert!(
         verifier
             .authenticate(&key.sign(&provider.claims()))
@@ -250,7 +247,7 @@ async fn external_id_tokens_wrong_audiences_and_missing_tenants_are_refused() {
 fn plain_http_issuers_need_the_explicit_allow_setting() {
     let dir = flowgrid_testkit::DataDir::new();
     let issuers = json!([{ "issuer": "http://127.0.0.1:9/x", "audience": "a" }]).to_string();
-    let config = common::config(&dir, &[("FLOWGRID_OIDC_ISSUERS", issuers.as_str())]);
+    let config = dir.config(&[("FLOWGRID_OIDC_ISSUERS", issuers.as_str())]);
     let err = TokenVerifier::from_config(&config).unwrap_err().to_string();
     assert!(err.contains("FLOWGRID_OIDC_ISSUERS"), "{err}");
 }
@@ -284,7 +281,7 @@ async fn rs256_tokens_of_an_external_issuer_verify_and_hmac_with_its_modulus_doe
     let s = settings(&provider);
     let dir = flowgrid_testkit::DataDir::new();
     let pairs: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let verifier = TokenVerifier::from_config(&common::config(&dir, &pairs)).unwrap();
+    let verifier = TokenVerifier::from_config(&dir.config(&pairs)).unwrap();
     let claims = verifier
         .authenticate(&rs256(&rsa, "rsa-1", &provider.claims()))
         .await

@@ -7,11 +7,11 @@ use flowgrid_auth::throttle::Policy;
 use serde_json::json;
 
 use crate::common;
-use crate::common::{PASSWORD, TestApp, access, send};
+use crate::common::{AuthApp, PASSWORD, access};
 
 #[tokio::test]
 async fn the_owner_logs_in_with_the_one_time_password_and_gets_both_tokens() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let tokens = app.owner().await;
     assert_eq!(tokens["tokenType"], "Bearer");
     assert_eq!(tokens["expiresIn"], 900);
@@ -19,7 +19,8 @@ async fn the_owner_logs_in_with_the_one_time_password_and_gets_both_tokens() {
     assert_eq!(tokens["roles"], json!(["owner"]));
     assert!(tokens["refreshToken"].as_str().unwrap().starts_with("fgr_"));
     let claims = app
-        .state
+        .auth
+        .state()
         .verifier
         .authenticate(&access(&tokens))
         .await
@@ -32,21 +33,21 @@ async fn the_owner_logs_in_with_the_one_time_password_and_gets_both_tokens() {
 
 #[tokio::test]
 async fn emails_match_case_insensitively() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let reply = app.login("OWNER@Acme.TEST", &app.owner_password).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
 }
 
 #[tokio::test]
 async fn wrong_email_and_wrong_password_get_identical_answers_after_the_same_work() {
-    let app = TestApp::new().await;
-    let before = app.state.passwords.verifications();
+    let app = AuthApp::new().await;
+    let before = app.auth.state().passwords.verifications();
     let wrong_password = app.login(&app.owner_email, "not the password at all").await;
-    let after_password = app.state.passwords.verifications();
+    let after_password = app.auth.state().passwords.verifications();
     let wrong_email = app
         .login("nobody@acme.test", "not the password at all")
         .await;
-    let after_email = app.state.passwords.verifications();
+    let after_email = app.auth.state().passwords.verifications();
     assert_eq!(wrong_password.status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong_email.status, StatusCode::UNAUTHORIZED);
     // One argon2 verification each, with the same parameters (the dummy hash uses them too).
@@ -72,10 +73,11 @@ async fn wrong_email_and_wrong_password_get_identical_answers_after_the_same_wor
 
 #[tokio::test]
 async fn a_disabled_user_with_the_right_password_gets_the_same_answer_as_a_wrong_password() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let id = app.user("ed@acme.test", "editor").await;
     let owner = access(&app.owner().await);
     let reply = app
+        .auth
         .send(
             "PATCH",
             &format!("/api/auth/users/{id}"),
@@ -83,7 +85,7 @@ async fn a_disabled_user_with_the_right_password_gets_the_same_answer_as_a_wrong
             Some(json!({"disabled": true})),
         )
         .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let disabled = app.login("ed@acme.test", PASSWORD).await;
     let wrong = app.login("ed@acme.test", "wrong wrong wrong").await;
     assert_eq!(disabled.status, StatusCode::UNAUTHORIZED);
@@ -97,7 +99,7 @@ async fn repeated_failures_lock_the_account_with_429_and_retry_after_even_for_th
         max_failures: 3,
         window: Duration::from_secs(600),
     };
-    let app = TestApp::with(&[], account, common::LOOSE).await;
+    let app = AuthApp::with(&[], account, common::LOOSE).await;
     for _ in 0..3 {
         let reply = app.login(&app.owner_email, "not the password at all").await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
@@ -107,7 +109,7 @@ async fn repeated_failures_lock_the_account_with_429_and_retry_after_even_for_th
         locked.status,
         StatusCode::TOO_MANY_REQUESTS,
         "{}",
-        locked.raw
+        locked.text
     );
     let retry: u64 = locked.headers["retry-after"]
         .to_str()
@@ -136,19 +138,19 @@ async fn repeated_failures_from_one_caller_throttle_that_caller_across_accounts(
         max_failures: 4,
         window: Duration::from_secs(600),
     };
-    let app = TestApp::with(&[], common::LOOSE, caller).await;
+    let app = AuthApp::with(&[], common::LOOSE, caller).await;
     let attempt = |email: String, from: &'static str| {
-        let router = app.auth.clone();
+        let client = app.auth.client().clone();
         async move {
-            send(
-                &router,
-                "POST",
-                "/api/auth/login",
-                "",
-                Some(json!({"email": email, "password": "not the password at all"})),
-                &[("x-forwarded-for", from)],
-            )
-            .await
+            client
+                .send_with(
+                    "POST",
+                    "/api/auth/login",
+                    "",
+                    Some(json!({"email": email, "password": "not the password at all"})),
+                    &[("x-forwarded-for", from)],
+                )
+                .await
         }
     };
     for i in 0..4 {
@@ -168,7 +170,7 @@ async fn a_successful_login_clears_the_account_failures() {
         max_failures: 2,
         window: Duration::from_secs(600),
     };
-    let app = TestApp::with(&[], account, common::LOOSE).await;
+    let app = AuthApp::with(&[], account, common::LOOSE).await;
     app.login(&app.owner_email, "not the password at all").await;
     app.owner().await;
     app.login(&app.owner_email, "not the password at all").await;
@@ -182,7 +184,7 @@ async fn a_successful_login_clears_the_account_failures() {
 
 #[tokio::test]
 async fn malformed_login_requests_are_problem_json_4xx_that_never_echo_the_password() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let cases = [
         (json!({"email": "a@b.c"}), StatusCode::UNPROCESSABLE_ENTITY),
         (
@@ -201,39 +203,42 @@ async fn malformed_login_requests_are_problem_json_4xx_that_never_echo_the_passw
     ];
     for (body, status) in cases {
         let reply = app
-            .send("POST", "/api/auth/login", "", Some(body.clone()))
+            .auth
+            .post_json("/api/auth/login", "", body.clone())
             .await;
-        assert_eq!(reply.status, status, "{body}: {}", reply.raw);
+        assert_eq!(reply.status, status, "{body}: {}", reply.text);
         assert_eq!(reply.headers["content-type"], "application/problem+json");
-        assert!(!reply.raw.contains("123456789"), "{}", reply.raw);
+        assert!(!reply.text.contains("123456789"), "{}", reply.text);
     }
-    let not_json = common::raw(
-        &app.auth,
-        axum::http::Request::post("/api/auth/login")
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(
-                "{\"email\": \"a@b.c\", \"password\": \"sec",
-            ))
-            .unwrap(),
-    )
-    .await;
+    let not_json = app
+        .auth
+        .request(
+            axum::http::Request::post("/api/auth/login")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(
+                    "{\"email\": \"a@b.c\", \"password\": \"sec",
+                ))
+                .unwrap(),
+        )
+        .await;
     assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
-    assert!(!not_json.raw.contains("sec\""), "{}", not_json.raw);
-    let form = common::raw(
-        &app.auth,
-        axum::http::Request::post("/api/auth/login")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(axum::body::Body::from("email=a&password=b"))
-            .unwrap(),
-    )
-    .await;
+    assert!(!not_json.text.contains("sec\""), "{}", not_json.text);
+    let form = app
+        .auth
+        .request(
+            axum::http::Request::post("/api/auth/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(axum::body::Body::from("email=a&password=b"))
+                .unwrap(),
+        )
+        .await;
     assert_eq!(form.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
 #[tokio::test]
 async fn an_email_in_two_tenants_needs_the_tenant_named_once_the_password_is_right() {
-    let app = TestApp::new().await;
-    let stores = &app.state.stores;
+    let app = AuthApp::new().await;
+    let stores = &app.auth.state().stores;
     let other = flowgrid_auth::admin::create_tenant_with(
         stores,
         "Other",
@@ -249,11 +254,11 @@ async fn an_email_in_two_tenants_needs_the_tenant_named_once_the_password_is_rig
     let second = app.login(&app.owner_email, &other.password).await;
     assert_eq!(second.body["tenantId"], other.tenant_id.as_str());
     let named = app
-        .send(
-            "POST",
+        .auth
+        .post_json(
             "/api/auth/login",
             "",
-            Some(json!({"email": app.owner_email, "password": other.password, "tenantId": app.tenant})),
+            json!({"email": app.owner_email, "password": other.password, "tenantId": app.tenant}),
         )
         .await;
     assert_eq!(named.status, StatusCode::UNAUTHORIZED);
@@ -261,18 +266,18 @@ async fn an_email_in_two_tenants_needs_the_tenant_named_once_the_password_is_rig
 
 #[tokio::test]
 async fn the_user_and_tenant_routes_describe_the_caller() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let token = access(&app.owner().await);
-    let user = app.send("GET", "/api/auth/user", &token, None).await;
+    let user = app.auth.get("/api/auth/user", &token).await;
     assert_eq!(user.status, StatusCode::OK);
     assert_eq!(user.body["email"], "owner@acme.test");
     assert_eq!(user.body["role"], "owner");
-    assert!(!user.raw.contains("argon2"), "{}", user.raw);
-    let tenant = app.send("GET", "/api/auth/tenant", &token, None).await;
+    assert!(!user.text.contains("argon2"), "{}", user.text);
+    let tenant = app.auth.get("/api/auth/tenant", &token).await;
     assert_eq!(tenant.body["name"], "Acme");
     assert_eq!(tenant.body["id"], app.tenant.as_str());
     assert_eq!(
-        app.send("GET", "/api/auth/user", "", None).await.status,
+        app.auth.get("/api/auth/user", "").await.status,
         StatusCode::UNAUTHORIZED
     );
 }

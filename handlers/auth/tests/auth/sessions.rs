@@ -3,31 +3,29 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use flowgrid_testkit::{Client, Reply, eventually};
 use serde_json::{Value, json};
 
 use crate::common;
-use crate::common::{TestApp, access, eventually, refresh_token};
+use crate::common::{AuthApp, access, refresh_token};
 
-async fn refresh(app: &TestApp, token: &str) -> common::Reply {
-    app.send(
-        "POST",
-        "/api/auth/refresh",
-        "",
-        Some(json!({"refreshToken": token})),
-    )
-    .await
+async fn refresh(app: &AuthApp, token: &str) -> Reply {
+    app.auth
+        .post_json("/api/auth/refresh", "", json!({"refreshToken": token}))
+        .await
 }
 
 #[tokio::test]
 async fn a_refresh_token_is_single_use_and_rotated() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let first = app.owner().await;
     let next = refresh(&app, &refresh_token(&first)).await;
-    assert_eq!(next.status, StatusCode::OK, "{}", next.raw);
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text);
     assert_ne!(refresh_token(&next.body), refresh_token(&first));
     assert_eq!(next.body["sessionId"], first["sessionId"]);
     let claims = app
-        .state
+        .auth
+        .state()
         .verifier
         .authenticate(&access(&next.body))
         .await
@@ -40,11 +38,11 @@ async fn a_refresh_token_is_single_use_and_rotated() {
 
 #[tokio::test]
 async fn refresh_tokens_are_stored_hashed_never_in_clear() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let tokens = app.owner().await;
     let token = refresh_token(&tokens);
-    let db = std::fs::read(app.dir.path().join("flowgrid.db")).unwrap();
-    let wal = std::fs::read(app.dir.path().join("flowgrid.db-wal")).unwrap_or_default();
+    let db = std::fs::read(app.auth.dir().path().join("flowgrid.db")).unwrap();
+    let wal = std::fs::read(app.auth.dir().path().join("flowgrid.db-wal")).unwrap_or_default();
     let needle = token.as_bytes();
     for bytes in [&db, &wal] {
         assert!(!bytes.windows(needle.len()).any(|w| w == needle));
@@ -54,22 +52,15 @@ async fn refresh_tokens_are_stored_hashed_never_in_clear() {
 #[tokio::test]
 async fn reusing_a_spent_refresh_token_revokes_the_family_and_the_sessions_access_tokens() {
     // No grace window, so the second use is a reuse whatever the timing.
-    let app = TestApp::new().await;
-    let mut state = app.state.clone();
+    let app = AuthApp::new().await;
+    let mut state = app.auth.state().clone();
     state.lifetimes.reuse_grace = Duration::ZERO;
-    let auth = flowgrid_auth::router(state);
+    let auth = Client::new(flowgrid_auth::router(state));
     let post = |token: String| {
         let auth = auth.clone();
         async move {
-            common::send(
-                &auth,
-                "POST",
-                "/api/auth/refresh",
-                "",
-                Some(json!({"refreshToken": token})),
-                &[],
-            )
-            .await
+            auth.post_json("/api/auth/refresh", "", json!({"refreshToken": token}))
+                .await
         }
     };
     let first = app.owner().await;
@@ -77,9 +68,7 @@ async fn reusing_a_spent_refresh_token_revokes_the_family_and_the_sessions_acces
     assert_eq!(rotated.status, StatusCode::OK);
     let current_access = access(&rotated.body);
     assert_eq!(
-        app.agents("GET", "/api/agents", &current_access, None)
-            .await
-            .status,
+        app.agents.get("/api/agents", &current_access).await.status,
         StatusCode::OK
     );
 
@@ -96,18 +85,13 @@ async fn reusing_a_spent_refresh_token_revokes_the_family_and_the_sessions_acces
     );
     // And the session's access tokens fail in the Auth app at once ...
     assert_eq!(
-        app.send("GET", "/api/auth/user", &current_access, None)
-            .await
-            .status,
+        app.auth.get("/api/auth/user", &current_access).await.status,
         StatusCode::UNAUTHORIZED
     );
     // ... and in the Agents app within the revocation bound.
-    let bound = Duration::from_secs(app.config.revocation_cache_secs);
+    let bound = Duration::from_secs(app.auth.config().revocation_cache_secs);
     let took = eventually(bound + Duration::from_secs(3), || async {
-        app.agents("GET", "/api/agents", &current_access, None)
-            .await
-            .status
-            == StatusCode::UNAUTHORIZED
+        app.agents.get("/api/agents", &current_access).await.status == StatusCode::UNAUTHORIZED
     })
     .await;
     assert!(
@@ -117,21 +101,19 @@ async fn reusing_a_spent_refresh_token_revokes_the_family_and_the_sessions_acces
     // Another login of the same user is a separate family and still works.
     let other = app.owner().await;
     assert_eq!(
-        app.agents("GET", "/api/agents", &access(&other), None)
-            .await
-            .status,
+        app.agents.get("/api/agents", &access(&other)).await.status,
         StatusCode::OK
     );
 }
 
 #[tokio::test]
 async fn two_concurrent_refreshes_with_one_token_both_succeed() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let first = app.owner().await;
     let token = refresh_token(&first);
     let (a, b) = tokio::join!(refresh(&app, &token), refresh(&app, &token));
-    assert_eq!(a.status, StatusCode::OK, "{}", a.raw);
-    assert_eq!(b.status, StatusCode::OK, "{}", b.raw);
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(b.status, StatusCode::OK, "{}", b.text);
     assert_ne!(refresh_token(&a.body), refresh_token(&b.body));
     for reply in [&a, &b] {
         assert_eq!(
@@ -143,44 +125,44 @@ async fn two_concurrent_refreshes_with_one_token_both_succeed() {
 
 #[tokio::test]
 async fn an_unknown_or_malformed_refresh_token_is_refused_without_echoing_it() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let reply = refresh(&app, "fgr_made-up-token-value").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-    assert!(!reply.raw.contains("made-up-token-value"));
+    assert!(!reply.text.contains("made-up-token-value"));
     let wrong_type = app
-        .send(
-            "POST",
+        .auth
+        .post_json(
             "/api/auth/refresh",
             "",
-            Some(json!({"refreshToken": 424242424242u64})),
+            json!({"refreshToken": 424242424242u64}),
         )
         .await;
     assert_eq!(wrong_type.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
-        !wrong_type.raw.contains("424242424242"),
+        !wrong_type.text.contains("424242424242"),
         "{}",
-        wrong_type.raw
+        wrong_type.text
     );
 }
 
 #[tokio::test]
 async fn a_token_from_login_works_against_the_agents_app() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let token = access(&app.owner().await);
     let created = app
-        .agents(
-            "POST",
+        .agents
+        .post_json(
             "/api/agents",
             &token,
-            Some(json!({"name": "from-login", "definition": {"instructions": "help"}})),
+            json!({"name": "from-login", "definition": {"instructions": "help"}}),
         )
         .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
 }
 
 #[tokio::test]
 async fn a_logged_out_session_is_refused_by_the_agents_app_within_the_stated_bound() {
-    let app = TestApp::with(
+    let app = AuthApp::with(
         &[("FLOWGRID_REVOCATION_CACHE_SECS", "1")],
         common::LOOSE,
         common::LOOSE,
@@ -190,14 +172,17 @@ async fn a_logged_out_session_is_refused_by_the_agents_app_within_the_stated_bou
     let token = access(&tokens);
     // Warm the Agents app's cache with a "not revoked" answer.
     assert_eq!(
-        app.agents("GET", "/api/agents", &token, None).await.status,
+        app.agents.get("/api/agents", &token).await.status,
         StatusCode::OK
     );
-    let logout = app.send("POST", "/api/auth/logout", &token, None).await;
-    assert_eq!(logout.status, StatusCode::NO_CONTENT, "{}", logout.raw);
-    let bound = Duration::from_secs(app.config.revocation_cache_secs);
+    let logout = app
+        .auth
+        .send("POST", "/api/auth/logout", &token, None)
+        .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT, "{}", logout.text);
+    let bound = Duration::from_secs(app.auth.config().revocation_cache_secs);
     let took = eventually(bound + Duration::from_secs(3), || async {
-        app.agents("GET", "/api/agents", &token, None).await.status == StatusCode::UNAUTHORIZED
+        app.agents.get("/api/agents", &token).await.status == StatusCode::UNAUTHORIZED
     })
     .await
     .expect("the Agents app refuses the revoked session");
@@ -211,23 +196,21 @@ async fn a_logged_out_session_is_refused_by_the_agents_app_within_the_stated_bou
 
 #[tokio::test]
 async fn logout_everywhere_revokes_every_session_of_the_user() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let one = app.owner().await;
     let two = app.owner().await;
     let reply = app
-        .send(
-            "POST",
+        .auth
+        .post_json(
             "/api/auth/logout",
             &access(&one),
-            Some(json!({"allSessions": true})),
+            json!({"allSessions": true}),
         )
         .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.raw);
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
     for tokens in [&one, &two] {
         assert_eq!(
-            app.send("GET", "/api/auth/user", &access(tokens), None)
-                .await
-                .status,
+            app.auth.get("/api/auth/user", &access(tokens)).await.status,
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(
@@ -239,46 +222,42 @@ async fn logout_everywhere_revokes_every_session_of_the_user() {
 
 #[tokio::test]
 async fn validate_returns_the_claims_of_a_live_token_and_401_for_a_revoked_one() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let token = access(&app.owner().await);
     let ok = app
-        .send(
-            "POST",
-            "/api/auth/validate",
-            "",
-            Some(json!({"token": token})),
-        )
+        .auth
+        .post_json("/api/auth/validate", "", json!({"token": token}))
         .await;
-    assert_eq!(ok.status, StatusCode::OK, "{}", ok.raw);
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
     assert_eq!(ok.body["active"], true);
     assert_eq!(ok.body["claims"]["tid"], app.tenant.as_str());
-    app.send("POST", "/api/auth/logout", &token, None).await;
+    app.auth
+        .send("POST", "/api/auth/logout", &token, None)
+        .await;
     let revoked = app
-        .send(
-            "POST",
-            "/api/auth/validate",
-            "",
-            Some(json!({"token": token})),
-        )
+        .auth
+        .post_json("/api/auth/validate", "", json!({"token": token}))
         .await;
     assert_eq!(revoked.status, StatusCode::UNAUTHORIZED);
     let garbage = app
-        .send(
-            "POST",
-            "/api/auth/validate",
-            "",
-            Some(json!({"token": "a.b.c"})),
-        )
+        .auth
+        .post_json("/api/auth/validate", "", json!({"token": "a.b.c"}))
         .await;
     assert_eq!(garbage.status, StatusCode::UNAUTHORIZED);
-    assert!(!garbage.raw.contains("a.b.c"));
+    assert!(!garbage.text.contains("a.b.c"));
 }
 
 #[tokio::test]
 async fn a_development_token_has_no_session_to_log_out_of() {
-    let app = TestApp::new().await;
-    let token = app.dir.token(&app.tenant, flowgrid_http::auth::Role::Admin);
-    let reply = app.send("POST", "/api/auth/logout", &token, None).await;
+    let app = AuthApp::new().await;
+    let token = app
+        .auth
+        .dir()
+        .token(&app.tenant, flowgrid_http::auth::Role::Admin);
+    let reply = app
+        .auth
+        .send("POST", "/api/auth/logout", &token, None)
+        .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     let _: Value = reply.body;
 }

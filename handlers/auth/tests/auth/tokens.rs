@@ -10,12 +10,13 @@ use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use flowgrid_http::auth::{Role, TokenVerifier};
+use flowgrid_testkit::Client;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 use crate::common;
-use crate::common::{TestApp, access};
+use crate::common::{AuthApp, access};
 
 const ISS: &str = "https://issuer.test/api/auth";
 const AUD: &str = "flowgrid";
@@ -222,37 +223,34 @@ async fn jku_x5u_and_embedded_jwk_are_refused_and_never_fetched() {
 
 #[tokio::test]
 async fn every_refused_token_is_a_bare_401_problem_in_an_app() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let key = TestKey::new("k1");
     let reply = app
-        .agents(
-            "GET",
-            "/api/agents",
-            &key.sign(&key.header(), &claims()),
-            None,
-        )
+        .agents
+        .get("/api/agents", &key.sign(&key.header(), &claims()))
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.body["detail"], "A valid bearer token is required.");
     assert!(reply.headers.contains_key("www-authenticate"));
     assert_eq!(
-        app.agents("GET", "/api/agents", "", None).await.status,
+        app.agents.get("/api/agents", "").await.status,
         StatusCode::UNAUTHORIZED
     );
 }
 
 #[tokio::test]
 async fn after_key_rotation_new_tokens_use_the_new_key_and_old_tokens_stay_valid_everywhere() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let old = access(&app.owner().await);
     // The Agents app has seen (and cached) only the first key.
     assert_eq!(
-        app.agents("GET", "/api/agents", &old, None).await.status,
+        app.agents.get("/api/agents", &old).await.status,
         StatusCode::OK
     );
-    let (kid, published) = flowgrid_auth::admin::rotate_keys(&app.config, &app.state.stores)
-        .await
-        .unwrap();
+    let (kid, published) =
+        flowgrid_auth::admin::rotate_keys(app.auth.config(), &app.auth.state().stores)
+            .await
+            .unwrap();
     assert_eq!(published.len(), 2);
     let new = access(&app.owner().await);
     let header = jsonwebtoken::decode_header(&new).unwrap();
@@ -260,16 +258,14 @@ async fn after_key_rotation_new_tokens_use_the_new_key_and_old_tokens_stay_valid
     assert_ne!(jsonwebtoken::decode_header(&old).unwrap().kid, header.kid);
     // The Agents app learns the new key on its first unknown kid; the old key still works.
     assert_eq!(
-        app.agents("GET", "/api/agents", &new, None).await.status,
+        app.agents.get("/api/agents", &new).await.status,
         StatusCode::OK
     );
     assert_eq!(
-        app.agents("GET", "/api/agents", &old, None).await.status,
+        app.agents.get("/api/agents", &old).await.status,
         StatusCode::OK
     );
-    let jwks = app
-        .send("GET", "/api/auth/.well-known/jwks.json", "", None)
-        .await;
+    let jwks = app.auth.get("/api/auth/.well-known/jwks.json", "").await;
     let kids: Vec<&str> = jwks.body["keys"]
         .as_array()
         .unwrap()
@@ -279,7 +275,7 @@ async fn after_key_rotation_new_tokens_use_the_new_key_and_old_tokens_stay_valid
     assert_eq!(kids.len(), 2);
     assert!(kids.contains(&kid.as_str()));
     // Development tokens follow the issuer's current key too.
-    let dev = app.dir.token(&app.tenant, Role::Viewer);
+    let dev = app.auth.dir().token(&app.tenant, Role::Viewer);
     assert_eq!(
         jsonwebtoken::decode_header(&dev).unwrap().kid.as_deref(),
         Some(kid.as_str())
@@ -288,14 +284,10 @@ async fn after_key_rotation_new_tokens_use_the_new_key_and_old_tokens_stay_valid
 
 #[tokio::test]
 async fn the_discovery_document_and_jwks_describe_the_built_in_issuer() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let doc = app
-        .send(
-            "GET",
-            "/api/auth/.well-known/openid-configuration",
-            "",
-            None,
-        )
+        .auth
+        .get("/api/auth/.well-known/openid-configuration", "")
         .await;
     assert_eq!(doc.status, StatusCode::OK);
     assert_eq!(doc.body["issuer"], "http://localhost:7071/api/auth");
@@ -303,9 +295,7 @@ async fn the_discovery_document_and_jwks_describe_the_built_in_issuer() {
         doc.body["jwks_uri"],
         "http://localhost:7071/api/auth/.well-known/jwks.json"
     );
-    let jwks = app
-        .send("GET", "/api/auth/.well-known/jwks.json", "", None)
-        .await;
+    let jwks = app.auth.get("/api/auth/.well-known/jwks.json", "").await;
     let keys = jwks.body["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["kty"], "OKP");
@@ -319,19 +309,17 @@ async fn the_discovery_document_and_jwks_describe_the_built_in_issuer() {
 
 #[tokio::test]
 async fn a_development_token_from_the_data_folder_works_in_both_apps() {
-    let app = TestApp::new().await;
-    let token = app.dir.token(&app.tenant, Role::Admin);
+    let app = AuthApp::new().await;
+    let token = app.auth.dir().token(&app.tenant, Role::Admin);
     assert_eq!(
-        app.agents("GET", "/api/agents", &token, None).await.status,
+        app.agents.get("/api/agents", &token).await.status,
         StatusCode::OK
     );
-    let me = app.send("GET", "/api/auth/user", &token, None).await;
+    let me = app.auth.get("/api/auth/user", &token).await;
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.body["external"], true);
     assert_eq!(
-        app.send("GET", "/api/auth/users", &token, None)
-            .await
-            .status,
+        app.auth.get("/api/auth/users", &token).await.status,
         StatusCode::OK
     );
 }
@@ -339,7 +327,7 @@ async fn a_development_token_from_the_data_folder_works_in_both_apps() {
 #[test]
 fn the_signing_key_is_encrypted_at_rest() {
     let dir = flowgrid_testkit::DataDir::new();
-    let config = common::config(&dir, &[]);
+    let config = dir.config(&[]);
     let key = flowgrid_http::auth::DevKey::from_config(&config).unwrap();
     let db = std::fs::read(dir.path().join("flowgrid.db")).unwrap();
     let wal = std::fs::read(dir.path().join("flowgrid.db-wal")).unwrap_or_default();
@@ -355,13 +343,10 @@ fn the_signing_key_is_encrypted_at_rest() {
             .any(|w| w == key.kid().as_bytes())
     );
     // With another key-encryption key the stored key cannot be used.
-    let other = common::config(
-        &dir,
-        &[(
-            "FLOWGRID_KEY_ENCRYPTION_KEY",
-            &base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
-        )],
-    );
+    let other = dir.config(&[(
+        "FLOWGRID_KEY_ENCRYPTION_KEY",
+        &base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+    )]);
     assert!(flowgrid_http::auth::DevKey::from_config(&other).is_err());
 }
 
@@ -378,7 +363,7 @@ async fn keys_from_settings_sign_and_are_published_and_every_app_trusts_them_thr
     let mut public = new.jwks();
     public.keys.extend(old.jwks().keys);
     let public = serde_json::to_string(&public).expect("jwks");
-    let app = TestApp::with(
+    let app = AuthApp::with(
         &[("FLOWGRID_JWT_JWKS", public.as_str())],
         common::LOOSE,
         common::LOOSE,
@@ -389,43 +374,32 @@ async fn keys_from_settings_sign_and_are_published_and_every_app_trusts_them_thr
     })
     .expect("keys");
     let state = app
-        .state
+        .auth
+        .state()
         .clone()
-        .with_signing_keys(&app.config, keys)
+        .with_signing_keys(app.auth.config(), keys)
         .expect("state");
-    let auth = flowgrid_auth::router(state);
-    let login = common::send(
-        &auth,
-        "POST",
-        "/api/auth/login",
-        "",
-        Some(json!({"email": app.owner_email, "password": app.owner_password})),
-        &[],
-    )
-    .await;
-    assert_eq!(login.status, StatusCode::OK, "{}", login.raw);
+    let auth = Client::new(flowgrid_auth::router(state));
+    let login = auth
+        .post_json(
+            "/api/auth/login",
+            "",
+            json!({"email": app.owner_email, "password": app.owner_password}),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text);
     let token = access(&login.body);
     let header = jsonwebtoken::decode_header(&token).expect("header");
     assert_eq!(header.kid.as_deref(), Some("vault-2"));
     assert_eq!(
-        app.agents("GET", "/api/agents", &token, None).await.status,
+        app.agents.get("/api/agents", &token).await.status,
         StatusCode::OK
     );
     assert_eq!(
-        common::send(&auth, "GET", "/api/auth/user", &token, None, &[])
-            .await
-            .status,
+        auth.get("/api/auth/user", &token).await.status,
         StatusCode::OK
     );
-    let jwks = common::send(
-        &auth,
-        "GET",
-        "/api/auth/.well-known/jwks.json",
-        "",
-        None,
-        &[],
-    )
-    .await;
+    let jwks = auth.get("/api/auth/.well-known/jwks.json", "").await;
     let kids: Vec<&str> = jwks.body["keys"]
         .as_array()
         .expect("keys")
@@ -434,12 +408,13 @@ async fn keys_from_settings_sign_and_are_published_and_every_app_trusts_them_thr
         .collect();
     assert_eq!(kids, ["vault-2", "vault-1"]);
     // Without the public keys in FLOWGRID_JWT_JWKS the app refuses to start.
-    let bare = TestApp::new().await;
+    let bare = AuthApp::new().await;
     let keys = flowgrid_auth::settings_keys(|_| Some(private.clone())).expect("keys");
     let err = bare
-        .state
+        .auth
+        .state()
         .clone()
-        .with_signing_keys(&bare.config, keys)
+        .with_signing_keys(bare.auth.config(), keys)
         .err()
         .expect("refused")
         .to_string();

@@ -4,11 +4,11 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::common;
-use crate::common::{PASSWORD, TestApp, access};
+use crate::common::{AuthApp, PASSWORD, access};
 
 #[tokio::test]
 async fn admin_routes_are_refused_to_editors_and_viewers() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let target = app.user("target@acme.test", "viewer").await;
     for (email, role) in [("ed@acme.test", "editor"), ("vi@acme.test", "viewer")] {
         app.user(email, role).await;
@@ -33,12 +33,12 @@ async fn admin_routes_are_refused_to_editors_and_viewers() {
             ),
         ];
         for (method, uri, body) in calls {
-            let reply = app.send(method, &uri, &token, body).await;
+            let reply = app.auth.send(method, &uri, &token, body).await;
             assert_eq!(
                 reply.status,
                 StatusCode::FORBIDDEN,
                 "{role} {method} {uri}: {}",
-                reply.raw
+                reply.text
             );
         }
     }
@@ -46,10 +46,10 @@ async fn admin_routes_are_refused_to_editors_and_viewers() {
 
 #[tokio::test]
 async fn another_tenants_user_ids_are_not_found() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let mine = app.user("mine@acme.test", "editor").await;
     let other = flowgrid_auth::admin::create_tenant_with(
-        &app.state.stores,
+        &app.auth.state().stores,
         "Other",
         "boss@other.test",
         flowgrid_auth::PasswordParams::TEST,
@@ -70,33 +70,32 @@ async fn another_tenants_user_ids_are_not_found() {
             None,
         ),
     ] {
-        let reply = app.send(method, &uri, &theirs, body).await;
+        let reply = app.auth.send(method, &uri, &theirs, body).await;
         assert_eq!(
             reply.status,
             StatusCode::NOT_FOUND,
             "{method} {uri}: {}",
-            reply.raw
+            reply.text
         );
     }
-    let listed = app.send("GET", "/api/auth/users", &theirs, None).await;
+    let listed = app.auth.get("/api/auth/users", &theirs).await;
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
     // And the user is untouched.
     assert_eq!(
         app.login("mine@acme.test", PASSWORD).await.status,
         StatusCode::OK
     );
-    let bad_id = app
-        .send("GET", "/api/auth/users/not-a-uuid", &theirs, None)
-        .await;
+    let bad_id = app.auth.get("/api/auth/users/not-a-uuid", &theirs).await;
     assert_eq!(bad_id.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn nobody_can_raise_their_own_role_or_grant_one_above_their_own() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let admin_id = app.user("admin@acme.test", "admin").await;
     let admin = access(&app.session("admin@acme.test").await);
     let own = app
+        .auth
         .send(
             "PATCH",
             &format!("/api/auth/users/{admin_id}"),
@@ -106,16 +105,17 @@ async fn nobody_can_raise_their_own_role_or_grant_one_above_their_own() {
         .await;
     assert_eq!(own.status, StatusCode::FORBIDDEN);
     let grant = app
-        .send(
-            "POST",
+        .auth
+        .post_json(
             "/api/auth/users",
             &admin,
-            Some(json!({"email": "boss@acme.test", "role": "owner", "password": PASSWORD})),
+            json!({"email": "boss@acme.test", "role": "owner", "password": PASSWORD}),
         )
         .await;
     assert_eq!(grant.status, StatusCode::FORBIDDEN);
     let viewer = app.user("vi@acme.test", "viewer").await;
     let promote = app
+        .auth
         .send(
             "PATCH",
             &format!("/api/auth/users/{viewer}"),
@@ -125,6 +125,7 @@ async fn nobody_can_raise_their_own_role_or_grant_one_above_their_own() {
         .await;
     assert_eq!(promote.status, StatusCode::FORBIDDEN);
     let fine = app
+        .auth
         .send(
             "PATCH",
             &format!("/api/auth/users/{viewer}"),
@@ -132,11 +133,12 @@ async fn nobody_can_raise_their_own_role_or_grant_one_above_their_own() {
             Some(json!({"role": "editor"})),
         )
         .await;
-    assert_eq!(fine.status, StatusCode::OK, "{}", fine.raw);
+    assert_eq!(fine.status, StatusCode::OK, "{}", fine.text);
     assert_eq!(fine.body["role"], "editor");
     // An admin cannot touch the owner.
     let owner_id = app.owner().await["userId"].as_str().unwrap().to_owned();
     let demote = app
+        .auth
         .send(
             "PATCH",
             &format!("/api/auth/users/{owner_id}"),
@@ -149,7 +151,7 @@ async fn nobody_can_raise_their_own_role_or_grant_one_above_their_own() {
 
 #[tokio::test]
 async fn mass_assignment_fields_are_rejected() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let id = app.user("ed@acme.test", "editor").await;
     let owner = access(&app.owner().await);
     for body in [
@@ -159,6 +161,7 @@ async fn mass_assignment_fields_are_rejected() {
         json!({"id": "x"}),
     ] {
         let reply = app
+            .auth
             .send(
                 "PATCH",
                 &format!("/api/auth/users/{id}"),
@@ -170,23 +173,24 @@ async fn mass_assignment_fields_are_rejected() {
             reply.status,
             StatusCode::UNPROCESSABLE_ENTITY,
             "{body}: {}",
-            reply.raw
+            reply.text
         );
     }
 }
 
 #[tokio::test]
 async fn disabling_a_user_revokes_their_sessions_at_once() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let id = app.user("ed@acme.test", "editor").await;
     let tokens = app.session("ed@acme.test").await;
     let token = access(&tokens);
     assert_eq!(
-        app.send("GET", "/api/auth/user", &token, None).await.status,
+        app.auth.get("/api/auth/user", &token).await.status,
         StatusCode::OK
     );
     let owner = access(&app.owner().await);
     let reply = app
+        .auth
         .send(
             "PATCH",
             &format!("/api/auth/users/{id}"),
@@ -196,15 +200,15 @@ async fn disabling_a_user_revokes_their_sessions_at_once() {
         .await;
     assert_eq!(reply.body["disabled"], true);
     assert_eq!(
-        app.send("GET", "/api/auth/user", &token, None).await.status,
+        app.auth.get("/api/auth/user", &token).await.status,
         StatusCode::UNAUTHORIZED
     );
     let refresh = app
-        .send(
-            "POST",
+        .auth
+        .post_json(
             "/api/auth/refresh",
             "",
-            Some(json!({"refreshToken": common::refresh_token(&tokens)})),
+            json!({"refreshToken": common::refresh_token(&tokens)}),
         )
         .await;
     assert_eq!(refresh.status, StatusCode::UNAUTHORIZED);
@@ -212,17 +216,17 @@ async fn disabling_a_user_revokes_their_sessions_at_once() {
 
 #[tokio::test]
 async fn an_invited_user_sets_a_password_with_the_one_time_token_once() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let owner = access(&app.owner().await);
     let invited = app
-        .send(
-            "POST",
+        .auth
+        .post_json(
             "/api/auth/users",
             &owner,
-            Some(json!({"email": "new@acme.test", "role": "viewer"})),
+            json!({"email": "new@acme.test", "role": "viewer"}),
         )
         .await;
-    assert_eq!(invited.status, StatusCode::CREATED, "{}", invited.raw);
+    assert_eq!(invited.status, StatusCode::CREATED, "{}", invited.text);
     assert_eq!(invited.body["hasPassword"], false);
     let token = invited.body["inviteToken"].as_str().unwrap().to_owned();
     // No password yet: login fails like any wrong password.
@@ -231,33 +235,33 @@ async fn an_invited_user_sets_a_password_with_the_one_time_token_once() {
         StatusCode::UNAUTHORIZED
     );
     let set = app
-        .send(
-            "POST",
+        .auth
+        .post_json(
             "/api/auth/password",
             "",
-            Some(json!({"token": token, "password": PASSWORD})),
+            json!({"token": token, "password": PASSWORD}),
         )
         .await;
-    assert_eq!(set.status, StatusCode::NO_CONTENT, "{}", set.raw);
+    assert_eq!(set.status, StatusCode::NO_CONTENT, "{}", set.text);
     assert_eq!(
         app.login("new@acme.test", PASSWORD).await.status,
         StatusCode::OK
     );
     let again = app
-        .send(
-            "POST",
+        .auth
+        .post_json(
             "/api/auth/password",
             "",
-            Some(json!({"token": token, "password": "another long password"})),
+            json!({"token": token, "password": "another long password"}),
         )
         .await;
     assert_eq!(again.status, StatusCode::UNAUTHORIZED);
     let short = app
-        .send(
-            "POST",
+        .auth
+        .post_json(
             "/api/auth/password",
             "",
-            Some(json!({"token": token, "password": "short"})),
+            json!({"token": token, "password": "short"}),
         )
         .await;
     assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -265,11 +269,12 @@ async fn an_invited_user_sets_a_password_with_the_one_time_token_once() {
 
 #[tokio::test]
 async fn a_password_reset_revokes_sessions_and_the_reset_token_sets_a_new_password() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     let id = app.user("ed@acme.test", "editor").await;
     let session = access(&app.session("ed@acme.test").await);
     let owner = access(&app.owner().await);
     let reset = app
+        .auth
         .send(
             "POST",
             &format!("/api/auth/users/{id}/reset-password"),
@@ -277,20 +282,18 @@ async fn a_password_reset_revokes_sessions_and_the_reset_token_sets_a_new_passwo
             None,
         )
         .await;
-    assert_eq!(reset.status, StatusCode::OK, "{}", reset.raw);
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.text);
     assert_eq!(
-        app.send("GET", "/api/auth/user", &session, None)
-            .await
-            .status,
+        app.auth.get("/api/auth/user", &session).await.status,
         StatusCode::UNAUTHORIZED
     );
     let token = reset.body["resetToken"].as_str().unwrap();
     let set = app
-        .send(
-            "POST",
+        .auth
+        .post_json(
             "/api/auth/password",
             "",
-            Some(json!({"token": token, "password": "a brand new password"})),
+            json!({"token": token, "password": "a brand new password"}),
         )
         .await;
     assert_eq!(set.status, StatusCode::NO_CONTENT);
@@ -305,11 +308,11 @@ async fn a_password_reset_revokes_sessions_and_the_reset_token_sets_a_new_passwo
         StatusCode::OK
     );
     let direct = app
-        .send(
-            "POST",
+        .auth
+        .post_json(
             &format!("/api/auth/users/{id}/reset-password"),
             &owner,
-            Some(json!({"password": "set by the admin here"})),
+            json!({"password": "set by the admin here"}),
         )
         .await;
     assert_eq!(direct.status, StatusCode::OK);
@@ -324,49 +327,42 @@ async fn a_password_reset_revokes_sessions_and_the_reset_token_sets_a_new_passwo
 
 #[tokio::test]
 async fn users_are_listed_in_pages_without_hashes() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     for i in 0..4 {
         app.user(&format!("u{i}@acme.test"), "viewer").await;
     }
     let owner = access(&app.owner().await);
-    let first = app
-        .send("GET", "/api/auth/users?limit=3", &owner, None)
-        .await;
+    let first = app.auth.get("/api/auth/users?limit=3", &owner).await;
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.body["items"].as_array().unwrap().len(), 3);
     let next = first.body["continuationToken"].as_str().unwrap();
     let second = app
-        .send(
-            "GET",
+        .auth
+        .get(
             &format!("/api/auth/users?limit=3&continuationToken={next}"),
             &owner,
-            None,
         )
         .await;
     assert_eq!(second.body["items"].as_array().unwrap().len(), 2);
-    assert!(!first.raw.contains("argon2") && !second.raw.contains("argon2"));
+    assert!(!first.text.contains("argon2") && !second.text.contains("argon2"));
     let forged = app
-        .send(
-            "GET",
-            "/api/auth/users?continuationToken=garbage!",
-            &owner,
-            None,
-        )
+        .auth
+        .get("/api/auth/users?continuationToken=garbage!", &owner)
         .await;
     assert_eq!(forged.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn a_duplicate_email_in_the_tenant_conflicts() {
-    let app = TestApp::new().await;
+    let app = AuthApp::new().await;
     app.user("ed@acme.test", "editor").await;
     let owner = access(&app.owner().await);
     let reply = app
-        .send(
-            "POST",
+        .auth
+        .post_json(
             "/api/auth/users",
             &owner,
-            Some(json!({"email": "ED@acme.test", "role": "viewer"})),
+            json!({"email": "ED@acme.test", "role": "viewer"}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
