@@ -19,6 +19,11 @@ pub(crate) fn from_doc<T: DeserializeOwned>(what: &str, doc: &str) -> Result<T> 
     serde_json::from_str(doc).map_err(|e| Error::Internal(format!("decoding stored {what}: {e}")))
 }
 
+/// The value a stored document read as JSON (a Cosmos document body) holds.
+pub(crate) fn from_value<T: DeserializeOwned>(what: &str, doc: serde_json::Value) -> Result<T> {
+    serde_json::from_value(doc).map_err(|e| Error::Internal(format!("decoding stored {what}: {e}")))
+}
+
 /// A time as stored: milliseconds since the epoch.
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()

@@ -20,6 +20,12 @@ pub(crate) struct ByCreated {
     pub(crate) i: String,
 }
 
+/// Newest first on Cosmos: the `sortKey` of the last item (agents, jobs).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct BySortKey {
+    pub(crate) s: String,
+}
+
 /// In id order: the id of the last item (users).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct ById {

@@ -22,22 +22,20 @@
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::{
-    BatchFailure, BatchOutcome, Cosmos, bare, charge, map_error, query_in, query_of, raw,
-    run_batch, timed,
+use super::document::{
+    BatchFailure, BatchOutcome, IdOnly, bare, batch_etag, delete_if_match, document, hashed_id,
+    newest_first, query_in, query_of, query_partition, read_doc, replace_if_match, require_etag,
+    run_batch, sort_key_of, span, timed, to_batch_error,
 };
+use super::{AGENTS, Cosmos};
+use crate::keyset::{self, BySortKey, ByVersion};
+use azure_data_cosmos::FeedScope;
 use azure_data_cosmos::models::TransactionalBatch;
-use azure_data_cosmos::options::{BatchDeleteOptions, BatchReplaceOptions, Precondition};
-use azure_data_cosmos::{FeedScope, Query};
 use flowgrid_domain::store::Condition;
-use flowgrid_domain::store::{
-    AgentQuery, AgentStore, AgentVersionSummary, Page, decode_token, encode_token,
-};
+use flowgrid_domain::store::{AgentQuery, AgentStore, AgentVersionSummary, Page};
 use flowgrid_domain::{Agent, AgentId, AgentStatus, TenantId};
 use flowgrid_domain::{Error, Result};
-
-/// The container's name.
-pub(super) const CONTAINER: &str = "agents";
+use serde_json::json;
 
 const TYPE_AGENT: &str = "agent";
 const TYPE_VERSION: &str = "agentVersion";
@@ -64,6 +62,7 @@ struct AgentDoc {
     #[serde(rename = "_etag", default, skip_serializing)]
     etag: String,
 }
+document!(AgentDoc, TYPE_AGENT, "agent");
 
 /// One immutable version.
 #[derive(Serialize, Deserialize)]
@@ -76,7 +75,10 @@ struct VersionDoc {
     agent_id: String,
     version: u32,
     agent: Agent,
+    #[serde(rename = "_etag", default, skip_serializing)]
+    etag: String,
 }
+document!(VersionDoc, TYPE_VERSION, "agent version");
 
 /// A name reservation.
 #[derive(Serialize, Deserialize)]
@@ -88,24 +90,6 @@ struct NameDoc {
     kind: String,
     agent_id: String,
     name_key: String,
-}
-
-/// Only the id of a document (for deletes).
-#[derive(Deserialize)]
-struct IdOnly {
-    id: String,
-}
-
-/// Where a listing page ended: the `sortKey` of its last agent.
-#[derive(Serialize, Deserialize)]
-struct AgentCursor {
-    s: String,
-}
-
-/// Where a version listing page ended.
-#[derive(Serialize, Deserialize)]
-struct VersionCursor {
-    v: u32,
 }
 
 fn agent_doc(agent: &Agent) -> AgentDoc {
@@ -134,6 +118,7 @@ fn version_doc(agent: &Agent) -> VersionDoc {
         agent_id: agent.id.to_string(),
         version: agent.version,
         agent: stored,
+        etag: String::new(),
     }
 }
 
@@ -147,27 +132,18 @@ fn name_doc(agent: &Agent) -> NameDoc {
     }
 }
 
-/// Creation time (milliseconds, shifted to be non-negative, 20 digits) then id: sorts as
-/// `(created_at, id)` does, like the SQLite backend's order.
+/// The agent's `sortKey`: creation time then id.
 fn sort_key(agent: &Agent) -> String {
     sort_key_of(agent.created_at.timestamp_millis(), &agent.id.to_string())
-}
-
-fn sort_key_of(created_ms: i64, id: &str) -> String {
-    let ms = i128::from(created_ms) + (1i128 << 62);
-    format!("{ms:020}|{id}")
 }
 
 fn version_id(id: AgentId, version: u32) -> String {
     format!("{id}:v{version}")
 }
 
-/// The reservation id of a lower-cased name: a hash, since names may hold characters Cosmos
-/// ids may not (`/`, `\`, `?`, `#`) and may be longer than is comfortable in an id.
+/// The reservation id of a lower-cased name.
 fn name_id(name_key: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name_key.as_bytes());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("name-{hex}")
+    hashed_id("name", name_key)
 }
 
 fn into_agent(doc: AgentDoc) -> Agent {
@@ -176,37 +152,13 @@ fn into_agent(doc: AgentDoc) -> Agent {
     agent
 }
 
-fn span(operation: &'static str, tenant: &TenantId) -> tracing::Span {
-    tracing::info_span!(
-        "cosmos",
-        db.system = "cosmosdb",
-        db.operation = operation,
-        db.collection = CONTAINER,
-        tenant.id = %tenant,
-        db.cosmos.request_charge = tracing::field::Empty,
-    )
-}
-
 impl Cosmos {
-    /// The agent, the raw ETag of its document, and the request charge.
-    async fn read_agent(&self, tenant: &TenantId, id: AgentId) -> Result<(Agent, String, f64)> {
+    /// The agent's document (with the raw ETag it was read with), or `NotFound`.
+    async fn read_agent(&self, tenant: &TenantId, id: AgentId) -> Result<AgentDoc> {
         let c = &self.containers().await?.agents;
-        let response = c
-            .read_item(tenant.as_str().to_owned(), &id.to_string(), None)
-            .await
-            .map_err(|e| map_error(e, "reading an agent"))?;
-        let units = response
-            .headers()
-            .request_charge()
-            .map_or(0.0, |r| r.value());
-        let doc: AgentDoc = response
-            .into_model()
-            .map_err(|e| Error::Internal(format!("decoding a stored agent: {e}")))?;
-        if doc.kind != TYPE_AGENT || doc.tenant_id != tenant.as_str() {
-            return Err(Error::NotFound);
-        }
-        let raw_etag = doc.etag.clone();
-        Ok((into_agent(doc), raw_etag, units))
+        read_doc(c, tenant.as_str(), &id.to_string())
+            .await?
+            .ok_or(Error::NotFound)
     }
 
     /// Runs `batch` in the agents container; `Ok(Err(..))` names the operation that failed.
@@ -238,18 +190,13 @@ impl Cosmos {
     /// Runs a parameterized query in the tenant's partition, returning up to `take` items.
     async fn query<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
-        query: Query,
+        text: impl Into<String>,
+        params: Vec<(&'static str, serde_json::Value)>,
         tenant: &TenantId,
         take: usize,
     ) -> Result<Vec<T>> {
         let c = &self.containers().await?.agents;
-        query_in(
-            c,
-            query,
-            FeedScope::partition(tenant.as_str().to_owned()),
-            take,
-        )
-        .await
+        query_partition(c, query_of(text, params)?, tenant.as_str(), take).await
     }
 }
 
@@ -280,29 +227,21 @@ fn name_taken() -> Option<Error> {
     ))
 }
 
-fn to_batch_error(e: azure_data_cosmos::CosmosError) -> Error {
-    Error::Internal(format!("building a batch: {e}"))
-}
-
 #[async_trait::async_trait]
 impl AgentStore for Cosmos {
     async fn insert(&self, agent: &Agent) -> Result<Agent> {
-        let span = span("insert", &agent.tenant_id);
+        let tenant = agent.tenant_id.as_str();
         timed("insert", self.limit(), async {
-            let batch = TransactionalBatch::new(agent.tenant_id.as_str().to_owned())
+            let batch = TransactionalBatch::new(tenant.to_owned())
                 .create_item(name_doc(agent))
                 .and_then(|b| b.create_item(agent_doc(agent)))
                 .and_then(|b| b.create_item(version_doc(agent)))
                 .map_err(to_batch_error)?;
             match self.run_batch(batch).await? {
-                Ok((etags, units)) => {
-                    charge(units);
-                    let mut stored = agent.clone();
-                    stored.etag = etags.get(1).cloned().flatten().ok_or_else(|| {
-                        Error::Internal("the batch returned no ETag for the agent".into())
-                    })?;
-                    Ok(stored)
-                }
+                Ok(etags) => Ok(Agent {
+                    etag: batch_etag(&etags, 1, "agent")?,
+                    ..agent.clone()
+                }),
                 Err(f) => Err(failure_to_error(
                     &f,
                     &[
@@ -317,88 +256,52 @@ impl AgentStore for Cosmos {
                 )),
             }
         })
-        .instrument(span)
+        .instrument(span("insert", AGENTS, tenant))
         .await
     }
 
     async fn get(&self, tenant: &TenantId, id: AgentId) -> Result<Agent> {
         timed("get", self.limit(), async {
-            let (agent, _, units) = self.read_agent(tenant, id).await?;
-            charge(units);
-            Ok(agent)
+            Ok(into_agent(self.read_agent(tenant, id).await?))
         })
-        .instrument(span("get", tenant))
+        .instrument(span("get", AGENTS, tenant.as_str()))
         .await
     }
 
     async fn list(&self, tenant: &TenantId, query: &AgentQuery) -> Result<Page<Agent>> {
-        let cursor: Option<AgentCursor> = query
-            .continuation_token
-            .as_deref()
-            .map(decode_token)
-            .transpose()?;
-        let limit = query.limit as usize;
+        let after: Option<BySortKey> = keyset::after(query.continuation_token.as_deref())?;
         timed("list", self.limit(), async {
-            // Fixed text fragments only; every value is a parameter.
-            let mut text =
-                String::from("SELECT * FROM c WHERE c.tenantId = @tenant AND c.type = @type");
-            if query.status.is_some() {
-                text.push_str(" AND c.status = @status");
-            }
-            if query.name_contains.is_some() {
-                text.push_str(" AND CONTAINS(c.nameKey, @name)");
-            }
-            if cursor.is_some() {
-                text.push_str(" AND c.sortKey < @after");
-            }
-            text.push_str(" ORDER BY c.sortKey DESC");
-            let param = |e: azure_data_cosmos::CosmosError| {
-                Error::Internal(format!("query parameter: {e}"))
-            };
-            let mut q = Query::from(text)
-                .with_parameter("@tenant", tenant.as_str())
-                .and_then(|q| q.with_parameter("@type", TYPE_AGENT))
-                .map_err(param)?;
+            let mut filters = Vec::new();
             if let Some(status) = query.status {
-                q = q
-                    .with_parameter("@status", status.as_str())
-                    .map_err(param)?;
+                filters.push(("c.status = @status", "@status", json!(status.as_str())));
             }
             if let Some(name) = &query.name_contains {
-                q = q
-                    .with_parameter("@name", name.to_lowercase())
-                    .map_err(param)?;
+                let name = json!(name.to_lowercase());
+                filters.push(("CONTAINS(c.nameKey, @name)", "@name", name));
             }
-            if let Some(c) = &cursor {
-                q = q.with_parameter("@after", c.s.as_str()).map_err(param)?;
-            }
-            let docs: Vec<AgentDoc> = self.query(q, tenant, limit + 1).await?;
-            let more = docs.len() > limit;
-            let docs: Vec<AgentDoc> = docs.into_iter().take(limit).collect();
-            let continuation_token = match (more, docs.last()) {
-                (true, Some(last)) => Some(encode_token(&AgentCursor {
-                    s: last.sort_key.clone(),
-                })),
-                _ => None,
-            };
-            Ok(Page {
-                items: docs.into_iter().map(into_agent).collect(),
-                continuation_token,
-            })
+            let c = &self.containers().await?.agents;
+            let sort_key = |d: &AgentDoc| d.sort_key.clone();
+            newest_first(
+                c,
+                tenant.as_str(),
+                filters,
+                after,
+                query.limit,
+                sort_key,
+                into_agent,
+            )
+            .await
         })
-        .instrument(span("list", tenant))
+        .instrument(span("list", AGENTS, tenant.as_str()))
         .await
     }
 
     async fn replace(&self, next: &Agent, expected_etag: &str) -> Result<Agent> {
         let tenant = &next.tenant_id;
         timed("replace", self.limit(), async {
-            let (current, current_raw, read_units) = self.read_agent(tenant, next.id).await?;
-            if current.etag != expected_etag {
-                charge(read_units);
-                return Err(Error::PreconditionFailed);
-            }
-            let renamed = current.name_key() != next.name_key();
+            let current = self.read_agent(tenant, next.id).await?;
+            require_etag(&current, expected_etag)?;
+            let renamed = current.agent.name_key() != next.name_key();
             let mut batch = TransactionalBatch::new(tenant.as_str().to_owned());
             let mut meaning = Vec::new();
             if renamed {
@@ -410,10 +313,7 @@ impl AgentStore for Cosmos {
                 .replace_item(
                     next.id.to_string(),
                     agent_doc(next),
-                    Some(
-                        BatchReplaceOptions::default()
-                            .with_precondition(Precondition::if_match(raw(&current_raw))),
-                    ),
+                    replace_if_match(&current.etag),
                 )
                 .map_err(to_batch_error)?;
             meaning.push(Some(Error::PreconditionFailed));
@@ -423,22 +323,18 @@ impl AgentStore for Cosmos {
                 .map_err(to_batch_error)?;
             meaning.push(Some(Error::PreconditionFailed));
             if renamed {
-                batch = batch.delete_item(name_id(&current.name_key()), None);
+                batch = batch.delete_item(name_id(&current.agent.name_key()), None);
                 meaning.push(None);
             }
             match self.run_batch(batch).await? {
-                Ok((etags, units)) => {
-                    charge(read_units + units);
-                    let mut stored = next.clone();
-                    stored.etag = etags.get(agent_index).cloned().flatten().ok_or_else(|| {
-                        Error::Internal("the batch returned no ETag for the agent".into())
-                    })?;
-                    Ok(stored)
-                }
+                Ok(etags) => Ok(Agent {
+                    etag: batch_etag(&etags, agent_index, "agent")?,
+                    ..next.clone()
+                }),
                 Err(f) => Err(failure_to_error(&f, &meaning)),
             }
         })
-        .instrument(span("replace", tenant))
+        .instrument(span("replace", AGENTS, tenant.as_str()))
         .await
     }
 
@@ -449,26 +345,24 @@ impl AgentStore for Cosmos {
         if_match: Option<&Condition>,
     ) -> Result<()> {
         timed("delete", self.limit(), async {
-            let (current, current_raw, units) = self.read_agent(tenant, id).await?;
-            charge(units);
+            let current = self.read_agent(tenant, id).await?;
             if let Some(condition) = if_match
-                && !condition.matches(&current.etag)
+                && !condition.matches(&bare(&current.etag))
             {
                 return Err(Error::PreconditionFailed);
             }
-            let mut q = Query::from(
-                "SELECT c.id FROM c WHERE c.tenantId = @tenant AND c.type = @type AND c.agentId = @agent",
-            );
-            for (name, value) in [
-                ("@tenant", tenant.as_str().to_owned()),
-                ("@type", TYPE_VERSION.to_owned()),
-                ("@agent", id.to_string()),
-            ] {
-                q = q
-                    .with_parameter(name, value)
-                    .map_err(|e| Error::Internal(format!("query parameter: {e}")))?;
-            }
-            let versions: Vec<IdOnly> = self.query(q, tenant, usize::MAX).await?;
+            let versions: Vec<IdOnly> = self
+                .query(
+                    "SELECT c.id FROM c WHERE c.tenantId = @tenant AND c.type = @type AND c.agentId = @agent",
+                    vec![
+                        ("@tenant", json!(tenant.as_str())),
+                        ("@type", json!(TYPE_VERSION)),
+                        ("@agent", json!(id.to_string())),
+                    ],
+                    tenant,
+                    usize::MAX,
+                )
+                .await?;
             let mut versions: Vec<String> = versions.into_iter().map(|v| v.id).collect();
             // The agent (conditioned on the ETag just checked) and its name go first, with as
             // many versions as fit: on Cosmos this is atomic.
@@ -476,14 +370,8 @@ impl AgentStore for Cosmos {
                 .drain(..versions.len().min(BATCH_LIMIT - 2))
                 .collect();
             let mut batch = TransactionalBatch::new(tenant.as_str().to_owned())
-                .delete_item(
-                    id.to_string(),
-                    Some(
-                        BatchDeleteOptions::default()
-                            .with_precondition(Precondition::if_match(raw(&current_raw))),
-                    ),
-                )
-                .delete_item(name_id(&current.name_key()), None);
+                .delete_item(id.to_string(), delete_if_match(&current.etag))
+                .delete_item(name_id(&current.agent.name_key()), None);
             for v in inline {
                 batch = batch.delete_item(v, None);
             }
@@ -498,7 +386,7 @@ impl AgentStore for Cosmos {
             // leftover versions are unreachable (every read checks the agent first).
             self.delete_versions(tenant, versions).await
         })
-        .instrument(span("delete", tenant))
+        .instrument(span("delete", AGENTS, tenant.as_str()))
         .await
     }
 
@@ -509,7 +397,7 @@ impl AgentStore for Cosmos {
         limit: u32,
         continuation_token: Option<&str>,
     ) -> Result<Page<AgentVersionSummary>> {
-        let cursor: Option<VersionCursor> = continuation_token.map(decode_token).transpose()?;
+        let cursor: Option<ByVersion> = keyset::after(continuation_token)?;
         let limit = limit as usize;
         timed("versions", self.limit(), async {
             // The agent must exist now: a deleted agent has no history to show.
@@ -517,38 +405,25 @@ impl AgentStore for Cosmos {
             let mut text = String::from(
                 "SELECT * FROM c WHERE c.tenantId = @tenant AND c.type = @type AND c.agentId = @agent",
             );
-            if cursor.is_some() {
+            let mut params = vec![
+                ("@tenant", json!(tenant.as_str())),
+                ("@type", json!(TYPE_VERSION)),
+                ("@agent", json!(id.to_string())),
+            ];
+            if let Some(c) = &cursor {
                 text.push_str(" AND c.version < @before");
+                params.push(("@before", json!(c.v)));
             }
             text.push_str(" ORDER BY c.version DESC");
-            let param = |e: azure_data_cosmos::CosmosError| {
-                Error::Internal(format!("query parameter: {e}"))
-            };
-            let mut q = Query::from(text)
-                .with_parameter("@tenant", tenant.as_str())
-                .and_then(|q| q.with_parameter("@type", TYPE_VERSION))
-                .and_then(|q| q.with_parameter("@agent", id.to_string()))
-                .map_err(param)?;
-            if let Some(c) = &cursor {
-                q = q.with_parameter("@before", c.v).map_err(param)?;
-            }
-            let docs: Vec<VersionDoc> = self.query(q, tenant, limit + 1).await?;
-            let more = docs.len() > limit;
-            let items: Vec<AgentVersionSummary> = docs
-                .iter()
-                .take(limit)
-                .map(|d| AgentVersionSummary::from(&d.agent))
-                .collect();
-            let continuation_token = match (more, items.last()) {
-                (true, Some(last)) => Some(encode_token(&VersionCursor { v: last.version })),
-                _ => None,
-            };
-            Ok(Page {
-                items,
-                continuation_token,
-            })
+            let docs: Vec<VersionDoc> = self.query(text, params, tenant, limit + 1).await?;
+            keyset::page(
+                docs,
+                limit,
+                |d| ByVersion { v: d.version },
+                |d| Ok(AgentVersionSummary::from(&d.agent)),
+            )
         })
-        .instrument(span("versions", tenant))
+        .instrument(span("versions", AGENTS, tenant.as_str()))
         .await
     }
 
@@ -557,13 +432,6 @@ impl AgentStore for Cosmos {
     /// result carries its `tenantId`). Ordered by tenant then id, as on SQLite, after the read,
     /// since a cross-partition `ORDER BY` needs the query plan the SDK does not run.
     async fn scheduled(&self, limit: u32) -> Result<Vec<Agent>> {
-        let span = tracing::info_span!(
-            "cosmos",
-            db.system = "cosmosdb",
-            db.operation = "scheduled",
-            db.collection = CONTAINER,
-            db.cosmos.request_charge = tracing::field::Empty,
-        );
         timed("scheduled", self.limit(), async {
             let q = query_of(
                 "SELECT * FROM c WHERE c.type = @type AND c.scheduled = true AND c.status != @disabled",
@@ -581,34 +449,20 @@ impl AgentStore for Cosmos {
             agents.truncate(limit as usize);
             Ok(agents)
         })
-        .instrument(span)
+        .instrument(span("scheduled", AGENTS, ""))
         .await
     }
 
     async fn version(&self, tenant: &TenantId, id: AgentId, version: u32) -> Result<Agent> {
         timed("version", self.limit(), async {
-            let (_, _, read_units) = self.read_agent(tenant, id).await?;
+            self.read_agent(tenant, id).await?;
             let c = &self.containers().await?.agents;
-            let response = c
-                .read_item(tenant.as_str().to_owned(), &version_id(id, version), None)
-                .await
-                .map_err(|e| map_error(e, "reading a version"))?;
-            charge(
-                read_units
-                    + response
-                        .headers()
-                        .request_charge()
-                        .map_or(0.0, |r| r.value()),
-            );
-            let doc: VersionDoc = response
-                .into_model()
-                .map_err(|e| Error::Internal(format!("decoding a stored version: {e}")))?;
-            if doc.kind != TYPE_VERSION || doc.tenant_id != tenant.as_str() {
-                return Err(Error::NotFound);
-            }
+            let doc: VersionDoc = read_doc(c, tenant.as_str(), &version_id(id, version))
+                .await?
+                .ok_or(Error::NotFound)?;
             Ok(doc.agent)
         })
-        .instrument(span("version", tenant))
+        .instrument(span("version", AGENTS, tenant.as_str()))
         .await
     }
 }
@@ -616,14 +470,6 @@ impl AgentStore for Cosmos {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sort_keys_order_as_creation_time_then_id() {
-        assert!(sort_key_of(999, "b") < sort_key_of(1_000, "a"));
-        assert!(sort_key_of(-5, "z") < sort_key_of(0, "a"));
-        assert!(sort_key_of(1_000, "a") < sort_key_of(1_000, "b"));
-        assert!(sort_key_of(99_999_999_999_999, "a") > sort_key_of(1_000, "a"));
-    }
 
     #[test]
     fn name_ids_are_valid_cosmos_ids_whatever_the_name() {

@@ -23,23 +23,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::Instrument;
 
-use super::{
-    BatchFailure, Cosmos, bare, charge, map_error, query_in, query_of, raw, run_batch, timed,
-    units_of,
+use super::document::{
+    Attempt, BatchFailure, bare, batch_etag, charge, document, hashed_id, map_error, newest_first,
+    query_in, query_of, query_partition, read_doc, replace_if_match, require_etag, retry,
+    run_batch, sort_key_of, span, timed, to_batch_error, units_of, update_with_retry,
 };
+use super::{Cosmos, JOBS};
+use crate::keyset::{self, BySortKey};
+use azure_data_cosmos::FeedScope;
 use azure_data_cosmos::models::TransactionalBatch;
-use azure_data_cosmos::options::{BatchReplaceOptions, ItemWriteOptions, Precondition};
-use azure_data_cosmos::{FeedScope, Query};
+use flowgrid_domain::store::Page;
 use flowgrid_domain::store::jobs::{
     AgentRunStats, Created, IDEMPOTENCY_WINDOW_SECS, Job, JobId, JobQuery, JobStatus, JobStore,
     StaleJob,
 };
-use flowgrid_domain::store::{Page, decode_token, encode_token};
 use flowgrid_domain::{AgentId, TenantId};
 use flowgrid_domain::{Error, Result};
-
-/// The container's name.
-pub(super) const CONTAINER: &str = "jobs";
 
 const TYPE_JOB: &str = "job";
 const TYPE_KEY: &str = "jobKey";
@@ -67,6 +66,7 @@ struct JobDoc {
     #[serde(rename = "_etag", default, skip_serializing)]
     etag: String,
 }
+document!(JobDoc, TYPE_JOB, "job");
 
 /// An idempotency-key reservation.
 #[derive(Serialize, Deserialize)]
@@ -81,6 +81,7 @@ struct KeyDoc {
     #[serde(rename = "_etag", default, skip_serializing)]
     etag: String,
 }
+document!(KeyDoc, TYPE_KEY, "idempotency reservation");
 
 /// Projection of a job for counts and scans.
 #[derive(Deserialize)]
@@ -95,12 +96,6 @@ struct JobRow {
     created_ms: i64,
     #[serde(default)]
     sort_key: String,
-}
-
-/// Where a listing page ended: the `sortKey` of its last job.
-#[derive(Serialize, Deserialize)]
-struct JobCursor {
-    s: String,
 }
 
 fn job_doc(job: &Job) -> JobDoc {
@@ -121,18 +116,9 @@ fn job_doc(job: &Job) -> JobDoc {
     }
 }
 
-/// Creation time (milliseconds, shifted to be non-negative, 20 digits) then id.
-fn sort_key_of(created_ms: i64, id: &str) -> String {
-    let ms = i128::from(created_ms) + (1i128 << 62);
-    format!("{ms:020}|{id}")
-}
-
-/// The reservation id of an idempotency key: a hash, since keys may hold characters Cosmos ids
-/// may not.
+/// The reservation id of an idempotency key.
 fn key_id(key: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("key-{hex}")
+    hashed_id("key", key)
 }
 
 fn into_job(doc: JobDoc) -> Job {
@@ -141,72 +127,28 @@ fn into_job(doc: JobDoc) -> Job {
     job
 }
 
-fn span(operation: &'static str, tenant: Option<&TenantId>) -> tracing::Span {
-    tracing::info_span!(
-        "cosmos",
-        db.system = "cosmosdb",
-        db.operation = operation,
-        db.collection = CONTAINER,
-        tenant.id = tenant.map(|t| t.as_str().to_owned()).unwrap_or_default(),
-        db.cosmos.request_charge = tracing::field::Empty,
-    )
-}
-
-fn to_batch_error(e: azure_data_cosmos::CosmosError) -> Error {
-    Error::Internal(format!("building a batch: {e}"))
-}
-
 fn job_exists() -> Error {
     Error::Conflict("A job with this id already exists.".into())
 }
 
 impl Cosmos {
-    /// The job, the raw ETag of its document, and the request charge.
-    async fn read_job(&self, tenant: &TenantId, id: &str) -> Result<(Job, String, f64)> {
+    /// The tenant's job document `id` (with the raw ETag it was read with), or `NotFound`.
+    async fn read_job(&self, tenant: &TenantId, id: &str) -> Result<JobDoc> {
         let c = &self.containers().await?.jobs;
-        let response = c
-            .read_item(tenant.as_str().to_owned(), id, None)
-            .await
-            .map_err(|e| map_error(e, "reading a job"))?;
-        let units = units_of(response.headers());
-        let doc: JobDoc = response
-            .into_model()
-            .map_err(|e| Error::Internal(format!("decoding a stored job: {e}")))?;
-        if doc.kind != TYPE_JOB || doc.tenant_id != tenant.as_str() {
-            return Err(Error::NotFound);
-        }
-        let raw_etag = doc.etag.clone();
-        Ok((into_job(doc), raw_etag, units))
-    }
-
-    /// The reservation of `key` in the tenant's partition, if any.
-    async fn read_key(&self, tenant: &TenantId, key: &str) -> Result<Option<KeyDoc>> {
-        let c = &self.containers().await?.jobs;
-        match c
-            .read_item(tenant.as_str().to_owned(), &key_id(key), None)
-            .await
-        {
-            Ok(response) => {
-                charge(units_of(response.headers()));
-                let doc: KeyDoc = response.into_model().map_err(|e| {
-                    Error::Internal(format!("decoding an idempotency reservation: {e}"))
-                })?;
-                Ok((doc.kind == TYPE_KEY && doc.tenant_id == tenant.as_str()).then_some(doc))
-            }
-            Err(e) if e.status().is_not_found() => Ok(None),
-            Err(e) => Err(map_error(e, "reading an idempotency reservation")),
-        }
+        read_doc(c, tenant.as_str(), id)
+            .await?
+            .ok_or(Error::NotFound)
     }
 
     /// Runs a query in the tenant's partition of the jobs container.
     async fn job_query<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
-        q: Query,
+        q: azure_data_cosmos::Query,
         tenant: &TenantId,
         take: usize,
     ) -> Result<Vec<T>> {
         let c = &self.containers().await?.jobs;
-        query_in(c, q, FeedScope::partition(tenant.as_str().to_owned()), take).await
+        query_partition(c, q, tenant.as_str(), take).await
     }
 
     /// Stores a job without an idempotency key.
@@ -230,22 +172,24 @@ impl Cosmos {
             .etag()
             .map(|e| bare(e.as_ref()))
             .ok_or_else(|| Error::Internal("the create returned no ETag".into()))?;
-        let mut stored = job.clone();
-        stored.etag = etag;
-        Ok(Created::New(stored))
+        Ok(Created::New(Job {
+            etag,
+            ..job.clone()
+        }))
     }
 
-    /// One attempt at storing a job with idempotency key `key`; `None`: lost a race for the
-    /// key, try again.
-    async fn create_keyed(&self, job: &Job, key: &str) -> Result<Option<Created>> {
+    /// One attempt at storing a job with idempotency key `key`; `Again`: lost a race for the
+    /// key.
+    async fn create_keyed(&self, job: &Job, key: &str) -> Result<Attempt<Created>> {
         let tenant = &job.tenant_id;
         let window_start = job.created_at.timestamp_millis() - IDEMPOTENCY_WINDOW_SECS * 1000;
-        let existing = self.read_key(tenant, key).await?;
+        let c = &self.containers().await?.jobs;
+        let existing: Option<KeyDoc> = read_doc(c, tenant.as_str(), &key_id(key)).await?;
         if let Some(reservation) = &existing
             && reservation.created_ms >= window_start
         {
             match self.read_job(tenant, &reservation.job_id).await {
-                Ok((found, _, _)) => return Ok(Some(Created::Existing(found))),
+                Ok(found) => return Ok(Attempt::Done(Created::Existing(into_job(found)))),
                 // The job the key named is gone: the key is free again.
                 Err(Error::NotFound) => {}
                 Err(e) => return Err(e),
@@ -266,30 +210,22 @@ impl Cosmos {
                 .replace_item(
                     reservation.id.clone(),
                     &reservation,
-                    Some(
-                        BatchReplaceOptions::default()
-                            .with_precondition(Precondition::if_match(raw(&old.etag))),
-                    ),
+                    replace_if_match(&old.etag),
                 )
                 .map_err(to_batch_error)?,
             None => batch.create_item(&reservation).map_err(to_batch_error)?,
         };
         let batch = batch.create_item(job_doc(job)).map_err(to_batch_error)?;
-        let c = &self.containers().await?.jobs;
         match run_batch(c, batch).await? {
-            Ok((etags, units)) => {
-                charge(units);
-                let mut stored = job.clone();
-                stored.etag = etags.get(1).cloned().flatten().ok_or_else(|| {
-                    Error::Internal("the batch returned no ETag for the job".into())
-                })?;
-                Ok(Some(Created::New(stored)))
-            }
+            Ok(etags) => Ok(Attempt::Done(Created::New(Job {
+                etag: batch_etag(&etags, 1, "job")?,
+                ..job.clone()
+            }))),
             // The reservation was taken or changed meanwhile: read it again.
             Err(BatchFailure {
                 index: 0 | usize::MAX,
                 status: 409 | 412 | 404,
-            }) => Ok(None),
+            }) => Ok(Attempt::Again),
             Err(BatchFailure { status: 409, .. }) => Err(job_exists()),
             Err(BatchFailure { status, .. }) => Err(Error::Internal(format!(
                 "creating a job failed with {status}"
@@ -305,108 +241,81 @@ impl JobStore for Cosmos {
             let Some(key) = &job.idempotency_key else {
                 return self.create_plain(job).await;
             };
-            for _ in 0..CREATE_ATTEMPTS {
-                if let Some(created) = self.create_keyed(job, key).await? {
-                    return Ok(created);
-                }
-            }
-            Err(Error::Conflict(
-                "The idempotency key is being used by a concurrent request; try again.".into(),
-            ))
+            retry(
+                CREATE_ATTEMPTS,
+                || {
+                    Error::Conflict(
+                        "The idempotency key is being used by a concurrent request; try again."
+                            .into(),
+                    )
+                },
+                || self.create_keyed(job, key),
+            )
+            .await
         })
-        .instrument(span("create", Some(&job.tenant_id)))
+        .instrument(span("create", JOBS, job.tenant_id.as_str()))
         .await
     }
 
     async fn get(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
         timed("get", self.limit(), async {
-            let (job, _, units) = self.read_job(tenant, &id.to_string()).await?;
-            charge(units);
-            Ok(job)
+            Ok(into_job(self.read_job(tenant, &id.to_string()).await?))
         })
-        .instrument(span("get", Some(tenant)))
+        .instrument(span("get", JOBS, tenant.as_str()))
         .await
     }
 
+    /// A compare-and-swap on the caller's ETag: a replace conditioned on the ETag read, which
+    /// must be the one expected.
     async fn replace(&self, next: &Job, expected_etag: &str) -> Result<Job> {
         let tenant = &next.tenant_id;
         timed("replace", self.limit(), async {
-            let (current, current_raw, read_units) =
-                self.read_job(tenant, &next.id.to_string()).await?;
-            if current.etag != expected_etag {
-                charge(read_units);
-                return Err(Error::PreconditionFailed);
-            }
             let c = &self.containers().await?.jobs;
-            let options = ItemWriteOptions::default()
-                .with_precondition(Precondition::if_match(raw(&current_raw)));
-            let response = c
-                .replace_item(
-                    tenant.as_str().to_owned(),
-                    &next.id.to_string(),
-                    job_doc(next),
-                    Some(options),
-                )
-                .await
-                .map_err(|e| map_error(e, "replacing a job"))?;
-            charge(read_units + units_of(response.headers()));
-            let mut stored = next.clone();
-            stored.etag = response
-                .headers()
-                .etag()
-                .map(|e| bare(e.as_ref()))
-                .ok_or_else(|| Error::Internal("the replace returned no ETag".into()))?;
-            Ok(stored)
+            let written = update_with_retry(
+                c,
+                tenant.as_str(),
+                &next.id.to_string(),
+                None,
+                |current: Option<&JobDoc>| {
+                    require_etag(current.ok_or(Error::NotFound)?, expected_etag)?;
+                    Ok(Some(job_doc(next)))
+                },
+            )
+            .await?
+            .ok_or(Error::NotFound)?;
+            if written.etag.is_empty() {
+                return Err(Error::Internal("the replace returned no ETag".into()));
+            }
+            Ok(into_job(written))
         })
-        .instrument(span("replace", Some(tenant)))
+        .instrument(span("replace", JOBS, tenant.as_str()))
         .await
     }
 
     async fn list(&self, tenant: &TenantId, query: &JobQuery) -> Result<Page<Job>> {
-        let cursor: Option<JobCursor> = query
-            .continuation_token
-            .as_deref()
-            .map(decode_token)
-            .transpose()?;
-        let limit = query.limit as usize;
+        let after: Option<BySortKey> = keyset::after(query.continuation_token.as_deref())?;
         timed("list", self.limit(), async {
-            // Fixed text fragments only; every value is a parameter.
-            let mut text =
-                String::from("SELECT * FROM c WHERE c.tenantId = @tenant AND c.type = @type");
-            let mut params = vec![
-                ("@tenant", json!(tenant.as_str())),
-                ("@type", json!(TYPE_JOB)),
-            ];
+            let mut filters = Vec::new();
             if let Some(agent) = query.agent_id {
-                text.push_str(" AND c.agentId = @agent");
-                params.push(("@agent", json!(agent.to_string())));
+                filters.push(("c.agentId = @agent", "@agent", json!(agent.to_string())));
             }
             if let Some(status) = query.status {
-                text.push_str(" AND c.status = @status");
-                params.push(("@status", json!(status.as_str())));
+                filters.push(("c.status = @status", "@status", json!(status.as_str())));
             }
-            if let Some(c) = &cursor {
-                text.push_str(" AND c.sortKey < @after");
-                params.push(("@after", json!(c.s)));
-            }
-            text.push_str(" ORDER BY c.sortKey DESC");
-            let docs: Vec<JobDoc> = self
-                .job_query(query_of(text, params)?, tenant, limit + 1)
-                .await?;
-            let more = docs.len() > limit;
-            let docs: Vec<JobDoc> = docs.into_iter().take(limit).collect();
-            let continuation_token = match (more, docs.last()) {
-                (true, Some(last)) => Some(encode_token(&JobCursor {
-                    s: last.sort_key.clone(),
-                })),
-                _ => None,
-            };
-            Ok(Page {
-                items: docs.into_iter().map(into_job).collect(),
-                continuation_token,
-            })
+            let c = &self.containers().await?.jobs;
+            let sort_key = |d: &JobDoc| d.sort_key.clone();
+            newest_first(
+                c,
+                tenant.as_str(),
+                filters,
+                after,
+                query.limit,
+                sort_key,
+                into_job,
+            )
+            .await
         })
-        .instrument(span("list", Some(tenant)))
+        .instrument(span("list", JOBS, tenant.as_str()))
         .await
     }
 
@@ -431,7 +340,7 @@ impl JobStore for Cosmos {
                 .count() as u64;
             Ok((queued, rows.len() as u64 - queued))
         })
-        .instrument(span("counts", Some(tenant)))
+        .instrument(span("counts", JOBS, tenant.as_str()))
         .await
     }
 
@@ -449,7 +358,7 @@ impl JobStore for Cosmos {
             let rows: Vec<JobRow> = self.job_query(q, tenant, limit as usize).await?;
             rows.iter().map(|r| JobId::parse(&r.id)).collect()
         })
-        .instrument(span("oldest_queued", Some(tenant)))
+        .instrument(span("oldest_queued", JOBS, tenant.as_str()))
         .await
     }
 
@@ -491,7 +400,7 @@ impl JobStore for Cosmos {
                 })
                 .collect()
         })
-        .instrument(span("stale", None))
+        .instrument(span("stale", JOBS, ""))
         .await
     }
 
@@ -562,7 +471,7 @@ impl JobStore for Cosmos {
                     .count() as u64,
             })
         })
-        .instrument(span("agent_stats", Some(tenant)))
+        .instrument(span("agent_stats", JOBS, tenant.as_str()))
         .await
     }
 }
@@ -576,11 +485,5 @@ mod tests {
         let id = key_id("a/b\\c?d#e");
         assert!(!id.contains(['/', '\\', '?', '#']));
         assert_eq!(id.len(), "key-".len() + 64);
-    }
-
-    #[test]
-    fn sort_keys_order_as_creation_time_then_id() {
-        assert!(sort_key_of(999, "b") < sort_key_of(1_000, "a"));
-        assert!(sort_key_of(1_000, "a") < sort_key_of(1_000, "b"));
     }
 }

@@ -23,25 +23,30 @@
 //! creation for accounts where the app's identity may not manage containers).
 
 mod agents;
-mod identity;
+mod document;
 mod jobs;
+mod revocations;
+mod sessions;
+mod signing_keys;
+mod tenants;
+mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::Etag;
-use azure_data_cosmos::models::{ContainerProperties, TimeToLive, TransactionalBatch};
+use azure_data_cosmos::models::{ContainerProperties, TimeToLive};
 use azure_data_cosmos::options::{
     BinaryEncodingOptions, ConnectionPoolOptions, EndToEndOperationLatencyPolicy, OperationOptions,
-    QueryOptions, Region, ServerCertificateValidation,
+    Region, ServerCertificateValidation,
 };
 use azure_data_cosmos::{
     AccountEndpoint, AccountReference, ContainerClient, CosmosClient, CosmosError, CosmosRuntime,
-    FeedScope, Query, RoutingStrategy,
+    RoutingStrategy,
 };
-use futures::StreamExt;
 use tokio::sync::OnceCell;
+
+use document::{map_error, timed};
 
 use flowgrid_domain::config::CosmosSettings;
 use flowgrid_domain::health::HealthCheck;
@@ -68,18 +73,25 @@ use flowgrid_domain::{Error, Result};
 ///
 /// Kinds of the design still to come (connections, events, usage) are added here as their
 /// storage traits gain a Cosmos implementation.
-pub const CONTAINERS: &[&str] = &[
-    agents::CONTAINER,
-    jobs::CONTAINER,
-    identity::TENANTS,
-    identity::USERS,
-    identity::SESSIONS,
-    identity::TOKENS,
-];
+pub const CONTAINERS: &[&str] = &[AGENTS, JOBS, TENANTS, USERS, SESSIONS, TOKENS];
 
 /// The containers whose documents expire (TTL on with no default: `defaultTtl` -1; each
 /// document sets its own `ttl`). The Bicep must set `defaultTtl: -1` on exactly these.
-pub const TTL_CONTAINERS: &[&str] = &[identity::SESSIONS, identity::TOKENS];
+pub const TTL_CONTAINERS: &[&str] = &[SESSIONS, TOKENS];
+
+/// Agents, their versions and their name reservations ([`agents`]).
+const AGENTS: &str = "agents";
+/// Jobs and their idempotency-key reservations ([`jobs`]).
+const JOBS: &str = "jobs";
+/// Tenants ([`tenants`]).
+const TENANTS: &str = "tenants";
+/// Users and their email reservations ([`users`]).
+const USERS: &str = "users";
+/// Sessions and their refresh tokens ([`sessions`]).
+const SESSIONS: &str = "sessions";
+/// What belongs to no tenant, in fixed partitions: the signing keys ([`signing_keys`]) and the
+/// session denylist ([`revocations`]).
+const TOKENS: &str = "tokens";
 
 /// The partition key path of every container.
 pub const PARTITION_KEY: &str = "/tenantId";
@@ -183,12 +195,12 @@ impl Cosmos {
                         }
                     };
                     Ok(Containers {
-                        agents: open(agents::CONTAINER).await?,
-                        jobs: open(jobs::CONTAINER).await?,
-                        tenants: open(identity::TENANTS).await?,
-                        users: open(identity::USERS).await?,
-                        sessions: open(identity::SESSIONS).await?,
-                        tokens: open(identity::TOKENS).await?,
+                        agents: open(AGENTS).await?,
+                        jobs: open(JOBS).await?,
+                        tenants: open(TENANTS).await?,
+                        users: open(USERS).await?,
+                        sessions: open(SESSIONS).await?,
+                        tokens: open(TOKENS).await?,
                         client,
                     })
                 })
@@ -316,143 +328,18 @@ pub(crate) fn is_local(url: &url::Url) -> bool {
     )
 }
 
-/// Runs `f` under [`OPERATION_TIMEOUT`]; running out of time is `Unavailable`.
-async fn timed<T>(
-    what: &str,
-    limit: Duration,
-    f: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
-        Err(Error::Unavailable(format!(
-            "cosmos: {what} took longer than {} s",
-            limit.as_secs()
-        )))
-    })
-}
-
-/// Translates an SDK error into the domain error of the same meaning.
-pub(crate) fn map_error(e: CosmosError, doing: &str) -> Error {
-    let status = e.status();
-    let code = u16::from(status.status_code());
-    match code {
-        404 => Error::NotFound,
-        409 => Error::Conflict("The resource already exists.".into()),
-        412 => Error::PreconditionFailed,
-        // Throttled even after the driver's retries, timeouts, service errors, a wrong key or a
-        // forbidden identity, and transport failures (no status from the wire): Cosmos is not
-        // serving us right now.
-        401 | 403 | 408 | 429 | 449 => Error::Unavailable(format!("cosmos {doing}: {e}")),
-        c if c >= 500 || !e.is_from_wire() => Error::Unavailable(format!("cosmos {doing}: {e}")),
-        _ => Error::Internal(format!("cosmos {doing}: {e}")),
-    }
-}
-
-/// Cosmos ETags come quoted (`"0000-..."`); the domain keeps the bare value.
-pub(crate) fn bare(etag: &str) -> String {
-    etag.trim_matches('"').to_owned()
-}
-
-/// The ETag to send back in `If-Match`: exactly what the service gave (real Cosmos quotes
-/// its ETags, the emulator does not, and both compare byte for byte).
-pub(crate) fn raw(etag: &str) -> Etag {
-    Etag::from(etag.to_owned())
-}
-
-/// Records the request units of a call on the current span.
-pub(crate) fn charge(units: f64) {
-    tracing::Span::current().record("db.cosmos.request_charge", units);
-}
-
-/// The request charge of a response.
-pub(crate) fn units_of(headers: &azure_data_cosmos::models::ResponseHeaders) -> f64 {
-    headers.request_charge().map_or(0.0, |r| r.value())
-}
-
-/// Which operation of a batch failed, and with what status.
-pub(crate) struct BatchFailure {
-    /// Index of the failing operation (`usize::MAX`: the service did not say).
-    pub(crate) index: usize,
-    /// Its HTTP status.
-    pub(crate) status: u16,
-}
-
-/// A batch that ran: the ETag of each operation and the request charge, or which one failed.
-pub(crate) type BatchOutcome = std::result::Result<(Vec<Option<String>>, f64), BatchFailure>;
-
-/// Runs `batch` in container `c`; `Ok(Err(..))` names the operation that failed.
-pub(crate) async fn run_batch(
-    c: &ContainerClient,
-    batch: TransactionalBatch,
-) -> Result<BatchOutcome> {
-    let response = match c.execute_transactional_batch(batch, None).await {
-        Ok(r) => r,
-        // A failed batch may come back as an error carrying the failing status and no
-        // per-operation detail; report it against the first operation that could fail so.
-        Err(e) if matches!(u16::from(e.status().status_code()), 404 | 409 | 412) => {
-            return Ok(Err(BatchFailure {
-                index: usize::MAX,
-                status: u16::from(e.status().status_code()),
-            }));
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn derived_ids_are_valid_cosmos_ids_whatever_the_input() {
+        for id in [
+            super::users::email_id("a/b\\c?d#e@x"),
+            super::sessions::refresh_id("a/b"),
+            super::signing_keys::key_id("k/1"),
+            super::revocations::revoked_id("s#1"),
+        ] {
+            assert!(!id.contains(['/', '\\', '?', '#']), "{id}");
+            assert!(id.len() < 80, "{id}");
         }
-        Err(e) => return Err(map_error(e, "running a batch")),
-    };
-    let units = units_of(response.headers());
-    let results = response
-        .into_model()
-        .map_err(|e| Error::Internal(format!("decoding a batch response: {e}")))?;
-    let mut etags = Vec::new();
-    for (index, result) in results.results().iter().enumerate() {
-        let status = result.status_code();
-        if !result.is_success() && status != 424 {
-            return Ok(Err(BatchFailure { index, status }));
-        }
-        etags.push(result.etag().map(bare));
     }
-    if results.results().iter().any(|r| !r.is_success()) {
-        return Err(Error::Internal("a batch failed without a cause".into()));
-    }
-    Ok(Ok((etags, units)))
-}
-
-/// Runs a parameterized query over `scope` of container `c`, returning up to `take` items.
-/// The scope is the tenant's partition for every query but the few cross-tenant scans
-/// (docs/storage.md lists them), which pass [`FeedScope::full_container`].
-pub(crate) async fn query_in<T: serde::de::DeserializeOwned + Send + 'static>(
-    c: &ContainerClient,
-    query: Query,
-    scope: FeedScope,
-    take: usize,
-) -> Result<Vec<T>> {
-    let mut pages = c
-        .query_items::<T>(query, scope, Some(QueryOptions::default()))
-        .await
-        .map_err(|e| map_error(e, "querying"))?
-        .into_pages();
-    let mut items = Vec::new();
-    let mut units = 0.0;
-    while items.len() < take {
-        let Some(page) = pages.next().await else {
-            break;
-        };
-        let page = page.map_err(|e| map_error(e, "querying"))?;
-        units += units_of(page.headers());
-        items.extend(page.into_items());
-    }
-    charge(units);
-    items.truncate(take);
-    Ok(items)
-}
-
-/// Builds a query from fixed text and parameters (values never enter the text).
-pub(crate) fn query_of(
-    text: impl Into<String>,
-    params: Vec<(&'static str, serde_json::Value)>,
-) -> Result<Query> {
-    let mut q = Query::from(text.into());
-    for (name, value) in params {
-        q = q
-            .with_parameter(name, value)
-            .map_err(|e| Error::Internal(format!("query parameter: {e}")))?;
-    }
-    Ok(q)
 }
