@@ -11,11 +11,12 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use flowgrid_domain::Error;
-use flowgrid_domain::config::{CosmosSettings, SecretString};
 use flowgrid_domain::store::AgentStore;
-use flowgrid_storage::cosmos::{Cosmos, EMULATOR_KEY};
+use flowgrid_storage::cosmos::Cosmos;
 use flowgrid_testkit::conformance::agents::new_agent;
 use flowgrid_testkit::emulators::{self, Emulator};
+
+use super::helpers::{cosmos_at, fresh_database};
 
 /// How many point reads of documents still get a 429, and the wait each asks for.
 struct Proxy {
@@ -104,15 +105,7 @@ async fn proxy(emulator: &Emulator, throttle: usize, retry_after_ms: u64) -> (St
 }
 
 async fn store_at(endpoint: String) -> Cosmos {
-    Cosmos::open(&CosmosSettings {
-        endpoint,
-        key: Some(SecretString::new(EMULATOR_KEY)),
-        database: format!("throttle-{}", uuid::Uuid::new_v4().simple()),
-        create_containers: true,
-        client_id: None,
-    })
-    .await
-    .expect("open cosmos")
+    cosmos_at(endpoint, fresh_database("throttle"), true).await
 }
 
 #[tokio::test]

@@ -6,15 +6,16 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowgrid_domain::config::{CosmosSettings, SecretString};
 use flowgrid_domain::store::AgentStore;
 use flowgrid_domain::{AgentId, TenantId};
 use flowgrid_http::auth::{DevKey, Role};
-use flowgrid_storage::cosmos::{Cosmos, EMULATOR_KEY};
+use flowgrid_storage::cosmos::EMULATOR_KEY;
 use flowgrid_testkit::emulators::{self, Emulator};
 use flowgrid_testkit::{DataDir, Handler, free_port, workspace_bin};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+use super::helpers::{cosmos_at, fresh_database};
 
 /// The handler on Cosmos. With `FLOWGRID_STORE=cosmos` the issuer's signing keys are in Cosmos,
 /// not in the folder, so the folder's development key (which signs the tests' tokens) is
@@ -58,19 +59,7 @@ async fn wait_ready(base: &str) {
 }
 
 fn database() -> String {
-    format!("e2e-{}", uuid::Uuid::new_v4().simple())
-}
-
-async fn cosmos_store(emulator: &Emulator, database: &str) -> Cosmos {
-    Cosmos::open(&CosmosSettings {
-        endpoint: emulator.endpoint(),
-        key: Some(SecretString::new(EMULATOR_KEY)),
-        database: database.to_owned(),
-        create_containers: false,
-        client_id: None,
-    })
-    .await
-    .expect("open cosmos")
+    fresh_database("e2e")
 }
 
 #[tokio::test]
@@ -103,7 +92,7 @@ async fn the_agents_app_serves_its_api_from_cosmos() {
 
     // Stored in Cosmos, not in the embedded database.
     let id = AgentId::parse(agent["id"].as_str().expect("id")).expect("agent id");
-    let stored = cosmos_store(&emulator, &db)
+    let stored = cosmos_at(emulator.endpoint(), db.clone(), false)
         .await
         .get(&TenantId::parse("acme").expect("tenant"), id)
         .await

@@ -13,11 +13,13 @@ use flowgrid_testkit::{DataDir, Handler, workspace_bin};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use super::helpers::fresh_database;
+
 #[tokio::test]
 async fn login_refresh_and_logout_work_across_apps_that_share_only_cosmos() {
     let emulator = emulators::cosmos();
     let endpoint = emulator.endpoint();
-    let database = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+    let database = fresh_database("e2e");
     let cosmos: [(&str, &str); 4] = [
         ("FLOWGRID_STORE", "cosmos"),
         ("COSMOS_ENDPOINT", &endpoint),

@@ -1,0 +1,19 @@
+//! The storage tests, one binary (one link) with a module per suite: the conformance suites of
+//! the agents, identity and jobs stores on SQLite and on the Cosmos DB emulator, the blob suite
+//! on a folder and on Azurite, throttling, and the real apps on Cosmos.
+//!
+//! The emulators are started by the tests themselves ([`flowgrid_testkit::emulators`]): each
+//! process shares one of each while any test holds it, so `cargo test` (every test in one
+//! process) and nextest (a process per test) both work.
+
+mod agents_on_cosmos;
+mod blob_conformance;
+mod cosmos_agents_conformance;
+mod cosmos_identity_conformance;
+mod cosmos_jobs_conformance;
+mod cosmos_throttling;
+mod helpers;
+mod identity_on_cosmos;
+mod sqlite_agents_conformance;
+mod sqlite_identity_conformance;
+mod sqlite_jobs_conformance;
