@@ -1,5 +1,5 @@
 //! The end-to-end harness: `flowgrid dev` started as a user starts it, from the workspace root,
-//! on a free port with a fresh data folder. The tests live in `tests/tests/`.
+//! on a free port with a fresh data folder. The tests live in `tests/tests/e2e/`, one binary.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,10 @@
+//! The end-to-end tests, one binary: `flowgrid dev` with the real Agents app (`dev_host_agents`),
+//! with Auth and Agents (`dev_host_auth`), on the Cosmos emulator (`dev_host_cosmos`), runs
+//! through Execution and the local Service Bus (`execution`), and the offline checks of the Azure
+//! deployment (`infra`).
+
+mod dev_host_agents;
+mod dev_host_auth;
+mod dev_host_cosmos;
+mod execution;
+mod infra;
