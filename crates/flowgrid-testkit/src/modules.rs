@@ -25,11 +25,14 @@ pub fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         let mut uses = BTreeSet::new();
         for file in files_of(src, module) {
             let text = read(&file);
-            let is_top_file = file == src.join(format!("{module}.rs"))
-                || file == src.join(module).join("mod.rs");
-            for used in referenced(&text, "crate::")
-                .chain(is_top_file.then(|| referenced(&text, "super::")).into_iter().flatten())
-            {
+            let is_top_file =
+                file == src.join(format!("{module}.rs")) || file == src.join(module).join("mod.rs");
+            for used in referenced(&text, "crate::").chain(
+                is_top_file
+                    .then(|| referenced(&text, "super::"))
+                    .into_iter()
+                    .flatten(),
+            ) {
                 let target = if modules.contains(&used) {
                     Some(used)
                 } else {
@@ -189,7 +192,12 @@ fn reexports(root: &str, modules: &BTreeSet<String>) -> BTreeMap<String, String>
                 .split(',')
                 .filter_map(|n| ident(n.trim().rsplit("::").next().unwrap_or("")))
                 .collect(),
-            _ => path.rsplit("::").next().and_then(ident).into_iter().collect(),
+            _ => path
+                .rsplit("::")
+                .next()
+                .and_then(ident)
+                .into_iter()
+                .collect(),
         };
         for name in names {
             out.insert(name, module.clone());
@@ -236,10 +244,7 @@ mod tests {
             ("c.rs", "use crate::c::Z; // itself\n"),
         ]);
         let graph = graph(dir.path());
-        assert_eq!(
-            graph["a"],
-            BTreeSet::from(["b".to_owned(), "c".to_owned()])
-        );
+        assert_eq!(graph["a"], BTreeSet::from(["b".to_owned(), "c".to_owned()]));
         assert_eq!(find_cycle(&graph), None);
     }
 
@@ -255,6 +260,10 @@ mod tests {
                 Some(format!("{}: {}", src.display(), cycle.join(" -> ")))
             })
             .collect();
-        assert!(cycles.is_empty(), "modules form cycles:\n{}", cycles.join("\n"));
+        assert!(
+            cycles.is_empty(),
+            "modules form cycles:\n{}",
+            cycles.join("\n")
+        );
     }
 }
