@@ -1,9 +1,10 @@
 //! The Execution app: runs of agents as jobs through Service Bus, exactly once in effect.
 //!
-//! HTTP routes (`routes.rs`): submit (envelope mode, for its Service Bus output), read, list and
-//! cancel jobs. Functions (`functions.rs`): the worker on queue `executions`, the reaper and
-//! schedule timers, the `agent-compiled` subscription. The engine (`engine.rs`) holds the rules;
-//! `steps.rs` what each step kind does. See `docs/execution.md`.
+//! HTTP routes (`routes.rs`): submit and cancel (envelope mode, for their Service Bus outputs),
+//! read and list jobs. Functions (`functions.rs`): the worker on queue `executions`, the reaper
+//! and schedule timers, the `agent-compiled` subscription. The engine (`engine/`) drives the
+//! domain's job transitions through the store; `steps.rs` is what each step kind does;
+//! `trace.rs` the trace context stamped on the platform events. See `docs/execution.md`.
 //!
 //! `router(state)` is what both `main` and the tests serve.
 
@@ -13,6 +14,7 @@ pub mod routes;
 pub mod schema;
 pub mod settings;
 pub mod steps;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -33,7 +35,7 @@ pub use settings::{SETTINGS, Settings};
 pub const APP: &str = "execution";
 
 /// The stores the Execution app uses: jobs, and agents (read, and marked compiled through the
-/// domain operation).
+/// domain operation `flowgrid_domain::store::record_compiled`).
 #[derive(Clone)]
 pub struct Stores {
     /// Agents.
@@ -94,7 +96,8 @@ impl AppState {
     }
 }
 
-/// Every route of the app: the HTTP API (forwarded), its envelope-mode twin for `SubmitJob`,
+/// Every route of the app: the HTTP API (forwarded), its envelope-mode twins for `SubmitJob`
+/// and `CancelJob`,
 /// the invocation routes of the other functions, health, and the common layers.
 pub fn router(state: AppState) -> Router {
     let health = health::routes(APP, vec![state.stores.health.clone()]);
@@ -122,6 +125,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .route(
             &format!("/{}", functions::names::SUBMIT),
+            envelope::http_function(api.clone(), "req", "res"),
+        )
+        .route(
+            &format!("/{}", functions::names::CANCEL),
             envelope::http_function(api.clone(), "req", "res"),
         )
         .layer(axum::extract::DefaultBodyLimit::max(

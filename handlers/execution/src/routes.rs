@@ -1,5 +1,6 @@
 //! The Execution app's HTTP routes. Each handler extracts, calls the engine or the store, and
-//! maps the result.
+//! maps the result. `SubmitJob` and `CancelJob` run in envelope mode (they have Service Bus
+//! outputs): what they send rides on the response as an `OutputBindings` extension.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -7,8 +8,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::Utc;
 use flowgrid_domain::AgentId;
+use flowgrid_domain::events::{CloudEvent, PlatformEvent};
 use flowgrid_domain::store::jobs::Created;
 use flowgrid_domain::store::{Job, JobId, JobQuery, JobStatus, Page, paging};
 use flowgrid_http::auth::{Caller, Role};
@@ -18,10 +19,15 @@ use flowgrid_http::{Json, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::engine::JobMessage;
+use crate::functions::EVENTS;
+use crate::trace::Trace;
+use crate::{APP, AppState};
 
-/// The output binding (Service Bus, queue `executions`) of `SubmitJob`.
+type Event = CloudEvent<PlatformEvent>;
+
+/// The output binding (Service Bus, queue `executions`) of `SubmitJob`. Both `SubmitJob` and
+/// `CancelJob` also have the output [`EVENTS`] (topic `platform-events`).
 pub const MESSAGE_BINDING: &str = "msg";
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -105,7 +111,7 @@ fn request_hash(agent: AgentId, input: &Value) -> String {
 /// answer, or the host fails to send, the job stays `queued` without a message: the reaper
 /// (`ReapJobs`) re-enqueues every job left queued for a minute. A duplicate message is harmless:
 /// its `MessageId` is the job id and the worker is an idempotent consumer (a job already claimed
-/// or finished is left alone).
+/// or finished is left alone). A new job's `flowgrid.job.submitted` goes out the same way.
 async fn submit_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -130,11 +136,13 @@ async fn submit_job(
             Some(hash.clone()),
         )
         .await?;
-    let (job, status) = match created {
-        Created::New(job) => (job, StatusCode::ACCEPTED),
-        Created::Existing(job) if job.request_hash.as_deref() == Some(hash.as_str()) => {
-            (job, StatusCode::ACCEPTED)
-        }
+    let event = match &created {
+        Created::New(job) => Some(job.submitted_event(APP)),
+        Created::Existing(_) => None,
+    };
+    let job = match created {
+        Created::New(job) => job,
+        Created::Existing(job) if job.request_hash.as_deref() == Some(hash.as_str()) => job,
         Created::Existing(_) => {
             return Err(Error::Validation(vec![flowgrid_http::FieldError::new(
                 "Idempotency-Key",
@@ -143,19 +151,31 @@ async fn submit_job(
             .into());
         }
     };
-    let location = HeaderValue::from_str(&format!("/api/execute/jobs/{}", job.id))
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    accepted(&job, event, &Trace::from_headers(&headers))
+}
+
+/// The 202 of a submit, with the job's message while it is queued and the submitted event.
+fn accepted(job: &Job, event: Option<Event>, trace: &Trace) -> Result<Response> {
+    let status_url = format!("/api/execute/jobs/{}", job.id);
+    let location =
+        HeaderValue::from_str(&status_url).map_err(|e| Error::Internal(e.to_string()))?;
+    let body = json!({"jobId": job.id, "status": job.status, "statusUrl": status_url});
     let mut response = (
-        status,
+        StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(json!({"jobId": job.id, "status": job.status, "statusUrl": format!("/api/execute/jobs/{}", job.id)})),
+        Json(body),
     )
         .into_response();
+    let mut bindings = OutputBindings::default();
     if job.status == JobStatus::Queued {
         // A replayed key whose job is still queued sends its message again: harmless, and it
         // covers a first answer whose message was lost.
-        let mut bindings = OutputBindings::default();
-        bindings.push(MESSAGE_BINDING, JobMessage::of(&job));
+        bindings.push(MESSAGE_BINDING, JobMessage::of(job));
+    }
+    for event in trace.stamp(event.into_iter().collect())? {
+        bindings.push(EVENTS, event);
+    }
+    if !bindings.0.is_empty() {
         response.extensions_mut().insert(bindings);
     }
     Ok(response)
@@ -215,50 +235,32 @@ async fn list_jobs(
     }))
 }
 
-/// Cancels a job: a queued one at once, a running one by asking its worker (`cancelling`);
-/// a finished one is a 409.
+/// Cancels a job: a queued one at once (200, and its `flowgrid.job.finished`), a running one by
+/// asking its worker (`cancelling`, 202); a finished one is a 409.
 async fn cancel_job(
     State(state): State<AppState>,
     caller: Caller,
     Path(job_id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response> {
     caller.require(Role::Editor)?;
-    let id = JobId::parse(&job_id)?;
-    for _ in 0..5 {
-        let job = state.stores.jobs.get(&caller.tenant, id).await?;
-        let mut next = job.clone();
-        let now = Utc::now();
-        match job.status {
-            s if s.is_terminal() => {
-                return Err(Error::Conflict(format!(
-                    "The job has already finished ({}).",
-                    s.as_str()
-                ))
-                .into());
-            }
-            JobStatus::Cancelling => {
-                return Ok((StatusCode::ACCEPTED, Json(job_view(&job, false))).into_response());
-            }
-            JobStatus::Queued => {
-                next.status = JobStatus::Cancelled;
-                next.error = Some("cancelled on request".into());
-                next.finished_at = Some(now);
-            }
-            _ => next.status = JobStatus::Cancelling,
-        }
-        next.updated_at = now;
-        match state.stores.jobs.replace(&next, &job.etag).await {
-            Ok(saved) => {
-                let status = if saved.status == JobStatus::Cancelled {
-                    StatusCode::OK
-                } else {
-                    StatusCode::ACCEPTED
-                };
-                return Ok((status, Json(job_view(&saved, false))).into_response());
-            }
-            Err(Error::PreconditionFailed) => continue,
-            Err(e) => return Err(e.into()),
-        }
+    let job = state
+        .engine
+        .cancel(&caller.tenant, JobId::parse(&job_id)?)
+        .await?;
+    let status = if job.status == JobStatus::Cancelled {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut response = (status, Json(job_view(&job, false))).into_response();
+    let mut bindings = OutputBindings::default();
+    let finished = job.finished_event(APP).into_iter().collect();
+    for event in Trace::from_headers(&headers).stamp(finished)? {
+        bindings.push(EVENTS, event);
     }
-    Err(Error::Conflict("The job is changing; try again.".into()).into())
+    if !bindings.0.is_empty() {
+        response.extensions_mut().insert(bindings);
+    }
+    Ok(response)
 }

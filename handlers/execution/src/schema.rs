@@ -1,5 +1,5 @@
 //! Run inputs checked against the agent's `definition.inputSchema` with the shared JSON Schema
-//! validator ([`flowgrid_core::schema`]: draft 2020-12 by default, nothing fetched). Every
+//! validator ([`flowgrid_domain::schema`]: draft 2020-12 by default, nothing fetched). Every
 //! problem is reported at once, as field errors under `input` carrying their JSON Pointer
 //! (`/input/...`).
 //!

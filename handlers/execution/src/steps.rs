@@ -1,12 +1,16 @@
 //! What each step kind does. Every outbound call carries `Idempotency-Key: {jobId}:{stepId}`.
+//! Model calls go through the shared provider layer (`flowgrid_providers::llm`), integration
+//! actions through the shared connector layer (`flowgrid_providers::connector`).
 
 use std::sync::Arc;
 
 use flowgrid_domain::TenantId;
-use flowgrid_domain::agent::ModelSettings;
 use flowgrid_domain::plan::template::Templates;
 use flowgrid_domain::plan::{Jump, Plan, PlanStep, StepAction};
 use flowgrid_domain::store::jobs::Tokens;
+use flowgrid_providers::CallError;
+use flowgrid_providers::connector::{Connectors, NoConnectors};
+use flowgrid_providers::llm::{LlmProvider, LlmRequest, OfflineProvider};
 use flowgrid_providers::outbound::{self, OutboundError, OutboundPolicy};
 use serde_json::{Map, Value, json};
 
@@ -41,6 +45,16 @@ impl StepError {
     }
 }
 
+impl From<CallError> for StepError {
+    fn from(e: CallError) -> Self {
+        StepError {
+            message: e.message,
+            retryable: e.retryable,
+            timed_out: false,
+        }
+    }
+}
+
 /// What a successful attempt produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepOutcome {
@@ -50,105 +64,6 @@ pub struct StepOutcome {
     pub next: Jump,
     /// Tokens used (`llm`).
     pub tokens: Option<Tokens>,
-}
-
-/// A model call.
-#[derive(Debug, Clone)]
-pub struct LlmRequest {
-    /// Provider and model.
-    pub model: ModelSettings,
-    /// Rendered system prompt.
-    pub system: String,
-    /// Rendered prompt.
-    pub prompt: String,
-    /// Upper bound of generated tokens.
-    pub max_tokens: Option<u32>,
-    /// `{jobId}:{stepId}`.
-    pub idempotency_key: String,
-}
-
-/// A model's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlmAnswer {
-    /// Generated text.
-    pub text: String,
-    /// Tokens used.
-    pub tokens: Tokens,
-}
-
-/// A model provider. The default is [`OfflineProvider`]; a later issue adds OpenAI, Azure
-/// OpenAI and Anthropic behind the same trait.
-#[async_trait::async_trait]
-pub trait LlmProvider: Send + Sync {
-    /// Completes `request`.
-    async fn complete(&self, request: &LlmRequest) -> Result<LlmAnswer, StepError>;
-}
-
-/// The offline provider: deterministic, no network. It answers a short summary of the prompt
-/// (its first words) and counts tokens as whitespace-separated words.
-#[derive(Debug, Clone, Default)]
-pub struct OfflineProvider;
-
-#[async_trait::async_trait]
-impl LlmProvider for OfflineProvider {
-    async fn complete(&self, request: &LlmRequest) -> Result<LlmAnswer, StepError> {
-        if request.model.provider != "offline" {
-            return Err(StepError::permanent(format!(
-                "model provider {:?} is not available in this deployment; use \"offline\"",
-                request.model.provider
-            )));
-        }
-        let words: Vec<&str> = request.prompt.split_whitespace().collect();
-        let limit = request.max_tokens.map_or(24, |m| (m as usize).clamp(1, 24));
-        let summary = words
-            .iter()
-            .take(limit)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let text = format!("Summary: {summary}");
-        let input = (request.system.split_whitespace().count() + words.len()) as u64;
-        let output = text.split_whitespace().count() as u64;
-        Ok(LlmAnswer {
-            text,
-            tokens: Tokens { input, output },
-        })
-    }
-}
-
-/// Actions on a tenant's integration connections. A later issue fills it; until then every
-/// `integration` step fails with a clear step error.
-#[async_trait::async_trait]
-pub trait Integrations: Send + Sync {
-    /// Runs `action` on `connection` with `input`.
-    async fn run(
-        &self,
-        tenant: &TenantId,
-        connection: &str,
-        action: &str,
-        input: &Value,
-        idempotency_key: &str,
-    ) -> Result<Value, StepError>;
-}
-
-/// No integration is available in this build.
-#[derive(Debug, Clone, Default)]
-pub struct NoIntegrations;
-
-#[async_trait::async_trait]
-impl Integrations for NoIntegrations {
-    async fn run(
-        &self,
-        _: &TenantId,
-        connection: &str,
-        _: &str,
-        _: &Value,
-        _: &str,
-    ) -> Result<Value, StepError> {
-        Err(StepError::permanent(format!(
-            "integration {connection:?} is not available"
-        )))
-    }
 }
 
 /// Everything a step needs from outside.
@@ -162,12 +77,12 @@ pub struct StepRunner {
     pub policy: Arc<OutboundPolicy>,
     /// Model provider.
     pub llm: Arc<dyn LlmProvider>,
-    /// Integrations.
-    pub integrations: Arc<dyn Integrations>,
+    /// Integration connectors.
+    pub connectors: Arc<dyn Connectors>,
 }
 
 impl StepRunner {
-    /// A runner with the guarded client, the offline provider and no integrations.
+    /// A runner with the guarded client, the offline provider and no connectors.
     pub fn new(policy: OutboundPolicy) -> flowgrid_domain::Result<StepRunner> {
         let policy = Arc::new(policy);
         Ok(StepRunner {
@@ -175,7 +90,7 @@ impl StepRunner {
             http: outbound::client(policy.clone())?,
             policy,
             llm: Arc::new(OfflineProvider),
-            integrations: Arc::new(NoIntegrations),
+            connectors: Arc::new(NoConnectors),
         })
     }
 
@@ -188,75 +103,30 @@ impl StepRunner {
         context: &Value,
         idempotency_key: &str,
     ) -> Result<StepOutcome, StepError> {
-        let render = |v: &Value| {
-            self.templates
-                .render_value(v, context)
-                .map_err(|e| StepError::permanent(format!("template error: {e}")))
-        };
-        let render_str = |s: &str| -> Result<String, StepError> {
-            match self.templates.render_str(s, context) {
-                Ok(Value::String(s)) => Ok(s),
-                Ok(other) => Ok(other.to_string()),
-                Err(e) => Err(StepError::permanent(format!("template error: {e}"))),
-            }
-        };
-        let done = |output: Value| StepOutcome {
-            output,
-            next: Jump::Next,
-            tokens: None,
+        let call = Attempt {
+            runner: self,
+            tenant,
+            plan,
+            context,
+            key: idempotency_key,
         };
         match &step.action {
-            StepAction::Transform { output } => Ok(done(render(output)?)),
+            StepAction::Transform { output } => Ok(done(call.render(output)?)),
             StepAction::Condition {
                 condition,
                 then,
                 otherwise,
-            } => {
-                let result = self
-                    .templates
-                    .truthy(condition, context)
-                    .map_err(|e| StepError::permanent(format!("expression error: {e}")))?;
-                Ok(StepOutcome {
-                    output: json!({"result": result}),
-                    next: if result {
-                        then.clone()
-                    } else {
-                        otherwise.clone()
-                    },
-                    tokens: None,
-                })
-            }
+            } => call.condition(condition, then, otherwise),
             StepAction::Llm {
                 prompt,
                 system,
                 max_tokens,
-            } => {
-                let request = LlmRequest {
-                    model: plan.model.clone(),
-                    system: render_str(system)?,
-                    prompt: render_str(prompt)?,
-                    max_tokens: max_tokens.or(plan.model.max_tokens),
-                    idempotency_key: idempotency_key.to_owned(),
-                };
-                let answer = self.llm.complete(&request).await?;
-                Ok(StepOutcome {
-                    output: json!({"text": answer.text}),
-                    next: Jump::Next,
-                    tokens: Some(answer.tokens),
-                })
-            }
+            } => call.llm(prompt, system, *max_tokens).await,
             StepAction::Integration {
                 connection,
                 action,
                 input,
-            } => {
-                let input = render(input)?;
-                let output = self
-                    .integrations
-                    .run(tenant, connection, action, &input, idempotency_key)
-                    .await?;
-                Ok(done(output))
-            }
+            } => call.integration(connection, action, input).await,
             StepAction::Http {
                 method,
                 url,
@@ -264,35 +134,29 @@ impl StepRunner {
                 body,
                 max_response_bytes,
             } => {
-                let url = render_str(url)?;
-                let headers = match render(&Value::Object(headers.clone()))? {
+                let url = call.render_str(url)?;
+                let headers = match call.render(&Value::Object(headers.clone()))? {
                     Value::Object(h) => h,
                     _ => Map::new(),
                 };
-                let body = body.as_ref().map(render).transpose()?;
-                self.http_call(
-                    method,
-                    &url,
-                    &headers,
-                    body,
-                    *max_response_bytes,
-                    idempotency_key,
-                )
-                .await
-                .map(done)
+                let body = body.as_ref().map(|b| call.render(b)).transpose()?;
+                let response = self
+                    .send(method, &url, &headers, body, idempotency_key)
+                    .await?;
+                read_response(response, *max_response_bytes).await.map(done)
             }
         }
     }
 
-    async fn http_call(
+    /// Sends one request of an `http` step through the guard, with the step's idempotency key.
+    async fn send(
         &self,
         method: &str,
         url: &str,
         headers: &Map<String, Value>,
         body: Option<Value>,
-        cap: u64,
         idempotency_key: &str,
-    ) -> Result<Value, StepError> {
+    ) -> Result<reqwest::Response, StepError> {
         let parsed = url::Url::parse(url)
             .map_err(|e| StepError::permanent(format!("{url:?} is not a URL: {e}")))?;
         self.policy
@@ -314,44 +178,142 @@ impl StepRunner {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|e| {
+        request.send().await.map_err(|e| {
             let text = outbound::describe(&e);
             if text.contains("refused by the outbound guard") {
                 StepError::permanent(text)
             } else {
                 StepError::transient(text)
             }
+        })
+    }
+}
+
+/// A step's output when it goes on to the next step.
+fn done(output: Value) -> StepOutcome {
+    StepOutcome {
+        output,
+        next: Jump::Next,
+        tokens: None,
+    }
+}
+
+/// The `{status, headers, body}` of an `http` step's answer (body capped; JSON parsed, else
+/// text). Redirects are not followed; 5xx, 408 and 429 may be retried, other 4xx not.
+async fn read_response(response: reqwest::Response, cap: u64) -> Result<Value, StepError> {
+    let status = response.status();
+    if status.is_redirection() {
+        return Err(StepError::permanent(format!(
+            "the server answered {status}; redirects are not followed"
+        )));
+    }
+    let mut headers = Map::new();
+    for (name, value) in response.headers() {
+        if let Ok(v) = value.to_str() {
+            headers.insert(name.as_str().to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    let bytes = outbound::read_capped(response, cap)
+        .await
+        .map_err(|e| match e {
+            OutboundError::TooLarge(_) => StepError::permanent(e.to_string()),
+            other => StepError::transient(other.to_string()),
         })?;
-        let status = response.status();
-        if status.is_redirection() {
-            return Err(StepError::permanent(format!(
-                "the server answered {status}; redirects are not followed"
-            )));
+    if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+        return Err(StepError::transient(format!(
+            "the server answered {status}"
+        )));
+    }
+    if !status.is_success() {
+        return Err(StepError::permanent(format!(
+            "the server answered {status}"
+        )));
+    }
+    let body = serde_json::from_slice::<Value>(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Ok(json!({"status": status.as_u16(), "headers": headers, "body": body}))
+}
+
+/// One attempt of a step: what its kinds need to render and call.
+struct Attempt<'a> {
+    runner: &'a StepRunner,
+    tenant: &'a TenantId,
+    plan: &'a Plan,
+    context: &'a Value,
+    key: &'a str,
+}
+
+impl Attempt<'_> {
+    fn render(&self, v: &Value) -> Result<Value, StepError> {
+        self.runner
+            .templates
+            .render_value(v, self.context)
+            .map_err(|e| StepError::permanent(format!("template error: {e}")))
+    }
+
+    fn render_str(&self, s: &str) -> Result<String, StepError> {
+        match self.runner.templates.render_str(s, self.context) {
+            Ok(Value::String(s)) => Ok(s),
+            Ok(other) => Ok(other.to_string()),
+            Err(e) => Err(StepError::permanent(format!("template error: {e}"))),
         }
-        let mut response_headers = Map::new();
-        for (name, value) in response.headers() {
-            if let Ok(v) = value.to_str() {
-                response_headers.insert(name.as_str().to_owned(), Value::String(v.to_owned()));
-            }
-        }
-        let bytes = outbound::read_capped(response, cap)
-            .await
-            .map_err(|e| match e {
-                OutboundError::TooLarge(_) => StepError::permanent(e.to_string()),
-                other => StepError::transient(other.to_string()),
-            })?;
-        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-            return Err(StepError::transient(format!(
-                "the server answered {status}"
-            )));
-        }
-        if !status.is_success() {
-            return Err(StepError::permanent(format!(
-                "the server answered {status}"
-            )));
-        }
-        let body = serde_json::from_slice::<Value>(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Ok(json!({"status": status.as_u16(), "headers": response_headers, "body": body}))
+    }
+
+    fn condition(
+        &self,
+        condition: &str,
+        then: &Jump,
+        otherwise: &Jump,
+    ) -> Result<StepOutcome, StepError> {
+        let result = self
+            .runner
+            .templates
+            .truthy(condition, self.context)
+            .map_err(|e| StepError::permanent(format!("expression error: {e}")))?;
+        Ok(StepOutcome {
+            output: json!({"result": result}),
+            next: if result {
+                then.clone()
+            } else {
+                otherwise.clone()
+            },
+            tokens: None,
+        })
+    }
+
+    async fn llm(
+        &self,
+        prompt: &str,
+        system: &str,
+        max_tokens: Option<u32>,
+    ) -> Result<StepOutcome, StepError> {
+        let request = LlmRequest {
+            model: self.plan.model.clone(),
+            system: self.render_str(system)?,
+            prompt: self.render_str(prompt)?,
+            max_tokens: max_tokens.or(self.plan.model.max_tokens),
+            idempotency_key: self.key.to_owned(),
+        };
+        let answer = self.runner.llm.complete(&request).await?;
+        Ok(StepOutcome {
+            output: json!({"text": answer.text}),
+            next: Jump::Next,
+            tokens: Some(answer.tokens),
+        })
+    }
+
+    async fn integration(
+        &self,
+        connection: &str,
+        action: &str,
+        input: &Value,
+    ) -> Result<StepOutcome, StepError> {
+        let input = self.render(input)?;
+        let output = self
+            .runner
+            .connectors
+            .run(self.tenant, connection, action, &input, self.key)
+            .await?;
+        Ok(done(output))
     }
 }

@@ -1,33 +1,46 @@
-//! The run engine: the worker's claim-run-finish cycle, the reaper, schedules, and the
-//! `agent-compiled` subscription. Handlers in `functions.rs` only decode envelopes and call it.
+//! The run engine: the worker's claim-run-finish cycle, the reaper, schedules and cancel.
+//! Handlers in `functions.rs` and `routes.rs` only decode requests and call it; the rules of
+//! each move of a job are the transitions of the domain's `Job` (`flowgrid_domain::job`).
 //!
 //! Exactly once in effect, on an at-least-once queue:
-//! - a job moves only by compare-and-swap on its ETag ([`JobStore::replace`]); a worker claims
-//!   it (`queued → running`, or takes over an expired lease) with its invocation id as owner and
-//!   a lease, and every later write of that worker is conditioned on the ETag it last wrote;
+//! - a job moves only by compare-and-swap on its ETag ([`JobStore::replace`] through
+//!   [`update_with_retry`]); a worker claims it (`queued → running`, or takes over an expired
+//!   lease) with its invocation id as owner and a lease, and every later write of that worker is
+//!   conditioned on the ETag it last wrote;
 //! - a delivery that finds the job terminal, or owned under a live lease, completes and does
 //!   nothing; a lost CAS means another worker took over, and this one stops without writing;
 //! - after each step the step record and the run position are written (and the lease renewed),
 //!   so a redelivery after a crash resumes from the last completed step; the in-flight step is
 //!   attempted again with the same `Idempotency-Key: {jobId}:{stepId}`, which is what makes the
 //!   side effect happen once at the receiving end;
-//! - terminal states are written once, by the CAS that moves the job into them.
+//! - terminal states are written once, by the CAS that moves the job into them, and the
+//!   invocation that wrote one is the one that reports `flowgrid.job.finished`.
+//!
+//! [`JobStore::replace`]: flowgrid_domain::store::JobStore::replace
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+mod run;
 
-use crate::Stores;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
-use flowgrid_domain::plan::{self, Jump, Plan};
-use flowgrid_domain::store::jobs::{Created, StepRecord, StepStatus};
-use flowgrid_domain::store::{Job, JobId, JobStatus, update_agent};
-use flowgrid_domain::{Agent, AgentId, AgentStatus, TenantId};
+use flowgrid_domain::events::{CloudEvent, PlatformEvent};
+use flowgrid_domain::job::is_lease_lost;
+use flowgrid_domain::plan;
+use flowgrid_domain::store::jobs::Created;
+use flowgrid_domain::store::{Job, JobId, JobStatus, Versioned, update_with_retry};
+use flowgrid_domain::{Agent, AgentStatus, TenantId};
 use flowgrid_domain::{Error, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::settings::Settings;
-use crate::steps::{StepError, StepRunner};
+use crate::steps::StepRunner;
+use crate::{APP, Stores};
+
+/// Attempts of a claim before the delivery gives up to the other writers.
+const CLAIM_ATTEMPTS: usize = 10;
+/// Attempts of an API cancel against concurrent writers.
+const CANCEL_ATTEMPTS: usize = 5;
 
 /// The body of a message on the `executions` queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,13 +76,23 @@ pub enum WorkOutcome {
     Finished(JobStatus),
 }
 
-/// Messages a worker invocation sends (through its output binding) on top of its outcome.
+/// What an invocation sends through its output bindings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Effects {
+    /// `{tenantId, jobId}` messages for the `executions` queue.
+    pub messages: Vec<Value>,
+    /// Platform events for the `platform-events` topic (without trace context: the function
+    /// adds the invocation's).
+    pub events: Vec<CloudEvent<PlatformEvent>>,
+}
+
+/// What a worker invocation did, and what it sends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Work {
     /// What happened.
     pub outcome: WorkOutcome,
-    /// `{tenantId, jobId}` messages to send to the `executions` queue.
-    pub messages: Vec<Value>,
+    /// Messages and events to send.
+    pub effects: Effects,
 }
 
 enum Claim {
@@ -77,9 +100,28 @@ enum Claim {
     Stop(WorkOutcome),
 }
 
-enum Watch {
-    Cancel,
-    Lost,
+/// What a claim attempt did to the job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Took {
+    /// Nothing: the job is finished, leased by another worker, or waiting for a slot.
+    Nothing,
+    /// Claimed it (from `queued`, or by taking over an expired lease).
+    Claimed { from_queue: bool },
+    /// Gave it up: its workers kept dying.
+    GaveUp,
+}
+
+/// A job as a claim sees it: with whether its tenant is at its limit, and what the claim did.
+struct Claiming {
+    job: Job,
+    at_limit: bool,
+    took: Took,
+}
+
+impl Versioned for Claiming {
+    fn etag(&self) -> &str {
+        &self.job.etag
+    }
 }
 
 /// The engine, shared by every function of the app.
@@ -93,60 +135,32 @@ pub struct Engine {
     pub runner: StepRunner,
 }
 
-fn lost() -> Error {
-    Error::Conflict("the job's lease was taken over by another worker".into())
-}
-
-fn is_lost(e: &Error) -> bool {
-    matches!(e, Error::Conflict(m) if m.starts_with("the job's lease"))
-}
-
 fn chrono_dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(60))
-}
-
-/// Backoff before attempt `attempt + 1`: `base * 2^(attempt-1)`, capped, with ±25 % jitter.
-fn backoff(base_ms: u64, attempt: u32) -> Duration {
-    let exp = base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
-    let capped = exp.min(plan::limits::MAX_BACKOFF_MS);
-    let r = u64::from(uuid::Uuid::new_v4().as_bytes()[0]); // 0..=255
-    let jittered = capped * (384 + r) / 512; // 0.75x .. 1.25x
-    Duration::from_millis(jittered)
-}
-
-/// The run context `{input, steps: {<id>: {output}}}`.
-fn context(job: &Job, outputs: &HashMap<String, Value>) -> Value {
-    let mut steps = Map::new();
-    for record in job
-        .steps
-        .iter()
-        .filter(|r| r.status == StepStatus::Succeeded)
-    {
-        let output = outputs
-            .get(&record.id)
-            .cloned()
-            .unwrap_or_else(|| record.output.clone());
-        steps.insert(record.id.clone(), json!({"output": output}));
-    }
-    json!({"input": job.input, "steps": steps})
 }
 
 impl Engine {
     /// Handles one `executions` message for `tenant`/`id` as invocation `owner`.
     pub async fn work(&self, tenant: &TenantId, id: JobId, owner: &str) -> Result<Work> {
-        let mut messages = Vec::new();
-        let outcome = match self.claim(tenant, id, owner, &mut messages).await? {
+        let mut effects = Effects::default();
+        let outcome = match self.claim(tenant, id, owner, &mut effects).await? {
             Claim::Stop(outcome) => outcome,
-            Claim::Run(job) => match self.run(*job, owner).await {
-                Ok(status) => WorkOutcome::Finished(status),
-                Err(e) if is_lost(&e) => WorkOutcome::Lost,
-                Err(e) => return Err(e),
-            },
+            Claim::Run(job) => {
+                effects.events.extend(job.started_event(APP));
+                match self.run(*job, owner).await {
+                    Ok(done) => {
+                        effects.events.extend(done.finished_event(APP));
+                        effects
+                            .messages
+                            .extend(self.kick_after_finish(tenant).await);
+                        WorkOutcome::Finished(done.status)
+                    }
+                    Err(e) if is_lease_lost(&e) => WorkOutcome::Lost,
+                    Err(e) => return Err(e),
+                }
+            }
         };
-        if matches!(outcome, WorkOutcome::Finished(_)) {
-            messages.extend(self.kick(tenant).await?);
-        }
-        Ok(Work { outcome, messages })
+        Ok(Work { outcome, effects })
     }
 
     /// A message for the tenant's oldest waiting job, if it has a free slot.
@@ -167,409 +181,174 @@ impl Engine {
             .collect())
     }
 
+    /// [`Engine::kick`] after this invocation wrote a terminal state: a storage failure here
+    /// must not fail the invocation, whose answer carries the one `flowgrid.job.finished` of
+    /// the job (a redelivery finds it finished and reports nothing). The reaper re-enqueues
+    /// the waiting jobs a failed kick leaves behind.
+    async fn kick_after_finish(&self, tenant: &TenantId) -> Vec<Value> {
+        self.kick(tenant).await.unwrap_or_else(|e| {
+            tracing::warn!(tenant = %tenant, error = %e, "waiting jobs not kicked; the reaper will");
+            Vec::new()
+        })
+    }
+
+    /// Claims the job for `owner`, or says why not; a job whose workers keep dying is given up.
     async fn claim(
         &self,
         tenant: &TenantId,
         id: JobId,
         owner: &str,
-        messages: &mut Vec<Value>,
+        effects: &mut Effects,
     ) -> Result<Claim> {
-        for _ in 0..10 {
-            let job = match self.stores.jobs.get(tenant, id).await {
-                Err(Error::NotFound) => return Ok(Claim::Stop(WorkOutcome::Unknown)),
-                other => other?,
-            };
-            let now = Utc::now();
-            if job.status.is_terminal() {
-                return Ok(Claim::Stop(WorkOutcome::AlreadyDone(job.status)));
+        let jobs = self.stores.jobs.as_ref();
+        let result = update_with_retry(
+            CLAIM_ATTEMPTS,
+            || self.load_claiming(tenant, id),
+            |current| self.take(current, owner),
+            |next, etag| async move {
+                let job = jobs.replace(&next.job, &etag).await?;
+                Ok(Claiming { job, ..next })
+            },
+        )
+        .await;
+        let claiming = match result {
+            Ok(claiming) => claiming,
+            Err(Error::NotFound) => return Ok(Claim::Stop(WorkOutcome::Unknown)),
+            Err(Error::PreconditionFailed) => return Ok(Claim::Stop(WorkOutcome::OwnedElsewhere)),
+            Err(e) => return Err(e),
+        };
+        let job = claiming.job;
+        Ok(match claiming.took {
+            Took::Nothing if job.status.is_terminal() => {
+                Claim::Stop(WorkOutcome::AlreadyDone(job.status))
             }
-            let lease_live = job.lease_until.is_some_and(|t| t > now);
-            if job.status != JobStatus::Queued && lease_live {
-                return Ok(Claim::Stop(WorkOutcome::OwnedElsewhere));
+            Took::Nothing if claiming.at_limit => Claim::Stop(WorkOutcome::Waiting),
+            Took::Nothing => Claim::Stop(WorkOutcome::OwnedElsewhere),
+            Took::GaveUp => {
+                effects.events.extend(job.finished_event(APP));
+                effects
+                    .messages
+                    .extend(self.kick_after_finish(tenant).await);
+                Claim::Stop(WorkOutcome::AlreadyDone(job.status))
             }
-            if job.status == JobStatus::Queued {
-                let (_, running) = self.stores.jobs.counts(tenant).await?;
-                if running >= self.settings.tenant_max_running {
+            Took::Claimed { from_queue } => self.keep_slot(job, from_queue, effects).await?,
+        })
+    }
+
+    /// The job, and for a queued one whether its tenant is at its concurrency limit.
+    async fn load_claiming(&self, tenant: &TenantId, id: JobId) -> Result<Claiming> {
+        let job = self.stores.jobs.get(tenant, id).await?;
+        let at_limit = job.status == JobStatus::Queued && {
+            let (_, running) = self.stores.jobs.counts(tenant).await?;
+            running >= self.settings.tenant_max_running
+        };
+        Ok(Claiming {
+            job,
+            at_limit,
+            took: Took::Nothing,
+        })
+    }
+
+    /// The claim's decision on `current`: nothing to take, a claim, or giving it up.
+    fn take(&self, current: &Claiming, owner: &str) -> Result<Option<Claiming>> {
+        let now = Utc::now();
+        let job = &current.job;
+        if job.status.is_terminal() || job.is_leased(now) || current.at_limit {
+            return Ok(None);
+        }
+        let mut next = job.clone();
+        let took = if job.claims_exhausted(self.settings.max_claims) {
+            next.give_up(now)?;
+            Took::GaveUp
+        } else {
+            next.claim(owner, now, chrono_dur(self.settings.lease))?;
+            Took::Claimed {
+                from_queue: job.status == JobStatus::Queued,
+            }
+        };
+        Ok(Some(Claiming {
+            job: next,
+            at_limit: false,
+            took,
+        }))
+    }
+
+    /// After a claim from `queued`: if another worker claimed a job of the same tenant at the
+    /// same instant and the tenant is now over its limit, gives this one back and asks for it
+    /// again.
+    async fn keep_slot(
+        &self,
+        claimed: Job,
+        from_queue: bool,
+        effects: &mut Effects,
+    ) -> Result<Claim> {
+        if from_queue {
+            let (_, running) = self.stores.jobs.counts(&claimed.tenant_id).await?;
+            if running > self.settings.tenant_max_running {
+                let mut back = claimed.clone();
+                back.give_back()?;
+                if self.stores.jobs.replace(&back, &claimed.etag).await.is_ok() {
+                    effects.messages.push(JobMessage::of(&back));
                     return Ok(Claim::Stop(WorkOutcome::Waiting));
                 }
-            } else if job.attempts >= self.settings.max_claims {
-                // The lease of a running job expired too often: its worker keeps dying.
-                let reason = format!(
-                    "the run was interrupted {} times (its worker stopped before finishing); giving up",
-                    job.attempts
-                );
-                match self.finish_stale(job, &reason).await {
-                    Ok(status) => {
-                        messages.extend(self.kick(tenant).await?);
-                        return Ok(Claim::Stop(WorkOutcome::AlreadyDone(status)));
-                    }
-                    Err(Error::PreconditionFailed) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            let was_queued = job.status == JobStatus::Queued;
-            let mut next = job.clone();
-            if next.status == JobStatus::Queued {
-                next.status = JobStatus::Running;
-            }
-            next.lease_until = Some(now + chrono_dur(self.settings.lease));
-            next.lease_owner = Some(owner.to_owned());
-            next.attempts += 1;
-            next.started_at.get_or_insert(now);
-            next.updated_at = now;
-            match self.stores.jobs.replace(&next, &job.etag).await {
-                Ok(claimed) => {
-                    if was_queued {
-                        let (_, running) = self.stores.jobs.counts(tenant).await?;
-                        if running > self.settings.tenant_max_running {
-                            // Another worker claimed a job of this tenant at the same instant:
-                            // give this one back and ask for it again.
-                            let mut back = claimed.clone();
-                            back.status = JobStatus::Queued;
-                            back.lease_until = None;
-                            back.lease_owner = None;
-                            back.attempts -= 1;
-                            if self.stores.jobs.replace(&back, &claimed.etag).await.is_ok() {
-                                messages.push(JobMessage::of(&back));
-                                return Ok(Claim::Stop(WorkOutcome::Waiting));
-                            }
-                        }
-                    }
-                    return Ok(Claim::Run(Box::new(claimed)));
-                }
-                Err(Error::PreconditionFailed) => continue,
-                Err(e) => return Err(e),
             }
         }
-        Ok(Claim::Stop(WorkOutcome::OwnedElsewhere))
-    }
-
-    /// Ends a job whose worker keeps disappearing: failed (or cancelled, if a cancel was asked).
-    async fn finish_stale(&self, job: Job, reason: &str) -> Result<JobStatus> {
-        let now = Utc::now();
-        let mut next = job.clone();
-        next.status = if job.status == JobStatus::Cancelling {
-            JobStatus::Cancelled
-        } else {
-            JobStatus::Failed
-        };
-        next.error = Some(reason.to_owned());
-        for record in next
-            .steps
-            .iter_mut()
-            .filter(|r| r.status == StepStatus::Running)
-        {
-            record.status = StepStatus::Failed;
-            record.error = Some(reason.to_owned());
-            record.finished_at = Some(now);
-        }
-        next.finished_at = Some(now);
-        next.lease_until = None;
-        next.lease_owner = None;
-        next.updated_at = now;
-        self.stores.jobs.replace(&next, &job.etag).await?;
-        Ok(next.status)
-    }
-
-    /// CAS-writes `job` (renewing the lease). A concurrent cancel request is merged in; any
-    /// other concurrent change means the job was taken over: [`lost`].
-    async fn save(&self, job: &mut Job, owner: &str) -> Result<()> {
-        let now = Utc::now();
-        job.updated_at = now;
-        if !job.status.is_terminal() {
-            job.lease_until = Some(now + chrono_dur(self.settings.lease));
-        }
-        for _ in 0..5 {
-            match self.stores.jobs.replace(job, &job.etag).await {
-                Ok(saved) => {
-                    *job = saved;
-                    return Ok(());
-                }
-                Err(Error::PreconditionFailed) => {
-                    let current = self.stores.jobs.get(&job.tenant_id, job.id).await?;
-                    if current.lease_owner.as_deref() != Some(owner) || current.status.is_terminal()
-                    {
-                        return Err(lost());
-                    }
-                    if current.status == JobStatus::Cancelling && !job.status.is_terminal() {
-                        job.status = JobStatus::Cancelling;
-                    }
-                    job.etag = current.etag;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(lost())
-    }
-
-    /// Polls the job while a step runs: returns on a cancel request or a lost lease, renewing the
-    /// lease when a third of it has passed. Storage hiccups are ridden out.
-    async fn watch(&self, job: &mut Job, owner: &str) -> Watch {
-        let renew_every = self.settings.lease / 3;
-        let mut renewed = Instant::now();
-        loop {
-            tokio::time::sleep(self.settings.cancel_poll).await;
-            let Ok(current) = self.stores.jobs.get(&job.tenant_id, job.id).await else {
-                continue;
-            };
-            if current.lease_owner.as_deref() != Some(owner) || current.status.is_terminal() {
-                return Watch::Lost;
-            }
-            if current.status == JobStatus::Cancelling {
-                job.status = JobStatus::Cancelling;
-                job.etag = current.etag;
-                return Watch::Cancel;
-            }
-            if renewed.elapsed() >= renew_every {
-                match self.save(job, owner).await {
-                    Ok(()) => renewed = Instant::now(),
-                    Err(e) if is_lost(&e) => return Watch::Lost,
-                    Err(_) => {}
-                }
-            }
-        }
-    }
-
-    /// Writes the terminal state `status` (once: by CAS).
-    async fn finish(
-        &self,
-        job: &mut Job,
-        owner: &str,
-        status: JobStatus,
-        error: Option<String>,
-    ) -> Result<JobStatus> {
-        job.status = status;
-        job.error = error;
-        job.finished_at = Some(Utc::now());
-        job.lease_until = None;
-        job.lease_owner = None;
-        self.save(job, owner).await?;
-        tracing::info!(job.id = %job.id, tenant = %job.tenant_id, status = status.as_str(), "job finished");
-        Ok(status)
-    }
-
-    fn capped(&self, output: &Value) -> (Value, bool) {
-        let size = serde_json::to_vec(output).map_or(usize::MAX, |b| b.len());
-        if size > self.settings.step_output_max_bytes {
-            (Value::Null, true)
-        } else {
-            (output.clone(), false)
-        }
-    }
-
-    /// Runs the claimed `job` from its position to a terminal state.
-    async fn run(&self, mut job: Job, owner: &str) -> Result<JobStatus> {
-        let plan: Plan = job.plan.clone();
-        let mut outputs: HashMap<String, Value> = HashMap::new();
-        loop {
-            if job.status == JobStatus::Cancelling {
-                return self
-                    .finish(
-                        &mut job,
-                        owner,
-                        JobStatus::Cancelled,
-                        Some("cancelled on request".into()),
-                    )
-                    .await;
-            }
-            let index = match job.next_step {
-                Some(i) if i < plan.steps.len() => i,
-                _ => {
-                    return self
-                        .finish(&mut job, owner, JobStatus::Succeeded, None)
-                        .await;
-                }
-            };
-            // Between steps: a cancel request is seen here at the latest.
-            let current = self.stores.jobs.get(&job.tenant_id, job.id).await?;
-            if current.lease_owner.as_deref() != Some(owner) || current.status.is_terminal() {
-                return Err(lost());
-            }
-            if current.status == JobStatus::Cancelling {
-                job = current;
-                continue;
-            }
-            let step = plan.steps[index].clone();
-            let kind = serde_json::to_value(&step.action)
-                .ok()
-                .and_then(|v| v.get("kind").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_default();
-            let resumed = matches!(job.steps.last(), Some(r) if r.id == step.id && r.status == StepStatus::Running);
-            if !resumed {
-                job.steps.push(StepRecord {
-                    id: step.id.clone(),
-                    kind: kind.clone(),
-                    status: StepStatus::Running,
-                    attempts: 0,
-                    started_at: Utc::now(),
-                    finished_at: None,
-                    duration_ms: None,
-                    output: Value::Null,
-                    output_truncated: false,
-                    error: None,
-                    tokens: None,
-                });
-            }
-            let key = format!("{}:{}", job.id, step.id);
-            let ctx = context(&job, &outputs);
-            let tenant = job.tenant_id.clone();
-            loop {
-                let last = job.steps.len() - 1;
-                job.steps[last].attempts += 1;
-                let attempt_no = job.steps[last].attempts;
-                self.save(&mut job, owner).await?;
-                let attempt = tokio::time::timeout(
-                    Duration::from_millis(step.timeout_ms),
-                    self.runner.run(&tenant, &plan, &step, &ctx, &key),
-                );
-                let result = {
-                    let tenant_job = &mut job;
-                    tokio::select! {
-                        r = attempt => Some(r),
-                        w = self.watch(tenant_job, owner) => match w {
-                            Watch::Cancel => None,
-                            Watch::Lost => return Err(lost()),
-                        },
-                    }
-                };
-                let last = job.steps.len() - 1;
-                let now = Utc::now();
-                let Some(result) = result else {
-                    let record = &mut job.steps[last];
-                    record.status = StepStatus::Cancelled;
-                    record.finished_at = Some(now);
-                    record.error = Some("cancelled while running; its call was aborted".into());
-                    return self
-                        .finish(
-                            &mut job,
-                            owner,
-                            JobStatus::Cancelled,
-                            Some("cancelled on request".into()),
-                        )
-                        .await;
-                };
-                let result = result.unwrap_or_else(|_| {
-                    Err(StepError {
-                        message: format!("timed out after {} ms", step.timeout_ms),
-                        retryable: true,
-                        timed_out: true,
-                    })
-                });
-                match result {
-                    Ok(outcome) => {
-                        let (stored, truncated) = self.capped(&outcome.output);
-                        let record = &mut job.steps[last];
-                        record.status = StepStatus::Succeeded;
-                        record.finished_at = Some(now);
-                        record.duration_ms =
-                            u64::try_from((now - record.started_at).num_milliseconds()).ok();
-                        record.output = stored.clone();
-                        record.output_truncated = truncated;
-                        record.error = None;
-                        record.tokens = outcome.tokens;
-                        if kind != "condition" {
-                            job.output = Some(stored);
-                        }
-                        outputs.insert(step.id.clone(), outcome.output);
-                        job.next_step = match outcome.next {
-                            Jump::Next => Some(index + 1),
-                            Jump::Step(k) => Some(k),
-                            Jump::End => None,
-                        };
-                        self.save(&mut job, owner).await?;
-                        break;
-                    }
-                    Err(e) => {
-                        job.steps[last].error = Some(e.message.clone());
-                        if e.retryable && attempt_no < step.retry.max_attempts {
-                            self.save(&mut job, owner).await?;
-                            let wait =
-                                tokio::time::sleep(backoff(step.retry.backoff_ms, attempt_no));
-                            let cancelled = {
-                                let j = &mut job;
-                                tokio::select! {
-                                    () = wait => false,
-                                    w = self.watch(j, owner) => match w {
-                                        Watch::Cancel => true,
-                                        Watch::Lost => return Err(lost()),
-                                    },
-                                }
-                            };
-                            if cancelled {
-                                let record = &mut job.steps[last];
-                                record.status = StepStatus::Cancelled;
-                                record.finished_at = Some(Utc::now());
-                                return self
-                                    .finish(
-                                        &mut job,
-                                        owner,
-                                        JobStatus::Cancelled,
-                                        Some("cancelled on request".into()),
-                                    )
-                                    .await;
-                            }
-                            continue;
-                        }
-                        let record = &mut job.steps[last];
-                        record.status = StepStatus::Failed;
-                        record.finished_at = Some(now);
-                        record.duration_ms =
-                            u64::try_from((now - record.started_at).num_milliseconds()).ok();
-                        let status = if e.timed_out {
-                            JobStatus::TimedOut
-                        } else {
-                            JobStatus::Failed
-                        };
-                        let reason = format!(
-                            "step {:?} failed after {attempt_no} attempt(s): {}",
-                            step.id, e.message
-                        );
-                        return self.finish(&mut job, owner, status, Some(reason)).await;
-                    }
-                }
-            }
-        }
+        Ok(Claim::Run(Box::new(claimed)))
     }
 
     /// The reaper: re-enqueues queued jobs nobody picked up for `queued_after`, and jobs whose
-    /// worker's lease expired (a redelivery takes over, or fails them after too many claims).
-    /// Returns the messages to send.
-    pub async fn reap(&self, now: DateTime<Utc>, queued_after: Duration) -> Result<Vec<Value>> {
+    /// worker's lease expired (a redelivery takes over; after too many claims they are given
+    /// up here). Returns the messages and the events of the jobs it ended.
+    pub async fn reap(&self, now: DateTime<Utc>, queued_after: Duration) -> Result<Effects> {
         let stale = self
             .stores
             .jobs
             .stale(now, now - chrono_dur(queued_after), 200)
             .await?;
-        let mut messages = Vec::new();
+        let mut effects = Effects::default();
         for s in stale {
             let Ok(job) = self.stores.jobs.get(&s.tenant_id, s.id).await else {
                 continue;
             };
-            match job.status {
-                JobStatus::Queued => {
-                    // Touch it so that one waiting job is re-enqueued at most once a period.
-                    let mut next = job.clone();
-                    next.updated_at = now;
-                    if self.stores.jobs.replace(&next, &job.etag).await.is_ok() {
-                        messages.push(JobMessage::of(&job));
-                    }
+            if job.claims_exhausted(self.settings.max_claims) {
+                let mut next = job.clone();
+                next.give_up(Utc::now())?;
+                if let Ok(done) = self.stores.jobs.replace(&next, &job.etag).await {
+                    effects.events.extend(done.finished_event(APP));
+                    effects.messages.extend(self.kick(&s.tenant_id).await?);
                 }
-                JobStatus::Running | JobStatus::Cancelling
-                    if job.attempts >= self.settings.max_claims =>
-                {
-                    let reason = format!(
-                        "the run was interrupted {} times (its worker stopped before finishing); giving up",
-                        job.attempts
-                    );
-                    if self.finish_stale(job, &reason).await.is_ok() {
-                        messages.extend(self.kick(&s.tenant_id).await?);
-                    }
+            } else if job.status == JobStatus::Queued {
+                // Touch it so that one waiting job is re-enqueued at most once a period.
+                let mut next = job.clone();
+                next.requeue(now)?;
+                if self.stores.jobs.replace(&next, &job.etag).await.is_ok() {
+                    effects.messages.push(JobMessage::of(&job));
                 }
-                JobStatus::Running | JobStatus::Cancelling => messages.push(JobMessage::of(&job)),
-                _ => {}
+            } else if !job.status.is_terminal() {
+                effects.messages.push(JobMessage::of(&job));
             }
         }
-        Ok(messages)
+        Ok(effects)
+    }
+
+    /// A cancel request on the tenant's job `id` ([`Job::cancel`]), retried against concurrent
+    /// writers; returns the job as it now is.
+    pub async fn cancel(&self, tenant: &TenantId, id: JobId) -> Result<Job> {
+        let jobs = self.stores.jobs.as_ref();
+        update_with_retry(
+            CANCEL_ATTEMPTS,
+            || jobs.get(tenant, id),
+            |job| {
+                let mut next = job.clone();
+                Ok(next.cancel(Utc::now())?.then_some(next))
+            },
+            |next, etag| async move { jobs.replace(&next, &etag).await },
+        )
+        .await
+        .map_err(|e| match e {
+            Error::PreconditionFailed => Error::Conflict("The job is changing; try again.".into()),
+            other => other,
+        })
     }
 
     /// Creates a job for `agent` (its compiled version, or its current one when never compiled).
@@ -637,34 +416,22 @@ impl Engine {
     /// The schedule timer: for every scheduled agent whose latest due time (within the last
     /// `lookback`, and after the agent was created) has passed, creates its job with the key
     /// `schedule:{agentId}:{dueTime}`, so a due time fires at most once whatever the number of
-    /// timer firings. Returns the messages of the new jobs.
-    pub async fn run_schedules(
-        &self,
-        now: DateTime<Utc>,
-        lookback: Duration,
-    ) -> Result<Vec<Value>> {
-        let mut messages = Vec::new();
+    /// timer firings. Returns the messages and `flowgrid.job.submitted` events of the new jobs.
+    pub async fn run_schedules(&self, now: DateTime<Utc>, lookback: Duration) -> Result<Effects> {
+        let mut effects = Effects::default();
         for agent in self.stores.agents.scheduled(10_000).await? {
-            let Some(schedule) = &agent.schedule else {
+            let Some(due) = latest_due(&agent, now, lookback) else {
                 continue;
             };
-            let from = (now - chrono_dur(lookback)).max(agent.created_at);
-            let mut due = None;
-            let mut t = from;
-            while let Some(next) = schedule.next_after(t) {
-                if next > now {
-                    break;
-                }
-                due = Some(next);
-                t = next;
-            }
-            let Some(due) = due else { continue };
             let key = format!("schedule:{}:{}", agent.id, due.to_rfc3339());
             match self
                 .create_job(&agent, json!({}), "schedule", "schedule", Some(key), None)
                 .await
             {
-                Ok(Created::New(job)) => messages.push(JobMessage::of(&job)),
+                Ok(Created::New(job)) => {
+                    effects.messages.push(JobMessage::of(&job));
+                    effects.events.push(job.submitted_event(APP));
+                }
                 Ok(Created::Existing(_)) => {}
                 Err(e @ Error::Unavailable(_)) => return Err(e),
                 Err(e) => {
@@ -672,47 +439,21 @@ impl Engine {
                 }
             }
         }
-        Ok(messages)
+        Ok(effects)
     }
+}
 
-    /// The `agent-compiled` subscription: records `version` as the agent's compiled version.
-    pub async fn mark_compiled(
-        &self,
-        tenant: &TenantId,
-        agent: AgentId,
-        version: u32,
-    ) -> Result<()> {
-        let now = Utc::now();
-        let result = update_agent(
-            self.stores.agents.as_ref(),
-            tenant,
-            agent,
-            None,
-            |current| {
-                if version == 0 || version > current.version {
-                    return Err(Error::BadRequest(format!(
-                        "version {version} of the agent does not exist"
-                    )));
-                }
-                if current.compiled_version == Some(version) {
-                    return Err(Error::Conflict("already marked".into()));
-                }
-                let mut next = current.clone();
-                next.version = current.version + 1;
-                next.compiled_version = Some(version);
-                if next.status == AgentStatus::Draft {
-                    next.status = AgentStatus::Compiled;
-                }
-                next.updated_at = now;
-                next.updated_by = "design:compile".into();
-                Ok(next)
-            },
-        )
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(Error::Conflict(m)) if m == "already marked" => Ok(()),
-            Err(e) => Err(e),
+/// The agent's latest due time within `lookback` before `now` (and after its creation).
+fn latest_due(agent: &Agent, now: DateTime<Utc>, lookback: Duration) -> Option<DateTime<Utc>> {
+    let schedule = agent.schedule.as_ref()?;
+    let mut due = None;
+    let mut t = (now - chrono_dur(lookback)).max(agent.created_at);
+    while let Some(next) = schedule.next_after(t) {
+        if next > now {
+            break;
         }
+        due = Some(next);
+        t = next;
     }
+    due
 }

@@ -1,8 +1,6 @@
 //! The HTTP routes, in process.
 
-mod common;
-
-use common::{TestApp, job_id};
+use crate::helpers::{TestApp, job_id};
 use flowgrid_http::auth::Role;
 use serde_json::json;
 

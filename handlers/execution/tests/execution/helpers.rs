@@ -1,7 +1,11 @@
 //! Shared by the in-process tests: the app on a fresh data folder, a local HTTP server that counts
-//! requests per idempotency key, agents made directly in the store, and a tiny in-memory queue
-//! that delivers the app's output messages to its worker function as the host would.
-#![allow(dead_code, clippy::unwrap_used, clippy::allow_attributes)]
+//! requests per idempotency key, agents made directly in the store, a tiny in-memory queue that
+//! delivers the app's output messages to its worker function as the host would, and the platform
+//! events the functions sent.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a helper that cannot do its part fails the test at once"
+)]
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -155,6 +159,8 @@ pub struct TestApp {
     pub server: TestServer,
     /// Messages sent to the `executions` queue and not yet delivered.
     pub queue: Mutex<VecDeque<Value>>,
+    /// Events sent to the `platform-events` topic (output `events`), in order.
+    pub events: Mutex<Vec<Value>>,
 }
 
 impl TestApp {
@@ -192,6 +198,7 @@ impl TestApp {
             dir,
             server,
             queue: Mutex::new(VecDeque::new()),
+            events: Mutex::new(Vec::new()),
         }
     }
 
@@ -281,13 +288,27 @@ impl TestApp {
         envelope: Value,
         invocation_id: &str,
     ) -> (StatusCode, Value) {
-        let request = Request::builder()
+        self.invoke_with(function, envelope, invocation_id, &[])
+            .await
+    }
+
+    /// [`TestApp::invoke`] with more headers on the host's request (`traceparent`, ...).
+    pub async fn invoke_with(
+        &self,
+        function: &str,
+        envelope: Value,
+        invocation_id: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut builder = Request::builder()
             .method("POST")
             .uri(format!("/{function}"))
             .header("content-type", "application/json; charset=utf-8")
-            .header("x-azure-functions-invocationid", invocation_id)
-            .body(Body::from(envelope.to_string()))
-            .unwrap();
+            .header("x-azure-functions-invocationid", invocation_id);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request = builder.body(Body::from(envelope.to_string())).unwrap();
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -299,6 +320,9 @@ impl TestApp {
                 if let Some(Value::Array(messages)) = body["Outputs"].get(out) {
                     self.queue.lock().unwrap().extend(messages.iter().cloned());
                 }
+            }
+            if let Some(Value::Array(events)) = body["Outputs"].get("events") {
+                self.events.lock().unwrap().extend(events.iter().cloned());
             }
         }
         (status, body)
@@ -331,11 +355,47 @@ impl TestApp {
 
     /// Delivers one message to the worker function; returns its (status, answer).
     pub async fn deliver(&self, message: &Value) -> (StatusCode, Value) {
+        self.deliver_with(message, &[]).await
+    }
+
+    /// [`TestApp::deliver`] with more headers on the host's request.
+    pub async fn deliver_with(
+        &self,
+        message: &Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let body = base64::engine::general_purpose::STANDARD.encode(message.to_string());
         let envelope = json!({"Data": {"msg": body},
             "Metadata": {"DeliveryCount": "1", "MessageId": format!("\"{}\"", message["jobId"].as_str().unwrap_or(""))}});
-        self.invoke("ExecuteJob", envelope, &uuid::Uuid::new_v4().to_string())
-            .await
+        let id = uuid::Uuid::new_v4().to_string();
+        self.invoke_with("ExecuteJob", envelope, &id, headers).await
+    }
+
+    /// Cancels the job through the envelope-mode `CancelJob` function (as the host calls it);
+    /// returns the `res` output.
+    pub async fn cancel(&self, token: &str, job_id: &str) -> Value {
+        let headers = json!({"Authorization": [format!("Bearer {token}")]});
+        let envelope = json!({"Data": {"req": {
+            "Url": format!("http://localhost:7071/api/execute/cancel/{job_id}"),
+            "Method": "POST", "Query": {}, "Headers": headers, "Params": {"jobId": job_id}}},
+            "Metadata": {}});
+        let (status, answer) = self
+            .invoke("CancelJob", envelope, &uuid::Uuid::new_v4().to_string())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer["Outputs"]["res"].clone()
+    }
+
+    /// The events sent so far of `type` (`flowgrid.job.finished`, ...) about job `id`.
+    pub fn events_of(&self, event_type: &str, id: &str) -> Vec<Value> {
+        let subject = format!("jobs/{id}");
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == event_type && e["subject"] == subject.as_str())
+            .cloned()
+            .collect()
     }
 
     /// Delivers queued messages until the queue is empty (bounded).

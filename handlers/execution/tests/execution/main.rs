@@ -1,0 +1,10 @@
+//! The Execution app's integration tests, one binary: the HTTP routes in process (`api`), the
+//! worker driven with envelope payloads as the host calls it (`engine`), the reaper, schedules
+//! and `agent-compiled` subscription (`timers`), and the platform events the functions send
+//! (`events`), over the shared `helpers`.
+
+mod api;
+mod engine;
+mod events;
+mod helpers;
+mod timers;
