@@ -134,15 +134,7 @@ impl StepRunner {
                 body,
                 max_response_bytes,
             } => {
-                let url = call.render_str(url)?;
-                let headers = match call.render(&Value::Object(headers.clone()))? {
-                    Value::Object(h) => h,
-                    _ => Map::new(),
-                };
-                let body = body.as_ref().map(|b| call.render(b)).transpose()?;
-                let response = self
-                    .send(method, &url, &headers, body, idempotency_key)
-                    .await?;
+                let response = call.send(method, url, headers, body.as_ref()).await?;
                 read_response(response, *max_response_bytes).await.map(done)
             }
         }
@@ -300,6 +292,25 @@ impl Attempt<'_> {
             next: Jump::Next,
             tokens: Some(answer.tokens),
         })
+    }
+
+    /// Renders an `http` step's URL, headers and body, and sends its request.
+    async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &Map<String, Value>,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, StepError> {
+        let url = self.render_str(url)?;
+        let headers = match self.render(&Value::Object(headers.clone()))? {
+            Value::Object(h) => h,
+            _ => Map::new(),
+        };
+        let body = body.map(|b| self.render(b)).transpose()?;
+        self.runner
+            .send(method, &url, &headers, body, self.key)
+            .await
     }
 
     async fn integration(
