@@ -214,7 +214,7 @@ pub struct StepUsage {
 /// Everything published to `platform-events`, one variant per event type. Serialized with the
 /// CloudEvents `type` as the `kind` tag of `data`, so a consumer reads any of them as one enum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
+#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum PlatformEvent {
     /// An agent was created (version 1).
     #[serde(rename = "flowgrid.agent.created")]

@@ -17,6 +17,7 @@ mod middleware;
 mod query;
 mod serve;
 pub mod telemetry;
+pub mod trace;
 pub mod trigger;
 
 pub use error::{ApiError, ErrorResponse, LoggedError, PROBLEM_JSON, Result, status_of};

@@ -12,11 +12,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use flowgrid_domain::Error;
 use flowgrid_domain::events::{CloudEvent, Payload};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::invocation::{self, INVOCATION_ID_HEADER, InvokeRequest, InvokeResponse};
+use crate::trace::Trace;
 
 /// The trigger binding name of every Service Bus and timer function of Flowgrid (`msg`,
 /// `timer` in their `function.json`).
@@ -24,10 +24,11 @@ pub const MESSAGE_BINDING: &str = "msg";
 /// See [`MESSAGE_BINDING`].
 pub const TIMER_BINDING: &str = "timer";
 
-/// The invocation envelope with the invocation id the host sent.
+/// The invocation envelope with the invocation id and the trace context the host sent.
 struct Invocation {
     envelope: InvokeRequest,
     id: String,
+    trace: Trace,
 }
 
 async fn invocation<S: Send + Sync>(req: Request, state: &S) -> Result<Invocation, Completed> {
@@ -36,10 +37,16 @@ async fn invocation<S: Send + Sync>(req: Request, state: &S) -> Result<Invocatio
         .get(INVOCATION_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let headers = req.headers().clone();
     let axum::Json(envelope) = axum::Json::<InvokeRequest>::from_request(req, state)
         .await
         .map_err(|_| Completed("ignored an invocation that is not an envelope".into()))?;
-    Ok(Invocation { envelope, id })
+    let trace = Trace::of_invocation(&headers, &envelope.metadata);
+    Ok(Invocation {
+        envelope,
+        id,
+        trace,
+    })
 }
 
 /// The bytes of the trigger binding `name` (`dataType: binary` gives base64; the other
@@ -64,6 +71,8 @@ pub struct Message<T> {
     pub delivery_count: u64,
     /// The invocation id (the host's; the lock owner of work done for this message).
     pub invocation_id: String,
+    /// The trace context of the invocation (the host's request, else the message's properties).
+    pub trace: Trace,
 }
 
 impl<T, S> FromRequest<S> for Message<T>
@@ -74,7 +83,11 @@ where
     type Rejection = Completed;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Invocation { envelope, id } = invocation(req, state).await?;
+        let Invocation {
+            envelope,
+            id,
+            trace,
+        } = invocation(req, state).await?;
         let body = trigger_bytes(&envelope, MESSAGE_BINDING)
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| {
@@ -91,6 +104,7 @@ where
                 .and_then(invocation::decode_u64)
                 .unwrap_or(1),
             invocation_id: id,
+            trace,
         })
     }
 }
@@ -111,9 +125,12 @@ where
         let Invocation { envelope, .. } = invocation(req, state).await?;
         let bytes = trigger_bytes(&envelope, MESSAGE_BINDING)
             .ok_or_else(|| Completed("ignored a message without a body".into()))?;
-        CloudEvent::from_slice(&bytes)
-            .map(Event)
-            .map_err(|e| Completed(format!("ignored a message: {e}")))
+        CloudEvent::from_slice(&bytes).map(Event).map_err(|e| {
+            Completed(format!(
+                "ignored a message on {} that is not a valid event ({e})",
+                T::TOPIC
+            ))
+        })
     }
 }
 
@@ -124,13 +141,19 @@ pub struct Tick {
     pub past_due: bool,
     /// The invocation id.
     pub invocation_id: String,
+    /// The trace context of the invocation.
+    pub trace: Trace,
 }
 
 impl<S: Send + Sync> FromRequest<S> for Tick {
     type Rejection = Completed;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Invocation { envelope, id } = invocation(req, state).await?;
+        let Invocation {
+            envelope,
+            id,
+            trace,
+        } = invocation(req, state).await?;
         let timer = envelope
             .data
             .get(TIMER_BINDING)
@@ -139,6 +162,7 @@ impl<S: Send + Sync> FromRequest<S> for Tick {
         Ok(Tick {
             past_due: timer["IsPastDue"].as_bool().unwrap_or(false),
             invocation_id: id,
+            trace,
         })
     }
 }
@@ -194,16 +218,15 @@ impl Outputs {
         self
     }
 
-    /// Sends platform `events` through output binding `binding` (their topic's).
-    pub fn events<T: Payload + Serialize>(
+    /// Sends platform `events`, stamped with `trace`, through output binding `binding` (their
+    /// topic's).
+    pub fn events<T: Payload>(
         mut self,
         binding: &str,
-        events: &[CloudEvent<T>],
+        events: Vec<CloudEvent<T>>,
+        trace: &Trace,
     ) -> Result<Self, Error> {
-        let messages = events
-            .iter()
-            .map(CloudEvent::to_json)
-            .collect::<Result<Vec<_>, _>>()?;
+        let messages = trace.stamp(events)?;
         if !messages.is_empty() {
             append(&mut self.0, binding, messages);
         }
@@ -354,7 +377,8 @@ mod tests {
         )
         .await;
         assert!(
-            answer.logs[0].starts_with("ignored a message: "),
+            answer.logs[0]
+                .starts_with("ignored a message on agent-compiled that is not a valid event"),
             "{:?}",
             answer.logs
         );

@@ -1,10 +1,12 @@
 //! The Execution app: runs of agents as jobs through Service Bus, exactly once in effect.
 //!
-//! HTTP routes (`routes.rs`): submit and cancel (envelope mode, for their Service Bus outputs),
-//! read and list jobs. Functions (`functions.rs`): the worker on queue `executions`, the reaper
-//! and schedule timers, the `agent-compiled` subscription. The engine (`engine/`) drives the
-//! domain's job transitions through the store; `steps.rs` is what each step kind does;
-//! `trace.rs` the trace context stamped on the platform events. See `docs/execution.md`.
+//! Every function is declared once in `routes::app()`. HTTP routes (`routes.rs`): submit and
+//! cancel (envelope mode, for their Service Bus outputs), read and list jobs. Functions
+//! (`functions.rs`): the worker on queue `executions`, the reaper and schedule timers, the
+//! `agent-compiled` subscription, each on the kit's typed triggers (`Message`, `Tick`, `Event`)
+//! answering `Outputs` with the invocation's trace context stamped on its platform events. The
+//! engine (`engine/`) drives the domain's job transitions through the store; `steps.rs` is what
+//! each step kind does. See `docs/execution.md`.
 //!
 //! `router(state)` is what both `main` and the tests serve.
 
@@ -14,18 +16,14 @@ pub mod routes;
 pub mod schema;
 pub mod settings;
 pub mod steps;
-pub mod trace;
-
-use std::sync::Arc;
+pub use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::post;
 use flowgrid_domain::config::Config;
 use flowgrid_domain::health::HealthCheck;
 use flowgrid_domain::store::{AgentStore, JobStore};
 use flowgrid_http::auth::TokenVerifier;
-use flowgrid_http::{envelope, health, with_common_layers};
 use flowgrid_storage::Backend;
 
 pub use engine::Engine;
@@ -96,43 +94,27 @@ impl AppState {
     }
 }
 
-/// Every route of the app: the HTTP API (forwarded), its envelope-mode twins for `SubmitJob`
-/// and `CancelJob`,
-/// the invocation routes of the other functions, health, and the common layers.
+pub use routes::app;
+
+/// Every function of the app (HTTP forwarded, envelope-mode HTTP, Service Bus, timers), with
+/// health routes and the common layers.
 pub fn router(state: AppState) -> Router {
-    let health = health::routes(APP, vec![state.stores.health.clone()]);
-    let api = with_common_layers(
-        routes::routes().with_state(state.clone()).merge(health),
-        APP,
-    );
-    let invocations = Router::new()
-        .route(
-            &format!("/{}", functions::names::WORKER),
-            post(functions::execute_job),
-        )
-        .route(
-            &format!("/{}", functions::names::REAPER),
-            post(functions::reap_jobs),
-        )
-        .route(
-            &format!("/{}", functions::names::SCHEDULES),
-            post(functions::run_schedules),
-        )
-        .route(
-            &format!("/{}", functions::names::COMPILED),
-            post(functions::agent_compiled),
-        )
-        .with_state(state)
-        .route(
-            &format!("/{}", functions::names::SUBMIT),
-            envelope::http_function(api.clone(), "req", "res"),
-        )
-        .route(
-            &format!("/{}", functions::names::CANCEL),
-            envelope::http_function(api.clone(), "req", "res"),
-        )
-        .layer(axum::extract::DefaultBodyLimit::max(
-            8 * flowgrid_http::BODY_LIMIT_BYTES,
-        ));
-    api.merge(invocations)
+    let checks = vec![state.stores.health.clone()];
+    app().router(state, checks)
+}
+
+#[cfg(test)]
+mod function_json_tests {
+    use super::*;
+
+    #[test]
+    fn every_function_is_declared_the_same_in_code_and_in_function_json() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../functions")
+            .join(APP);
+        assert_eq!(
+            flowgrid_http::app::differences(app().functions(), &dir),
+            Vec::<String>::new()
+        );
+    }
 }

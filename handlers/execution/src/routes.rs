@@ -2,26 +2,26 @@
 //! maps the result. `SubmitJob` and `CancelJob` run in envelope mode (they have Service Bus
 //! outputs): what they send rides on the response as an `OutputBindings` extension.
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use flowgrid_domain::AgentId;
-use flowgrid_domain::events::{CloudEvent, PlatformEvent};
+use flowgrid_domain::events::{CloudEvent, PlatformEvent, topics};
 use flowgrid_domain::store::jobs::Created;
 use flowgrid_domain::store::{Job, JobId, JobQuery, JobStatus, Page, paging};
+use flowgrid_http::app::{App, Trigger};
 use flowgrid_http::auth::{Caller, Role};
 use flowgrid_http::envelope::OutputBindings;
+use flowgrid_http::extract::Id;
+use flowgrid_http::json::{OptionalJson, Secrets};
+use flowgrid_http::trace::Trace;
 use flowgrid_http::{Error, Result};
 use flowgrid_http::{Json, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::engine::JobMessage;
-use crate::functions::EVENTS;
-use crate::trace::Trace;
+use crate::functions::{self, EVENTS, OUT, QUEUE};
 use crate::{APP, AppState};
 
 type Event = CloudEvent<PlatformEvent>;
@@ -30,19 +30,63 @@ type Event = CloudEvent<PlatformEvent>;
 /// `CancelJob` also have the output [`EVENTS`] (topic `platform-events`).
 pub const MESSAGE_BINDING: &str = "msg";
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/execute/agent/{id}", post(submit_job))
-        .route("/api/execute/jobs", get(list_jobs))
-        .route("/api/execute/jobs/{job_id}", get(get_job))
-        .route("/api/execute/cancel/{job_id}", post(cancel_job))
+/// Every function of the Execution app: `functions/execution/<Name>/function.json` declares
+/// the same. `SubmitJob` and `CancelJob` are HTTP functions in envelope mode (they have outputs).
+pub fn app() -> App<AppState> {
+    let to_events = (EVENTS, topics::PLATFORM_EVENTS);
+    let to_queue = |binding| (binding, QUEUE);
+    App::new(APP)
+        .http_envelope(
+            "post",
+            "SubmitJob",
+            "execute/agent/{id}",
+            &[to_queue(MESSAGE_BINDING), to_events],
+            submit_job,
+        )
+        .get("ListJobs", "execute/jobs", list_jobs)
+        .get("GetJob", "execute/jobs/{jobId}", get_job)
+        .http_envelope(
+            "post",
+            "CancelJob",
+            "execute/cancel/{jobId}",
+            &[to_events],
+            cancel_job,
+        )
+        .function(
+            "ExecuteJob",
+            Trigger::ServiceBus(QUEUE.into()),
+            &[to_queue(OUT), to_events],
+            functions::execute_job,
+        )
+        .function(
+            "ReapJobs",
+            Trigger::Timer,
+            &[to_queue(OUT), to_events],
+            functions::reap_jobs,
+        )
+        .function(
+            "RunSchedules",
+            Trigger::Timer,
+            &[to_queue(OUT), to_events],
+            functions::run_schedules,
+        )
+        .function(
+            "AgentCompiled",
+            Trigger::ServiceBus(format!("{}/execution", topics::AGENT_COMPILED)),
+            &[],
+            functions::agent_compiled,
+        )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SubmitBody {
     #[serde(default)]
     input: Option<Value>,
+}
+
+impl Secrets for SubmitBody {
+    const FIELDS: &'static [&'static str] = &[];
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,13 +159,12 @@ fn request_hash(agent: AgentId, input: &Value) -> String {
 async fn submit_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Id(id): Id<AgentId>,
     headers: HeaderMap,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<SubmitBody>,
 ) -> Result<Response> {
     caller.require(Role::Editor)?;
-    let id = AgentId::parse(&id)?;
-    let input = parse_submit(&headers, &body)?;
+    let input = body.input.unwrap_or_else(|| json!({}));
     let key = idempotency_key(&headers)?;
     let hash = request_hash(id, &input);
     let agent = state.stores.agents.get(&caller.tenant, id).await?;
@@ -181,37 +224,14 @@ fn accepted(job: &Job, event: Option<Event>, trace: &Trace) -> Result<Response> 
     Ok(response)
 }
 
-fn parse_submit(headers: &HeaderMap, body: &[u8]) -> Result<Value> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(json!({}));
-    }
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/json"));
-    if !json_type {
-        return Err(Error::UnsupportedMediaType.into());
-    }
-    let parsed: SubmitBody = serde_json::from_slice(body).map_err(|e| {
-        Error::BadRequest(format!(
-            "the body is not a valid submission ({{\"input\": ...}}): {e}"
-        ))
-    })?;
-    Ok(parsed.input.unwrap_or_else(|| json!({})))
-}
-
 /// One job with its step records.
 async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path(job_id): Path<String>,
+    Id(job_id): Id<JobId>,
 ) -> Result<Json<Value>> {
     caller.require(Role::Viewer)?;
-    let job = state
-        .stores
-        .jobs
-        .get(&caller.tenant, JobId::parse(&job_id)?)
-        .await?;
+    let job = state.stores.jobs.get(&caller.tenant, job_id).await?;
     Ok(Json(job_view(&job, true)))
 }
 
@@ -240,14 +260,11 @@ async fn list_jobs(
 async fn cancel_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path(job_id): Path<String>,
+    Id(job_id): Id<JobId>,
     headers: HeaderMap,
 ) -> Result<Response> {
     caller.require(Role::Editor)?;
-    let job = state
-        .engine
-        .cancel(&caller.tenant, JobId::parse(&job_id)?)
-        .await?;
+    let job = state.engine.cancel(&caller.tenant, job_id).await?;
     let status = if job.status == JobStatus::Cancelled {
         StatusCode::OK
     } else {

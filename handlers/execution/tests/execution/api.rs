@@ -134,10 +134,11 @@ async fn inputs_are_validated_against_the_agents_input_schema() {
         )
         .await;
     assert_eq!(
-        unknown.status, 400,
-        "unknown fields are refused: {:?}",
+        unknown.status, 422,
+        "unknown fields are refused, naming the field: {:?}",
         unknown.body
     );
+    assert_eq!(unknown.body["errors"][0]["field"], "tenantId");
     let text = app
         .send_with(
             "POST",

@@ -182,7 +182,7 @@ async fn an_agent_compiled_message_that_is_not_a_cloud_event_is_completed_with_a
         answer["Logs"][0]
             .as_str()
             .unwrap()
-            .contains("not an agent-compiled event"),
+            .contains("on agent-compiled that is not a valid event"),
         "{answer}"
     );
     let tenant = TenantId::parse("t1").unwrap();

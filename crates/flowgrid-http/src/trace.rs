@@ -3,9 +3,10 @@
 
 use axum::http::HeaderMap;
 use flowgrid_domain::Result;
-use flowgrid_domain::events::{CloudEvent, PlatformEvent};
-use flowgrid_http::invocation::{self, InvokeRequest};
-use serde_json::Value;
+use flowgrid_domain::events::{CloudEvent, Payload};
+use serde_json::{Map, Value};
+
+use crate::invocation;
 
 /// `traceparent` and `tracestate`, when the producer had them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -31,14 +32,14 @@ impl Trace {
     /// For a non-HTTP invocation: the headers of the host's request, else the trigger message's
     /// application properties (`traceparent`/`tracestate`, or the `Diagnostic-Id` the Azure
     /// SDKs set to a traceparent), else none.
-    pub fn of_invocation(headers: &HeaderMap, envelope: &InvokeRequest) -> Trace {
+    pub fn of_invocation(headers: &HeaderMap, metadata: &Map<String, Value>) -> Trace {
         let from_headers = Trace::from_headers(headers);
         if from_headers.parent.is_some() {
             return from_headers;
         }
         let properties = ["ApplicationProperties", "UserProperties"]
             .iter()
-            .filter_map(|k| envelope.metadata.get(*k))
+            .filter_map(|k| metadata.get(*k))
             .map(invocation::decode_json)
             .find(Value::is_object)
             .unwrap_or_default();
@@ -60,7 +61,7 @@ impl Trace {
     }
 
     /// `events` carrying this trace, as message bodies.
-    pub fn stamp(&self, events: Vec<CloudEvent<PlatformEvent>>) -> Result<Vec<Value>> {
+    pub fn stamp<T: Payload>(&self, events: Vec<CloudEvent<T>>) -> Result<Vec<Value>> {
         events
             .into_iter()
             .map(|e| {
@@ -92,6 +93,7 @@ fn is_traceparent(tp: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::invocation::InvokeRequest;
     use serde_json::json;
 
     const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -103,14 +105,14 @@ mod tests {
             "ApplicationProperties": {"Diagnostic-Id": "\"00-11111111111111111111111111111111-2222222222222222-01\""}
         }}))
         .unwrap();
-        let from_message = Trace::of_invocation(&headers, &envelope);
+        let from_message = Trace::of_invocation(&headers, &envelope.metadata);
         assert_eq!(
             from_message.parent.as_deref(),
             Some("00-11111111111111111111111111111111-2222222222222222-01")
         );
         headers.insert("traceparent", TP.parse().unwrap());
         headers.insert("tracestate", "a=b".parse().unwrap());
-        let from_host = Trace::of_invocation(&headers, &envelope);
+        let from_host = Trace::of_invocation(&headers, &envelope.metadata);
         assert_eq!(
             (from_host.parent.as_deref(), from_host.state.as_deref()),
             (Some(TP), Some("a=b"))
@@ -122,7 +124,7 @@ mod tests {
             "no state without a parent"
         );
         assert_eq!(
-            Trace::of_invocation(&HeaderMap::new(), &InvokeRequest::default()),
+            Trace::of_invocation(&HeaderMap::new(), &Map::new()),
             Trace::default()
         );
     }
