@@ -21,8 +21,10 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::store::jobs::{JobStatus, StepStatus, Tokens};
+use crate::job::{JobStatus, StepStatus, Tokens};
 use crate::{AgentId, Error, Result, TenantId};
+
+mod job;
 
 /// Topic names (Service Bus topics; the same names in `function.json` and Bicep).
 pub mod topics {
@@ -214,7 +216,11 @@ pub struct StepUsage {
 /// Everything published to `platform-events`, one variant per event type. Serialized with the
 /// CloudEvents `type` as the `kind` tag of `data`, so a consumer reads any of them as one enum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum PlatformEvent {
     /// An agent was created (version 1).
     #[serde(rename = "flowgrid.agent.created")]

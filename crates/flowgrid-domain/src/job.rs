@@ -10,14 +10,14 @@
 //! Every transition is a method that checks the move is legal and then changes the job, or
 //! returns a domain error and leaves it as it was: [`Error::Conflict`] for a move the job's state
 //! forbids (a finished job is finished for good), [`Error::BadRequest`] for an argument that
-//! cannot be right. The store ([`crate::store::JobStore`]) writes the result by compare-and-swap
+//! cannot be right. The store (`JobStore`) writes the result by compare-and-swap
 //! on the ETag, so a terminal state is written exactly once; the events a transition gives rise
 //! to ([`Job::started_event`], [`Job::finished_event`]) are derived from the written state, with
 //! ids that are the same for the same fact.
 
 #[cfg(test)]
 mod tests;
-mod transitions;
+pub(crate) mod transitions;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
