@@ -32,9 +32,9 @@ pub fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             let text = text.split("#[cfg(test)]").next().unwrap_or_default();
             let is_top_file =
                 file == src.join(format!("{module}.rs")) || file == src.join(module).join("mod.rs");
-            for used in referenced(&text, "crate::").chain(
+            for used in referenced(text, "crate::").chain(
                 is_top_file
-                    .then(|| referenced(&text, "super::"))
+                    .then(|| referenced(text, "super::"))
                     .into_iter()
                     .flatten(),
             ) {
