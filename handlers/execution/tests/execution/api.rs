@@ -1,6 +1,6 @@
 //! The HTTP routes, in process.
 
-use crate::helpers::{TestApp, job_id};
+use crate::helpers::{ExecApp, job_id};
 use flowgrid_http::auth::Role;
 use serde_json::json;
 
@@ -12,7 +12,7 @@ fn definition() -> serde_json::Value {
 
 #[tokio::test]
 async fn submit_answers_202_with_the_job_id_and_status_url_and_the_job_is_queued() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", definition()).await;
     let token = app.token("t1", Role::Editor);
     let reply = app
@@ -43,7 +43,7 @@ async fn submit_answers_202_with_the_job_id_and_status_url_and_the_job_is_queued
 
 #[tokio::test]
 async fn the_envelope_submit_returns_the_message_only_with_a_2xx() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", definition()).await;
     let token = app.token("t1", Role::Editor);
     let ok = app.submit(&token, &agent, json!({"name": "x"}), None).await;
@@ -62,7 +62,7 @@ async fn the_envelope_submit_returns_the_message_only_with_a_2xx() {
 
 #[tokio::test]
 async fn the_same_idempotency_key_and_body_give_the_same_job_and_another_body_is_422() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", definition()).await;
     let token = app.token("t1", Role::Editor);
     let uri = format!("/api/execute/agent/{}", agent.id);
@@ -115,7 +115,7 @@ async fn the_same_idempotency_key_and_body_give_the_same_job_and_another_body_is
 
 #[tokio::test]
 async fn inputs_are_validated_against_the_agents_input_schema() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", definition()).await;
     let token = app.token("t1", Role::Editor);
     let uri = format!("/api/execute/agent/{}", agent.id);
@@ -156,7 +156,7 @@ async fn inputs_are_validated_against_the_agents_input_schema() {
 
 #[tokio::test]
 async fn draft_2020_12_input_schemas_are_enforced_and_422s_carry_the_json_pointer() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app
         .agent(
             "t1",
@@ -230,7 +230,7 @@ async fn draft_2020_12_input_schemas_are_enforced_and_422s_carry_the_json_pointe
 
 #[tokio::test]
 async fn an_agent_that_does_not_compile_is_refused_with_field_errors() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app
         .agent(
             "t1",
@@ -251,7 +251,7 @@ async fn an_agent_that_does_not_compile_is_refused_with_field_errors() {
 
 #[tokio::test]
 async fn another_tenants_ids_are_not_found_on_every_route() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", definition()).await;
     let owner = app.token("t1", Role::Editor);
     let reply = app
@@ -302,7 +302,7 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
 
 #[tokio::test]
 async fn viewers_read_and_only_editors_submit_and_cancel() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", definition()).await;
     let viewer = app.token("t1", Role::Viewer);
     let uri = format!("/api/execute/agent/{}", agent.id);
@@ -340,7 +340,7 @@ async fn viewers_read_and_only_editors_submit_and_cancel() {
 
 #[tokio::test]
 async fn cancelling_a_queued_job_cancels_it_and_a_finished_one_is_a_conflict() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", definition()).await;
     let token = app.token("t1", Role::Editor);
     let uri = format!("/api/execute/agent/{}", agent.id);
@@ -372,7 +372,7 @@ async fn cancelling_a_queued_job_cancels_it_and_a_finished_one_is_a_conflict() {
 
 #[tokio::test]
 async fn jobs_are_listed_newest_first_filtered_and_paged() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let a = app.agent("t1", definition()).await;
     let b = app.agent("t1", definition()).await;
     let token = app.token("t1", Role::Editor);
@@ -451,7 +451,7 @@ async fn jobs_are_listed_newest_first_filtered_and_paged() {
 
 #[tokio::test]
 async fn a_full_backlog_is_refused_with_429_and_retry_after() {
-    let app = TestApp::with(&[("FLOWGRID_TENANT_MAX_QUEUED", "2")]).await;
+    let app = ExecApp::with(&[("FLOWGRID_TENANT_MAX_QUEUED", "2")]).await;
     let agent = app.agent("t1", definition()).await;
     let token = app.token("t1", Role::Editor);
     let uri = format!("/api/execute/agent/{}", agent.id);

@@ -10,7 +10,7 @@ use flowgrid_execution::engine::WorkOutcome;
 use flowgrid_http::auth::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, job_id};
+use crate::helpers::{ExecApp, job_id};
 
 pub(crate) fn transform_agent() -> Value {
     json!({"instructions": "greet", "steps": [
@@ -21,7 +21,7 @@ pub(crate) fn transform_agent() -> Value {
 
 #[tokio::test]
 async fn a_run_succeeds_with_step_records_and_the_last_steps_output() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", transform_agent()).await;
     let token = app.token("t1", Role::Editor);
     let res = app
@@ -50,7 +50,7 @@ async fn a_run_succeeds_with_step_records_and_the_last_steps_output() {
 
 #[tokio::test]
 async fn conditions_branch_and_llm_steps_record_tokens_from_the_offline_provider() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app
         .agent("t1", json!({"instructions": "be brief", "steps": [
             {"id": "check", "kind": "condition", "if": "input.urgent", "then": "ask", "else": "end"},
@@ -87,7 +87,7 @@ async fn conditions_branch_and_llm_steps_record_tokens_from_the_offline_provider
 
 #[tokio::test]
 async fn every_outbound_call_carries_the_job_and_step_idempotency_key_once() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app
         .agent("t1", json!({"instructions": "x", "steps": [
             {"id": "post", "kind": "http", "method": "POST", "url": app.server.url("/ok"), "body": {"who": "{{ input.who }}"}},
@@ -124,7 +124,7 @@ async fn every_outbound_call_carries_the_job_and_step_idempotency_key_once() {
 
 #[tokio::test]
 async fn a_failing_step_is_retried_per_its_policy_then_the_job_fails_with_the_reason() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app
         .agent("t1", json!({"instructions": "x", "steps": [
             {"id": "flaky", "kind": "http", "url": app.server.url("/fail"), "retry": {"maxAttempts": 3, "backoffMs": 10}},
@@ -155,7 +155,7 @@ async fn a_failing_step_is_retried_per_its_policy_then_the_job_fails_with_the_re
 
 #[tokio::test]
 async fn ssrf_attempts_in_http_steps_are_refused_without_retries() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     for url in [
         "https://127.0.0.1/",
         "https://169.254.169.254/latest/meta-data/",
@@ -199,7 +199,7 @@ async fn ssrf_attempts_in_http_steps_are_refused_without_retries() {
 
 #[tokio::test]
 async fn a_run_resumes_after_a_crash_from_the_last_completed_step() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app
         .agent(
             "t1",
@@ -280,7 +280,7 @@ async fn a_run_resumes_after_a_crash_from_the_last_completed_step() {
 
 #[tokio::test]
 async fn a_delivery_while_another_worker_holds_a_live_lease_does_nothing() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", transform_agent()).await;
     let id = job_id(
         &app.submit(
@@ -313,7 +313,7 @@ async fn a_delivery_while_another_worker_holds_a_live_lease_does_nothing() {
 
 #[tokio::test]
 async fn cancelling_a_running_job_aborts_its_in_flight_call_within_the_bound() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app
         .agent(
             "t1",
@@ -327,7 +327,7 @@ async fn cancelling_a_running_job_aborts_its_in_flight_call_within_the_bound() {
     let id = job_id(&app.submit(&token, &agent, json!({}), None).await);
     let message = app.queue.lock().unwrap().pop_front().unwrap();
     let worker = {
-        let app_router = app.router.clone();
+        let app_router = app.router().clone();
         let message = message.clone();
         tokio::spawn(async move {
             use base64::Engine as _;
@@ -378,7 +378,7 @@ async fn cancelling_a_running_job_aborts_its_in_flight_call_within_the_bound() {
 
 #[tokio::test]
 async fn a_tenant_at_its_limit_waits_while_another_tenant_runs_and_finishing_kicks_the_next() {
-    let app = TestApp::with(&[("FLOWGRID_TENANT_MAX_RUNNING", "1")]).await;
+    let app = ExecApp::with(&[("FLOWGRID_TENANT_MAX_RUNNING", "1")]).await;
     let gated = json!({"instructions": "x", "steps": [{"id": "wait", "kind": "http", "url": app.server.url("/gate")}]});
     let a_agent = app.agent("ta", gated).await;
     let b_agent = app.agent("tb", transform_agent()).await;
@@ -403,7 +403,7 @@ async fn a_tenant_at_its_limit_waits_while_another_tenant_runs_and_finishing_kic
         )
     };
     // Tenant A's first job holds its only slot (its step waits at the gate).
-    let router = app.router.clone();
+    let router = app.router().clone();
     let first = tokio::spawn(async move {
         use base64::Engine as _;
         use tower::ServiceExt;

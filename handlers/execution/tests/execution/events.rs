@@ -10,7 +10,7 @@ use flowgrid_domain::store::jobs::StepStatus;
 use flowgrid_http::auth::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, job_id};
+use crate::helpers::{ExecApp, job_id};
 
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
@@ -23,7 +23,7 @@ fn llm_agent() -> Value {
 
 #[tokio::test]
 async fn a_finished_job_sends_one_job_finished_event_with_the_usage_of_each_step() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", llm_agent()).await;
     let res = app
         .submit(
@@ -89,7 +89,7 @@ async fn a_finished_job_sends_one_job_finished_event_with_the_usage_of_each_step
 
 #[tokio::test]
 async fn a_redelivered_message_that_finds_the_job_finished_sends_no_event_again() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", llm_agent()).await;
     let id = job_id(
         &app.submit(
@@ -114,7 +114,7 @@ async fn a_redelivered_message_that_finds_the_job_finished_sends_no_event_again(
 
 #[tokio::test]
 async fn cancelling_a_queued_job_sends_its_finished_event_once() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", llm_agent()).await;
     let token = app.token("t1", Role::Editor);
     let id = job_id(&app.submit(&token, &agent, json!({"name": "x"}), None).await);
@@ -130,7 +130,7 @@ async fn cancelling_a_queued_job_sends_its_finished_event_once() {
 
 #[tokio::test]
 async fn a_job_the_reaper_gives_up_sends_its_finished_event_through_the_timer() {
-    let app = TestApp::with(&[("FLOWGRID_JOB_MAX_CLAIMS", "1")]).await;
+    let app = ExecApp::with(&[("FLOWGRID_JOB_MAX_CLAIMS", "1")]).await;
     let agent = app.agent("t1", llm_agent()).await;
     let id = job_id(
         &app.submit(
@@ -172,7 +172,7 @@ async fn a_job_the_reaper_gives_up_sends_its_finished_event_through_the_timer() 
 #[tokio::test]
 async fn an_agent_compiled_message_that_is_not_a_cloud_event_is_completed_with_a_log_line() {
     use base64::Engine as _;
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", llm_agent()).await;
     let envelope = |body: String| json!({"Data": {"msg": base64::engine::general_purpose::STANDARD.encode(body)}, "Metadata": {}});
     let plain = json!({"tenantId": "t1", "agentId": agent.id, "version": 1}).to_string();

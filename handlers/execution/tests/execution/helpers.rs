@@ -24,11 +24,9 @@ use flowgrid_domain::store::{Job, JobId};
 use flowgrid_domain::{Agent, AgentInput, TenantId};
 use flowgrid_execution::Stores;
 use flowgrid_execution::{AppState, Settings, router};
-use flowgrid_http::auth::Role;
-use flowgrid_testkit::DataDir;
+use flowgrid_testkit::{Reply, TestApp};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
-use tower::ServiceExt;
 
 /// What the test server saw.
 #[derive(Default)]
@@ -146,16 +144,11 @@ impl TestServer {
     }
 }
 
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-}
-
-pub struct TestApp {
-    pub router: Router,
-    pub state: AppState,
-    pub dir: DataDir,
+/// The Execution app on the test kit's [`TestApp`], with what its tests add: an allow-listed
+/// upstream server, the `executions` queue as the host would fill it from the app's outputs, and
+/// the platform events it sent.
+pub struct ExecApp {
+    pub app: TestApp<AppState>,
     pub server: TestServer,
     /// Messages sent to the `executions` queue and not yet delivered.
     pub queue: Mutex<VecDeque<Value>>,
@@ -163,39 +156,34 @@ pub struct TestApp {
     pub events: Mutex<Vec<Value>>,
 }
 
-impl TestApp {
-    pub async fn new() -> TestApp {
+impl std::ops::Deref for ExecApp {
+    type Target = TestApp<AppState>;
+    fn deref(&self) -> &TestApp<AppState> {
+        &self.app
+    }
+}
+
+impl ExecApp {
+    pub async fn new() -> ExecApp {
         Self::with(&[]).await
     }
 
     /// An app whose settings are the defaults plus `overrides`; the test server is allow-listed.
-    pub async fn with(overrides: &[(&str, &str)]) -> TestApp {
-        flowgrid_http::telemetry::init_for_tests();
+    pub async fn with(overrides: &[(&str, &str)]) -> ExecApp {
         let server = TestServer::start().await;
-        let dir = DataDir::new();
-        let path = dir.path_buf();
-        let config = Config::from_lookup(|name| match name {
-            "FLOWGRID_DATA_DIR" => Some(path.to_string_lossy().into_owned()),
-            _ => None,
-        })
-        .expect("config");
-        let allow = server.addr.to_string();
-        let mut settings = Settings::from_lookup(|name| {
-            overrides
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-                .or_else(|| (name == "FLOWGRID_OUTBOUND_ALLOWLIST").then(|| allow.clone()))
-        })
-        .expect("settings");
+        let builder = TestApp::builder()
+            .setting("FLOWGRID_OUTBOUND_ALLOWLIST", &server.addr.to_string())
+            .settings(overrides);
+        let mut settings = Settings::from_lookup(|name| builder.get(name)).expect("settings");
         settings.cancel_poll = Duration::from_millis(50);
-        let state = AppState::from_config(&config, settings)
-            .await
-            .expect("state");
-        TestApp {
-            router: router(state.clone()),
-            state,
-            dir,
+        let app = builder
+            .start(
+                async |config: &Config| AppState::from_config(config, settings).await,
+                router,
+            )
+            .await;
+        ExecApp {
+            app,
             server,
             queue: Mutex::new(VecDeque::new()),
             events: Mutex::new(Vec::new()),
@@ -203,11 +191,7 @@ impl TestApp {
     }
 
     pub fn stores(&self) -> &Stores {
-        &self.state.stores
-    }
-
-    pub fn token(&self, tenant: &str, role: Role) -> String {
-        self.dir.token(tenant, role)
+        &self.app.state().stores
     }
 
     /// Stores an agent of `tenant` with `definition`; returns it.
@@ -236,51 +220,6 @@ impl TestApp {
             .expect("insert agent")
     }
 
-    pub async fn send(&self, method: &str, uri: &str, token: &str, body: Option<Value>) -> Reply {
-        self.send_with(method, uri, token, body, &[]).await
-    }
-
-    pub async fn send_with(
-        &self,
-        method: &str,
-        uri: &str,
-        token: &str,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        let mut builder = Request::builder().method(method).uri(uri);
-        if !token.is_empty() {
-            builder = builder.header("authorization", format!("Bearer {token}"));
-        }
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
-        }
-        let request = match body {
-            Some(json) => builder
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&json).unwrap())),
-            None => builder.body(Body::empty()),
-        }
-        .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
     /// Invokes a function with an envelope, as the host does; returns (status, answer).
     pub async fn invoke(
         &self,
@@ -292,7 +231,7 @@ impl TestApp {
             .await
     }
 
-    /// [`TestApp::invoke`] with more headers on the host's request (`traceparent`, ...).
+    /// [`ExecApp::invoke`] with more headers on the host's request (`traceparent`, ...).
     pub async fn invoke_with(
         &self,
         function: &str,
@@ -309,12 +248,7 @@ impl TestApp {
             builder = builder.header(*k, *v);
         }
         let request = builder.body(Body::from(envelope.to_string())).unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let Reply { status, body, .. } = self.app.request(request).await;
         if status.is_success() {
             for out in ["msg", "out"] {
                 if let Some(Value::Array(messages)) = body["Outputs"].get(out) {
@@ -329,7 +263,7 @@ impl TestApp {
     }
 
     /// Submits a run through the envelope-mode `SubmitJob` function (as the host calls it);
-    /// its message lands in [`TestApp::queue`]. Returns the `res` output.
+    /// its message lands in [`ExecApp::queue`]. Returns the `res` output.
     pub async fn submit(
         &self,
         token: &str,
@@ -358,7 +292,7 @@ impl TestApp {
         self.deliver_with(message, &[]).await
     }
 
-    /// [`TestApp::deliver`] with more headers on the host's request.
+    /// [`ExecApp::deliver`] with more headers on the host's request.
     pub async fn deliver_with(
         &self,
         message: &Value,

@@ -11,11 +11,11 @@ use flowgrid_http::auth::Role;
 use serde_json::json;
 
 use crate::engine::transform_agent;
-use crate::helpers::{TestApp, job_id};
+use crate::helpers::{ExecApp, job_id};
 
 #[tokio::test]
 async fn the_reaper_re_enqueues_lost_messages_and_fails_jobs_whose_workers_keep_dying() {
-    let app = TestApp::with(&[("FLOWGRID_JOB_MAX_CLAIMS", "2")]).await;
+    let app = ExecApp::with(&[("FLOWGRID_JOB_MAX_CLAIMS", "2")]).await;
     let agent = app.agent("t1", transform_agent()).await;
     let token = app.token("t1", Role::Editor);
     let lost = job_id(
@@ -41,7 +41,7 @@ async fn the_reaper_re_enqueues_lost_messages_and_fails_jobs_whose_workers_keep_
     // Now: the job whose workers keep dying fails with the reason, and the slot it frees is
     // offered to the tenant's oldest waiting job.
     let now_messages = app
-        .state
+        .state()
         .engine
         .reap(Utc::now(), Duration::from_secs(60))
         .await
@@ -54,7 +54,7 @@ async fn the_reaper_re_enqueues_lost_messages_and_fails_jobs_whose_workers_keep_
     // That message is lost too; a minute later the reaper re-enqueues the waiting job, once.
     let later = Utc::now() + chrono::Duration::seconds(120);
     let messages = app
-        .state
+        .state()
         .engine
         .reap(later, Duration::from_secs(60))
         .await
@@ -62,7 +62,7 @@ async fn the_reaper_re_enqueues_lost_messages_and_fails_jobs_whose_workers_keep_
         .messages;
     assert_eq!(messages, vec![json!({"tenantId": "t1", "jobId": lost})]);
     let repeat = app
-        .state
+        .state()
         .engine
         .reap(later, Duration::from_secs(60))
         .await
@@ -89,7 +89,7 @@ async fn the_reaper_re_enqueues_lost_messages_and_fails_jobs_whose_workers_keep_
 
 #[tokio::test]
 async fn a_schedule_fires_once_per_due_time_whatever_the_number_of_timer_firings() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app
         .agent_with(
             "t1",
@@ -99,14 +99,14 @@ async fn a_schedule_fires_once_per_due_time_whatever_the_number_of_timer_firings
         .await;
     let now = Utc::now();
     let first = app
-        .state
+        .state()
         .engine
         .run_schedules(now, Duration::from_secs(300))
         .await
         .unwrap()
         .messages;
     let again = app
-        .state
+        .state()
         .engine
         .run_schedules(now, Duration::from_secs(300))
         .await
@@ -128,7 +128,7 @@ async fn a_schedule_fires_once_per_due_time_whatever_the_number_of_timer_firings
     );
     let next_minute = now + chrono::Duration::seconds(60);
     let later = app
-        .state
+        .state()
         .engine
         .run_schedules(next_minute, Duration::from_secs(300))
         .await
@@ -155,7 +155,7 @@ async fn a_schedule_fires_once_per_due_time_whatever_the_number_of_timer_firings
 
 #[tokio::test]
 async fn agent_compiled_messages_pin_the_version_runs_use() {
-    let app = TestApp::new().await;
+    let app = ExecApp::new().await;
     let agent = app.agent("t1", transform_agent()).await;
     let compiled = AgentCompiled {
         agent_id: agent.id,
