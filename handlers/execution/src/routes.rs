@@ -5,9 +5,11 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use flowgrid_domain::AgentId;
 use flowgrid_domain::events::{CloudEvent, PlatformEvent, topics};
 use flowgrid_domain::store::jobs::Created;
+use flowgrid_domain::store::jobs::StepRecord;
 use flowgrid_domain::store::{Job, JobId, JobQuery, JobStatus, Page, paging};
 use flowgrid_http::app::{App, Trigger};
 use flowgrid_http::auth::{Caller, Role};
@@ -17,7 +19,7 @@ use flowgrid_http::json::{OptionalJson, Secrets};
 use flowgrid_http::trace::Trace;
 use flowgrid_http::{Error, Result};
 use flowgrid_http::{Json, Query};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::engine::JobMessage;
@@ -98,32 +100,66 @@ struct ListParams {
     continuation_token: Option<String>,
 }
 
-/// A job as the API shows it (no plan, lease or internal fields).
-pub fn job_view(job: &Job, with_detail: bool) -> Value {
-    let mut view = json!({
-        "id": job.id,
-        "agentId": job.agent_id,
-        "agentVersion": job.agent_version,
-        "trigger": job.trigger,
-        "status": job.status,
-        "attempts": job.attempts,
-        "output": job.output,
-        "error": job.error,
-        "createdAt": job.created_at,
-        "createdBy": job.created_by,
-        "startedAt": job.started_at,
-        "finishedAt": job.finished_at,
-        "updatedAt": job.updated_at,
-        "statusUrl": format!("/api/execute/jobs/{}", job.id),
-    });
-    if with_detail && let Some(obj) = view.as_object_mut() {
-        obj.insert("input".into(), job.input.clone());
-        obj.insert(
-            "steps".into(),
-            serde_json::to_value(&job.steps).unwrap_or_default(),
-        );
+/// A job as the API shows it (no plan, lease or internal fields); `input` and `steps` only on
+/// `GET /api/execute/jobs/{jobId}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView<'a> {
+    id: JobId,
+    agent_id: AgentId,
+    agent_version: u32,
+    trigger: &'a str,
+    status: JobStatus,
+    attempts: u32,
+    output: &'a Option<Value>,
+    error: &'a Option<String>,
+    created_at: DateTime<Utc>,
+    created_by: &'a str,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    status_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<&'a [StepRecord]>,
+}
+
+impl<'a> JobView<'a> {
+    /// The view of `job`, with its input and step records when `with_detail`.
+    pub fn of(job: &'a Job, with_detail: bool) -> Self {
+        JobView {
+            id: job.id,
+            agent_id: job.agent_id,
+            agent_version: job.agent_version,
+            trigger: &job.trigger,
+            status: job.status,
+            attempts: job.attempts,
+            output: &job.output,
+            error: &job.error,
+            created_at: job.created_at,
+            created_by: &job.created_by,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            updated_at: job.updated_at,
+            status_url: status_url(job.id),
+            input: with_detail.then_some(&job.input),
+            steps: with_detail.then_some(job.steps.as_slice()),
+        }
     }
-    view
+}
+
+/// `202 Accepted` of a submit.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted {
+    job_id: JobId,
+    status: JobStatus,
+    status_url: String,
+}
+
+fn status_url(id: JobId) -> String {
+    format!("/api/execute/jobs/{id}")
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
@@ -199,10 +235,14 @@ async fn submit_job(
 
 /// The 202 of a submit, with the job's message while it is queued and the submitted event.
 fn accepted(job: &Job, event: Option<Event>, trace: &Trace) -> Result<Response> {
-    let status_url = format!("/api/execute/jobs/{}", job.id);
+    let status_url = status_url(job.id);
     let location =
         HeaderValue::from_str(&status_url).map_err(|e| Error::Internal(e.to_string()))?;
-    let body = json!({"jobId": job.id, "status": job.status, "statusUrl": status_url});
+    let body = Accepted {
+        job_id: job.id,
+        status: job.status,
+        status_url,
+    };
     let mut response = (
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
@@ -229,10 +269,10 @@ async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
     Id(job_id): Id<JobId>,
-) -> Result<Json<Value>> {
+) -> Result<Response> {
     caller.require(Role::Viewer)?;
     let job = state.stores.jobs.get(&caller.tenant, job_id).await?;
-    Ok(Json(job_view(&job, true)))
+    Ok(Json(JobView::of(&job, true)).into_response())
 }
 
 /// The caller's jobs, newest first, filtered by `agentId` and `status`, paged.
@@ -240,7 +280,7 @@ async fn list_jobs(
     State(state): State<AppState>,
     caller: Caller,
     Query(params): Query<ListParams>,
-) -> Result<Json<Page<Value>>> {
+) -> Result<Response> {
     caller.require(Role::Viewer)?;
     let query = JobQuery {
         agent_id: params.agent_id.as_deref().map(AgentId::parse).transpose()?,
@@ -249,10 +289,11 @@ async fn list_jobs(
         continuation_token: params.continuation_token,
     };
     let page = state.stores.jobs.list(&caller.tenant, &query).await?;
-    Ok(Json(Page {
-        items: page.items.iter().map(|j| job_view(j, false)).collect(),
+    let page = Page {
+        items: page.items.iter().map(|j| JobView::of(j, false)).collect(),
         continuation_token: page.continuation_token,
-    }))
+    };
+    Ok(Json(page).into_response())
 }
 
 /// Cancels a job: a queued one at once (200, and its `flowgrid.job.finished`), a running one by
@@ -270,7 +311,7 @@ async fn cancel_job(
     } else {
         StatusCode::ACCEPTED
     };
-    let mut response = (status, Json(job_view(&job, false))).into_response();
+    let mut response = (status, Json(JobView::of(&job, false))).into_response();
     let mut bindings = OutputBindings::default();
     let finished = job.finished_event(APP).into_iter().collect();
     for event in Trace::from_headers(&headers).stamp(finished)? {
