@@ -99,20 +99,45 @@ pub async fn login(state: &AppState, request: LoginRequest, client: &str) -> Res
     let account_key = request.email.trim().to_lowercase();
     state.throttles.caller.check(client)?;
     state.throttles.account.check(&account_key)?;
+    let user = match check_password(state, &request, &account_key).await? {
+        Some(user) if !user.disabled => user,
+        found => {
+            state.throttles.caller.fail(client);
+            state.throttles.account.fail(&account_key);
+            return Err(invalid(if found.is_some() {
+                "login: user disabled"
+            } else {
+                "login: unknown email or wrong password"
+            }));
+        }
+    };
+    state.throttles.account.clear(&account_key);
+    let user = rehash_if_needed(state, user, &request.password).await;
+    let (session, refresh) = open_session(state, &user).await?;
+    tracing::info!(tenant.id = %user.tenant_id, user.id = %user.id, session.id = %session.id, "login");
+    tokens(state, &user, &session, refresh).await
+}
+
+/// The one user of `account_key` (in the named tenant, if any) whose password matches; a
+/// missing account costs the same password check as a real one, so time tells nothing.
+async fn check_password(
+    state: &AppState,
+    request: &LoginRequest,
+    account_key: &str,
+) -> Result<Option<User>> {
     let tenant = request
         .tenant_id
         .as_deref()
         .map(TenantId::parse)
         .transpose()?;
-    let mut candidates = state.stores.users.find_by_email(&account_key).await?;
+    let mut candidates = state.stores.users.find_by_email(account_key).await?;
     if let Some(tenant) = &tenant {
         candidates.retain(|u| &u.tenant_id == tenant);
     }
-    let mut matched = Vec::new();
     if candidates.is_empty() {
-        // Same work as a real check, so a missing account cannot be told apart by time.
         state.passwords.verify(None, &request.password).await?;
     }
+    let mut matched = Vec::new();
     for user in candidates {
         if state
             .passwords
@@ -122,26 +147,17 @@ pub async fn login(state: &AppState, request: LoginRequest, client: &str) -> Res
             matched.push(user);
         }
     }
-    let user = match matched.len() {
-        1 => matched.remove(0),
-        0 => {
-            state.throttles.caller.fail(client);
-            state.throttles.account.fail(&account_key);
-            return Err(invalid("login: unknown email or wrong password"));
-        }
-        _ => {
-            return Err(Error::BadRequest(
-                "This email has accounts in several tenants: name one in tenantId.".into(),
-            ));
-        }
-    };
-    if user.disabled {
-        state.throttles.caller.fail(client);
-        state.throttles.account.fail(&account_key);
-        return Err(invalid("login: user disabled"));
+    if matched.len() > 1 {
+        return Err(Error::BadRequest(
+            "This email has accounts in several tenants: name one in tenantId.".into(),
+        ));
     }
-    state.throttles.account.clear(&account_key);
-    let user = rehash_if_needed(state, user, &request.password).await;
+    Ok(matched.pop())
+}
+
+/// A new session of `user` with its first refresh token (and, on about one login in 256, the
+/// housekeeping of ended sessions and expired refresh tokens).
+async fn open_session(state: &AppState, user: &User) -> Result<(Session, String)> {
     let now = Utc::now();
     let session = Session {
         id: format!("s{}", uuid::Uuid::new_v4().simple()),
@@ -153,14 +169,12 @@ pub async fn login(state: &AppState, request: LoginRequest, client: &str) -> Res
     };
     let (refresh, record) = new_refresh_token(state, &session.id, now)?;
     state.stores.sessions.create(&session, &record).await?;
-    // Housekeeping on about one login in 256: ended sessions and expired refresh tokens.
     if record.hash.ends_with("00")
         && let Err(e) = state.stores.sessions.purge_expired(now).await
     {
         tracing::warn!(error = %e, "purging ended sessions failed");
     }
-    tracing::info!(tenant.id = %user.tenant_id, user.id = %user.id, session.id = %session.id, "login");
-    tokens(state, &user, &session, refresh).await
+    Ok((session, refresh))
 }
 
 /// Re-hashes a password hashed with older parameters; failures only cost the upgrade.
