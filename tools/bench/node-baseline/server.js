@@ -1,42 +1,65 @@
 // The Agents "GET /api/agents/:id" endpoint as a team would write it in Node.js + Express:
 // verify the EdDSA bearer token (jose), read the tenant's row from the same SQLite file
 // (better-sqlite3), answer JSON with an ETag. Used only by the benchmark, as the baseline.
+//
+// WORKERS=n (default 1) runs n Express workers under Node's cluster module (one per core is how
+// a Node team serves this on a multi-core machine); WORKERS=1 is one plain process.
 "use strict";
-const express = require("express");
-const Database = require("better-sqlite3");
-const jose = require("jose");
+const cluster = require("node:cluster");
 
-const port = Number(process.env.PORT || 7199);
-const db = new Database(process.env.DB_PATH, { readonly: true, fileMustExist: true });
-db.pragma("busy_timeout = 10000");
-const jwks = jose.createLocalJWKSet(JSON.parse(process.env.JWKS));
-const issuer = process.env.ISSUER;
-const audience = process.env.AUDIENCE;
-const byId = db.prepare("SELECT doc, etag FROM agents WHERE tenant_id = ? AND id = ?");
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const workers = Math.max(1, Number(process.env.WORKERS || 1));
 
-const problem = (res, status, detail) =>
-  res.status(status).type("application/problem+json").send(JSON.stringify({ type: "about:blank", status, detail }));
+if (workers > 1 && cluster.isPrimary) {
+  for (let i = 0; i < workers; i++) cluster.fork();
+  let listening = 0;
+  cluster.on("listening", () => {
+    if (++listening === workers) console.log(`cluster: ${workers} workers listening`);
+  });
+  cluster.on("exit", (worker, code, signal) => {
+    console.error(`worker ${worker.process.pid} exited (${signal || code})`);
+    process.exit(1);
+  });
+} else {
+  serve();
+}
 
-const app = express();
-app.disable("x-powered-by");
-app.get("/", (_req, res) => res.send("ok"));
-app.get("/api/agents/:id", async (req, res) => {
-  const auth = req.get("authorization") || "";
-  if (!auth.startsWith("Bearer ")) return problem(res, 401, "A valid bearer token is required.");
-  let claims;
-  try {
-    ({ payload: claims } = await jose.jwtVerify(auth.slice(7), jwks, {
-      issuer, audience, algorithms: ["EdDSA", "ES256"], typ: "at+jwt", clockTolerance: 60,
-    }));
-  } catch {
-    return problem(res, 401, "A valid bearer token is required.");
-  }
-  if (!UUID.test(req.params.id)) return problem(res, 400, "not an agent id");
-  const row = byId.get(claims.tid, req.params.id);
-  if (!row) return problem(res, 404, "No such resource.");
-  const agent = JSON.parse(row.doc);
-  agent.etag = row.etag;
-  res.set("ETag", `"${row.etag}"`).json(agent);
-});
-app.listen(port, "127.0.0.1", () => console.log(`listening on 127.0.0.1:${port}`));
+function serve() {
+  const express = require("express");
+  const Database = require("better-sqlite3");
+  const jose = require("jose");
+
+  const port = Number(process.env.PORT || 7199);
+  const db = new Database(process.env.DB_PATH, { readonly: true, fileMustExist: true });
+  db.pragma("busy_timeout = 10000");
+  const jwks = jose.createLocalJWKSet(JSON.parse(process.env.JWKS));
+  const issuer = process.env.ISSUER;
+  const audience = process.env.AUDIENCE;
+  const byId = db.prepare("SELECT doc, etag FROM agents WHERE tenant_id = ? AND id = ?");
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+  const problem = (res, status, detail) =>
+    res.status(status).type("application/problem+json").send(JSON.stringify({ type: "about:blank", status, detail }));
+
+  const app = express();
+  app.disable("x-powered-by");
+  app.get("/", (_req, res) => res.send("ok"));
+  app.get("/api/agents/:id", async (req, res) => {
+    const auth = req.get("authorization") || "";
+    if (!auth.startsWith("Bearer ")) return problem(res, 401, "A valid bearer token is required.");
+    let claims;
+    try {
+      ({ payload: claims } = await jose.jwtVerify(auth.slice(7), jwks, {
+        issuer, audience, algorithms: ["EdDSA", "ES256"], typ: "at+jwt", clockTolerance: 60,
+      }));
+    } catch {
+      return problem(res, 401, "A valid bearer token is required.");
+    }
+    if (!UUID.test(req.params.id)) return problem(res, 400, "not an agent id");
+    const row = byId.get(claims.tid, req.params.id);
+    if (!row) return problem(res, 404, "No such resource.");
+    const agent = JSON.parse(row.doc);
+    agent.etag = row.etag;
+    res.set("ETag", `"${row.etag}"`).json(agent);
+  });
+  app.listen(port, "127.0.0.1", () => console.log(`listening on 127.0.0.1:${port} (pid ${process.pid})`));
+}
