@@ -69,7 +69,7 @@ impl AgentStore for Sqlite {
 
     async fn get(&self, tenant: &TenantId, id: AgentId) -> flowgrid_domain::Result<Agent> {
         let tenant = tenant.clone();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let (doc, etag) = load_doc(conn, "agents", tenant.as_str(), &id.to_string())?
                 .ok_or(Error::NotFound)?;
             Ok(agent_from(&doc, etag)?)
