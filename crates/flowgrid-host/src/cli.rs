@@ -232,6 +232,7 @@ pub fn dev(data_dir: &Path, args: &DevArgs) -> Result<()> {
         }
         eprintln!("flowgrid: stopping");
         host.shutdown().await;
+        flowgrid_http::telemetry::flush();
         Ok(())
     })
 }

@@ -18,8 +18,9 @@ pub fn bind_address() -> flowgrid_domain::Result<SocketAddr> {
     Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
 }
 
-/// Binds `addr` and serves `router` until SIGTERM or Ctrl-C, then drains in-flight requests.
-/// Prints `listening on <addr>` to stdout once bound, so a parent process can learn a port 0 choice.
+/// Binds `addr` and serves `router` until SIGTERM or Ctrl-C, then drains in-flight requests and
+/// writes out the queued log lines. Prints `listening on <addr>` to stdout once bound, so a parent
+/// process can learn a port 0 choice.
 pub async fn serve(router: Router, addr: SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -27,9 +28,11 @@ pub async fn serve(router: Router, addr: SocketAddr) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "listening");
     println!("listening on {local}");
-    axum::serve(listener, router)
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
-        .await
+        .await;
+    crate::telemetry::flush();
+    served
 }
 
 async fn shutdown_signal() {
