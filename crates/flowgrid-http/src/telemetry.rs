@@ -10,7 +10,7 @@
 //! write, so a request never waits for the pipe to the host and the host reads one chunk per batch
 //! instead of one per line. Nothing is dropped: past [`MAX_QUEUED`] bytes, a logging thread waits
 //! for the writer. Warnings and errors wait until they (and every line before them) are written.
-//! [`flush`] writes out the queue; [`crate::serve`] calls it when the server stops.
+//! [`flush`] writes out the queue; `serve` calls it when the server stops.
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
