@@ -186,6 +186,24 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// A response body that is JSON already (a stored document served as it is), answered with
+/// `application/json` like [`Json`], without decoding and encoding it again.
+#[derive(Debug, Clone)]
+pub struct RawJson(pub String);
+
+impl IntoResponse for RawJson {
+    fn into_response(self) -> Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.0,
+        )
+            .into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ pub mod trigger;
 
 pub use error::{ApiError, ErrorResponse, LoggedError, PROBLEM_JSON, Result, status_of};
 pub use flowgrid_domain::{Error, FieldError};
-pub use json::Json;
+pub use json::{Json, RawJson};
 pub use middleware::{RequestContext, with_common_layers};
 pub use query::Query;
 pub use serve::{bind_address, serve};

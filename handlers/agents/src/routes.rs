@@ -10,7 +10,7 @@ use flowgrid_http::app::App;
 use flowgrid_http::auth::{Caller, Role};
 use flowgrid_http::extract::{Id, Version};
 use flowgrid_http::{Error, Result};
-use flowgrid_http::{Json, Query, etag};
+use flowgrid_http::{Json, Query, RawJson, etag};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -121,7 +121,7 @@ async fn create_agent(
     Ok(response)
 }
 
-/// Reads one agent; `If-None-Match` with its current ETag gives 304.
+/// Reads one agent, as the store keeps its JSON; `If-None-Match` with its current ETag gives 304.
 async fn get_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -129,15 +129,12 @@ async fn get_agent(
     headers: HeaderMap,
 ) -> Result<Response> {
     caller.require(Role::Viewer)?;
-    let agent = state.stores.agents.get(&caller.tenant, id).await?;
+    let agent = state.stores.agents.get_document(&caller.tenant, id).await?;
+    let tag = [(header::ETAG, etag::header_value(&agent.etag))];
     if etag::if_none_match(&headers).is_some_and(|c| c.matches(&agent.etag)) {
-        return Ok((
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, etag::header_value(&agent.etag))],
-        )
-            .into_response());
+        return Ok((StatusCode::NOT_MODIFIED, tag).into_response());
     }
-    Ok(with_etag(StatusCode::OK, agent))
+    Ok((StatusCode::OK, tag, RawJson(agent.json)).into_response())
 }
 
 /// Replaces an agent's content as its next version; honours `If-Match`.

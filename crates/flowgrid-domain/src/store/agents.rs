@@ -48,6 +48,27 @@ impl From<&Agent> for AgentVersionSummary {
     }
 }
 
+/// An agent as the JSON the API answers with, and its ETag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentDocument {
+    /// The agent's JSON: what [`Agent`]'s `Serialize` gives.
+    pub json: String,
+    /// Its ETag.
+    pub etag: String,
+}
+
+impl AgentDocument {
+    /// The document of `agent`, encoded.
+    pub fn of(agent: &Agent) -> Result<Self> {
+        let json = serde_json::to_string(agent)
+            .map_err(|e| Error::Internal(format!("encoding agent: {e}")))?;
+        Ok(AgentDocument {
+            json,
+            etag: agent.etag.clone(),
+        })
+    }
+}
+
 /// Agents and their immutable version history, per tenant.
 #[async_trait::async_trait]
 pub trait AgentStore: Send + Sync {
@@ -57,6 +78,13 @@ pub trait AgentStore: Send + Sync {
 
     /// The tenant's agent `id`.
     async fn get(&self, tenant: &TenantId, id: AgentId) -> Result<Agent>;
+
+    /// The tenant's agent `id` as the JSON the API answers with. A backend that stores exactly
+    /// that JSON serves it without decoding and encoding it again; the default encodes
+    /// [`AgentStore::get`]'s agent.
+    async fn get_document(&self, tenant: &TenantId, id: AgentId) -> Result<AgentDocument> {
+        AgentDocument::of(&self.get(tenant, id).await?)
+    }
 
     /// The tenant's agents, newest first.
     async fn list(&self, tenant: &TenantId, query: &AgentQuery) -> Result<Page<Agent>>;

@@ -9,7 +9,9 @@ mod agents;
 mod identity;
 pub mod jobs;
 
-pub use agents::{AgentQuery, AgentStore, AgentVersionSummary, record_compiled, update_agent};
+pub use agents::{
+    AgentDocument, AgentQuery, AgentStore, AgentVersionSummary, record_compiled, update_agent,
+};
 pub use identity::{
     RevocationStore, SessionStore, SigningKeyStore, StoredSigningKey, TenantStore, UserStore,
 };

@@ -1,14 +1,18 @@
 //! Agents on SQLite: table `agents` (the current agent, its name key unique per tenant) and
 //! `agent_versions` (one immutable copy per version), migration 1.
+//!
+//! A row's `doc` is the agent's JSON as the API answers with it, written together with the row's
+//! ETag, so a read by id serves it as stored ([`AgentStore::get_document`]). A change to the JSON
+//! shape of [`Agent`] therefore needs a migration that re-encodes the stored documents.
 
 use rusqlite::{TransactionBehavior, params};
 
-use super::{Sqlite, current_etag, if_taken, load_doc, new_etag, newest_first, require_etag};
+use super::{Sqlite, current_etag, if_taken, new_etag, newest_first, require_etag};
 use crate::codec::{from_doc, to_doc};
 use crate::keyset::{self, ByCreated, ByVersion};
 use flowgrid_domain::Error;
 use flowgrid_domain::store::Condition;
-use flowgrid_domain::store::{AgentQuery, AgentStore, AgentVersionSummary, Page};
+use flowgrid_domain::store::{AgentDocument, AgentQuery, AgentStore, AgentVersionSummary, Page};
 use flowgrid_domain::{Agent, AgentId, TenantId};
 
 /// The stored agent `doc` with `etag` (its row's; none on versions).
@@ -17,6 +21,38 @@ fn agent_from(doc: &str, etag: String) -> flowgrid_domain::Result<Agent> {
         etag,
         ..from_doc("agent", doc)?
     })
+}
+
+/// The current agent's row by key: a point read, its statement prepared once per connection.
+const BY_ID: &str = "SELECT doc, etag FROM agents WHERE tenant_id = ?1 AND id = ?2";
+
+/// The document and ETag of the tenant's agent `id`; [`Error::NotFound`] when there is none.
+fn load(
+    conn: &rusqlite::Connection,
+    tenant: &TenantId,
+    id: &str,
+) -> super::Result<(String, String)> {
+    Ok(conn
+        .prepare_cached(BY_ID)?
+        .query_row(params![tenant.as_str(), id], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
+
+/// Whether `doc` is the JSON written with this row: it opens with the row's id and tenant and
+/// closes with the row's ETag ([`Agent`]'s first and last fields, as serde writes them).
+fn written_with_row(doc: &str, tenant: &TenantId, id: &str, etag: &str) -> bool {
+    let head = (|| {
+        doc.strip_prefix("{\"id\":\"")?
+            .strip_prefix(id)?
+            .strip_prefix("\",\"tenantId\":\"")?
+            .strip_prefix(tenant.as_str())?
+            .strip_prefix("\",")
+    })();
+    let tail = (|| {
+        doc.strip_suffix("\"}")?
+            .strip_suffix(etag)?
+            .strip_suffix(",\"etag\":\"")
+    })();
+    head.is_some() && tail.is_some()
 }
 
 fn name_taken() -> Error {
@@ -70,9 +106,27 @@ impl AgentStore for Sqlite {
     async fn get(&self, tenant: &TenantId, id: AgentId) -> flowgrid_domain::Result<Agent> {
         let tenant = tenant.clone();
         self.read(move |conn| {
-            let (doc, etag) = load_doc(conn, "agents", tenant.as_str(), &id.to_string())?
-                .ok_or(Error::NotFound)?;
+            let (doc, etag) = load(conn, &tenant, &id.to_string())?;
             Ok(agent_from(&doc, etag)?)
+        })
+        .await
+    }
+
+    /// The stored JSON as it is, when it was written with the row (the same bytes as encoding
+    /// the decoded agent again, which a test pins); otherwise the agent decoded and encoded.
+    async fn get_document(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+    ) -> flowgrid_domain::Result<AgentDocument> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            let id = id.to_string();
+            let (doc, etag) = load(conn, &tenant, &id)?;
+            if written_with_row(&doc, &tenant, &id, &etag) {
+                return Ok(AgentDocument { json: doc, etag });
+            }
+            Ok(AgentDocument::of(&agent_from(&doc, etag)?)?)
         })
         .await
     }
@@ -250,5 +304,98 @@ impl AgentStore for Sqlite {
             Ok(agent_from(&doc, String::new())?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use flowgrid_domain::AgentInput;
+
+    use super::*;
+
+    async fn store_with_agent() -> (tempfile::TempDir, Sqlite, Agent) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("t.db")).await.unwrap();
+        let input: AgentInput = serde_json::from_value(serde_json::json!({
+            "name": "Incident \"triage\" — ünïcödé 🚨",
+            "description": "Line one\nline two\twith a tab and a \\ backslash",
+            "schedule": "0 */5 * * * *",
+            "definition": {
+                "instructions": "Answer using the runbook: \"quote\" / slash",
+                "capabilities": ["search", "summarize"],
+                "inputSchema": {"type": "object", "properties": {"n": {"type": "number", "maximum": 1.5e3}}},
+                "steps": [{"id": "t", "kind": "transform", "output": {"x": 0.1, "y": [1, -2, 3.25], "z": null}}]
+            }
+        }))
+        .unwrap();
+        let tenant = TenantId::parse("tenant-1").unwrap();
+        let agent = Agent::create(tenant, input.validate().unwrap(), "u1", Utc::now());
+        let agent = db.insert(&agent).await.unwrap();
+        (dir, db, agent)
+    }
+
+    #[tokio::test]
+    async fn the_stored_document_is_the_json_of_the_agent_it_decodes_to() {
+        let (_dir, db, agent) = store_with_agent().await;
+        let (tenant, id) = (agent.tenant_id.clone(), agent.id.to_string());
+        let (doc, etag) = db.read(move |conn| load(conn, &tenant, &id)).await.unwrap();
+        // Served as stored, not through the decode-and-encode fallback.
+        assert!(written_with_row(
+            &doc,
+            &agent.tenant_id,
+            &agent.id.to_string(),
+            &etag
+        ));
+        let document = db.get_document(&agent.tenant_id, agent.id).await.unwrap();
+        assert_eq!(document.json, doc);
+        let decoded = db.get(&agent.tenant_id, agent.id).await.unwrap();
+        assert_eq!(document, AgentDocument::of(&decoded).unwrap());
+        let next = decoded.replaced(
+            serde_json::from_value::<AgentInput>(
+                serde_json::json!({"name": "n2", "definition": {"instructions": "i"}}),
+            )
+            .unwrap()
+            .validate()
+            .unwrap(),
+            "u2",
+            Utc::now(),
+        );
+        let next = db.replace(&next, &decoded.etag).await.unwrap();
+        let document = db.get_document(&agent.tenant_id, agent.id).await.unwrap();
+        assert_eq!(document, AgentDocument::of(&next).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_document_not_written_with_its_row_is_decoded_and_encoded_again() {
+        let (_dir, db, agent) = store_with_agent().await;
+        let id = agent.id.to_string();
+        db.run(move |conn| {
+            conn.execute(
+                "UPDATE agents SET etag = 'moved' WHERE id = ?1",
+                params![id],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let document = db.get_document(&agent.tenant_id, agent.id).await.unwrap();
+        assert_eq!(document.etag, "moved");
+        let json: serde_json::Value = serde_json::from_str(&document.json).unwrap();
+        assert_eq!(json["etag"], "moved");
+        assert_eq!(
+            document,
+            AgentDocument::of(&db.get(&agent.tenant_id, agent.id).await.unwrap()).unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_document_of_another_tenants_agent_is_not_found() {
+        let (_dir, db, agent) = store_with_agent().await;
+        let other = TenantId::parse("tenant-2").unwrap();
+        assert!(matches!(
+            db.get_document(&other, agent.id).await,
+            Err(Error::NotFound)
+        ));
     }
 }
