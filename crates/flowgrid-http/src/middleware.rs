@@ -40,6 +40,21 @@ pub fn with_common_layers(router: Router, app: &'static str) -> Router {
         }))
 }
 
+/// The route template the request matched, or its path when none did.
+enum Route {
+    Matched(MatchedPath),
+    Unmatched(String),
+}
+
+impl Route {
+    fn as_str(&self) -> &str {
+        match self {
+            Route::Matched(matched) => matched.as_str(),
+            Route::Unmatched(path) => path,
+        }
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError(Error::NotFound)
 }
@@ -52,17 +67,13 @@ async fn observe(app: &'static str, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let correlation_id = correlation::from_headers(req.headers());
     let traceparent = correlation::traceparent(req.headers());
-    let invocation_id = req
-        .headers()
-        .get("x-azure-functions-invocationid")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let invocation_id = req.headers().get("x-azure-functions-invocationid").cloned();
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| req.uri().path().to_owned());
+    let route = match req.extensions().get::<MatchedPath>() {
+        Some(matched) => Route::Matched(matched.clone()),
+        None => Route::Unmatched(req.uri().path().to_owned()),
+    };
+    let route = route.as_str();
     let context = RequestContext::default();
     req.extensions_mut().insert(context.clone());
 
@@ -78,28 +89,58 @@ async fn observe(app: &'static str, mut req: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let tenant = context.tenant.get().map(String::as_str).unwrap_or("");
-    let invocation_id = invocation_id.as_deref().unwrap_or("");
+    let invocation_id = invocation_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let trace_id = traceparent.get(3..35).unwrap_or("");
+    let (method, correlation_id) = (method.as_str(), correlation_id.as_str());
     let error = response
         .extensions()
         .get::<LoggedError>()
         .map(|e| e.0.as_str());
-    if method == Method::GET && route == "/" {
+    if method == Method::GET.as_str() && route == "/" {
         // The host's readiness and latency probe: frequent and uninteresting.
         return response;
     }
     match error {
         Some(error) if status >= 500 => tracing::error!(
-            app, http.method = %method, http.route = %route, http.status = status, duration_ms,
-            tenant, correlation_id = %correlation_id, trace_id, invocation_id, error, "request failed"
+            app,
+            http.method = method,
+            http.route = route,
+            http.status = status,
+            duration_ms,
+            tenant,
+            correlation_id,
+            trace_id,
+            invocation_id,
+            error,
+            "request failed"
         ),
         Some(error) => tracing::info!(
-            app, http.method = %method, http.route = %route, http.status = status, duration_ms,
-            tenant, correlation_id = %correlation_id, trace_id, invocation_id, error, "request rejected"
+            app,
+            http.method = method,
+            http.route = route,
+            http.status = status,
+            duration_ms,
+            tenant,
+            correlation_id,
+            trace_id,
+            invocation_id,
+            error,
+            "request rejected"
         ),
         None => tracing::info!(
-            app, http.method = %method, http.route = %route, http.status = status, duration_ms,
-            tenant, correlation_id = %correlation_id, trace_id, invocation_id, "request served"
+            app,
+            http.method = method,
+            http.route = route,
+            http.status = status,
+            duration_ms,
+            tenant,
+            correlation_id,
+            trace_id,
+            invocation_id,
+            "request served"
         ),
     }
     response
