@@ -7,6 +7,7 @@
 //! through the cache within that time. The session denylist is checked on every request anyway.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, DefaultHasher, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,38 @@ struct Entry {
 /// Tokens that passed verification recently.
 #[derive(Default)]
 pub(crate) struct VerifiedTokens {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<String, Entry, TailHash>>,
+}
+
+/// How many trailing bytes of a token are hashed.
+const HASHED_TAIL: usize = 64;
+
+/// The process's keyed SipHash over the last [`HASHED_TAIL`] bytes of a token only: the tail is
+/// the signature, different for every token that verified, so hashing the whole token (most of
+/// a lookup's cost) adds nothing; keys are still compared in full. Only verified tokens are
+/// stored, so a caller cannot fill a bucket with tokens that share a tail.
+#[derive(Default, Clone)]
+struct TailHash(RandomState);
+
+impl BuildHasher for TailHash {
+    type Hasher = Tail;
+
+    fn build_hasher(&self) -> Tail {
+        Tail(self.0.build_hasher())
+    }
+}
+
+struct Tail(DefaultHasher);
+
+impl Hasher for Tail {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0
+            .write(&bytes[bytes.len().saturating_sub(HASHED_TAIL)..]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
 }
 
 impl VerifiedTokens {
@@ -92,6 +124,20 @@ mod tests {
         cache.insert_if_absent("a.b.c", &claims(later));
         assert_eq!(cache.get("a.b.c").map(|c| c.exp), Some(later));
         assert!(cache.get("a.b.d").is_none());
+    }
+
+    #[test]
+    fn tokens_that_share_their_tail_are_told_apart() {
+        let cache = VerifiedTokens::default();
+        let later = chrono::Utc::now().timestamp().cast_unsigned() + 600;
+        let tail = "s".repeat(HASHED_TAIL);
+        let (a, b) = (format!("a.x.{tail}"), format!("b.x.{tail}"));
+        cache.insert_if_absent(&a, &claims(later));
+        assert_eq!(cache.get(&a).map(|c| c.exp), Some(later));
+        assert!(cache.get(&b).is_none());
+        cache.insert_if_absent(&b, &claims(later + 1));
+        assert_eq!(cache.get(&b).map(|c| c.exp), Some(later + 1));
+        assert_eq!(cache.get(&a).map(|c| c.exp), Some(later));
     }
 
     #[test]
