@@ -2,7 +2,8 @@
 //! endpoint in Node.js + Express with one worker per core, on this machine, in one run.
 //!
 //! `cargo run --release -p flowgrid-bench -- agents [--seconds 5] [--concurrency 1,8,32,64]
-//! [--no-node] [--node-single] [--log info] [--load wrk|builtin] [--handler PATH]`
+//! [--no-node] [--node-single] [--node-token-cache] [--log info] [--load wrk|builtin]
+//! [--handler PATH]`
 //!
 //! Figures: exec-to-ready time (spawn until `GET /` answers, median of 10 starts for the handler
 //! and of 5 for each Node.js baseline), idle RSS, then per concurrency level an authenticated
@@ -12,8 +13,10 @@
 //!
 //! The handler logs as in production (`FLOWGRID_LOG=info`: one access-log line per request on
 //! stdout) and its stdout is read line by line as the Functions host does; the access-log lines
-//! are counted against the requests served. The Express baseline writes no access log. The load
-//! generator (`wrk` when installed) runs on the same cores, the same for every server.
+//! are counted against the requests served. The Express baseline writes no access log, and
+//! verifies the token's signature on every request unless `--node-token-cache` makes it remember
+//! verified tokens as Flowgrid's verifier does. The load generator (`wrk` when installed) runs
+//! on the same cores, the same for every server.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,12 +34,13 @@ struct Options {
     concurrency: Vec<usize>,
     node: bool,
     node_single: bool,
+    node_token_cache: bool,
     log: String,
     generator: Generator,
     handler: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: flowgrid-bench agents [--seconds N] [--concurrency 1,8,32,64] [--no-node] [--node-single] [--log LEVEL] [--load wrk|builtin] [--handler PATH]";
+const USAGE: &str = "usage: flowgrid-bench agents [--seconds N] [--concurrency 1,8,32,64] [--no-node] [--node-single] [--node-token-cache] [--log LEVEL] [--load wrk|builtin] [--handler PATH]";
 
 fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
     let mut args = args.into_iter();
@@ -45,6 +49,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
         concurrency: vec![1, 8, 32, 64],
         node: true,
         node_single: false,
+        node_token_cache: false,
         log: "info".to_owned(),
         generator: Generator::detect(),
         handler: None,
@@ -61,6 +66,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Options> {
             }
             "--no-node" => options.node = false,
             "--node-single" => options.node_single = true,
+            "--node-token-cache" => options.node_token_cache = true,
             "--log" => options.log = value("--log")?,
             "--load" => {
                 options.generator = match value("--load")?.as_str() {
@@ -161,11 +167,16 @@ async fn run(options: Options) -> anyhow::Result<()> {
     };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!(
-        "flowgrid-bench agents: {} s per level, concurrency {:?}, load by {}, {cores} cores, handler log level {}",
+        "flowgrid-bench agents: {} s per level, concurrency {:?}, load by {}, {cores} cores, handler log level {}, Express token cache {}",
         options.seconds,
         options.concurrency,
         options.generator.name(),
-        options.log
+        options.log,
+        if options.node_token_cache {
+            "on"
+        } else {
+            "off"
+        }
     );
     let spec = HandlerSpec {
         binary: &binary,
@@ -205,11 +216,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
         for mode in modes {
             let mut readies = Vec::new();
             for _ in 0..5 {
-                let (server, ready) = node::spawn(mode, &db, &jwks)?;
+                let (server, ready) = node::spawn(mode, options.node_token_cache, &db, &jwks)?;
                 readies.push(ready);
                 drop(server);
             }
-            let (server, _) = node::spawn(mode, &db, &jwks)?;
+            let (server, _) = node::spawn(mode, options.node_token_cache, &db, &jwks)?;
             // Let every cluster worker come up before the first measurement.
             tokio::time::sleep(Duration::from_millis(1000)).await;
             let check = reqwest::Client::new()

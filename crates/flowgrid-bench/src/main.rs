@@ -3,7 +3,8 @@
 //! Run them in release mode from the repository root:
 //!
 //! - `cargo run --release -p flowgrid-bench -- agents [--seconds 5] [--concurrency 1,8,32,64]
-//!   [--no-node] [--node-single] [--log info] [--load wrk|builtin] [--handler PATH]`: the Agents
+//!   [--no-node] [--node-single] [--node-token-cache] [--log info] [--load wrk|builtin]
+//!   [--handler PATH]`: the Agents
 //!   handler as the Functions host runs it against the same endpoint in Node.js + Express with one
 //!   worker per core (see [`agents`]).
 //! - `cargo run --release -p flowgrid-bench -- profile [--requests 5000] [--concurrency 1]

@@ -60,6 +60,7 @@ pub(crate) fn install() -> anyhow::Result<()> {
 /// the exec-to-ready time.
 pub(crate) fn spawn(
     mode: Mode,
+    token_cache: bool,
     db: &Path,
     jwks: &serde_json::Value,
 ) -> anyhow::Result<(Server, Duration)> {
@@ -71,6 +72,7 @@ pub(crate) fn spawn(
         .current_dir(DIR)
         .env("PORT", port.to_string())
         .env("WORKERS", mode.workers().to_string())
+        .env("TOKEN_CACHE", if token_cache { "1" } else { "0" })
         .env("DB_PATH", db)
         .env("JWKS", serde_json::to_string(jwks)?)
         .env("ISSUER", DEFAULT_ISSUER)
