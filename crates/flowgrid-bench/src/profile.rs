@@ -181,16 +181,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
     let kept = std::env::temp_dir().join(format!("flowgrid-callgrind.{}", std::process::id()));
     std::fs::copy(&dump, &kept)?;
-    let inclusive = || -> anyhow::Result<Vec<(u64, String)>> {
-        let output = Command::new("callgrind_annotate")
-            .arg("--inclusive=yes")
-            .arg("--threshold=100")
-            .arg(&kept)
-            .output()
-            .context("running callgrind_annotate")?;
-        Ok(parse_annotate(&String::from_utf8_lossy(&output.stdout)))
-    };
-    let exclusive = self_costs(&kept)?;
+    let (exclusive, inclusive) = costs(&kept)?;
     println!();
     println!("by area (self cost, instructions per request):");
     let mut areas: Vec<(&str, u64)> = Vec::new();
@@ -220,14 +211,26 @@ async fn run(options: Options) -> anyhow::Result<()> {
         );
     }
     println!();
-    println!("top functions (inclusive cost, instructions per request):");
-    for (ir, name) in inclusive()?.iter().take(options.top * 2) {
-        println!(
-            "  {:>8.0}  {:>5.1}%  {}",
-            *ir as f64 / options.requests as f64,
-            100.0 * *ir as f64 / total as f64,
-            shorten(name)
-        );
+    println!("parts of the request (inclusive cost, instructions per request):");
+    for (label, patterns) in PARTS {
+        let ir: u64 = patterns
+            .iter()
+            .map(|pattern| {
+                inclusive
+                    .iter()
+                    .filter(|(_, name)| name.contains(pattern))
+                    .map(|(ir, _)| *ir)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .sum();
+        if ir > 0 {
+            println!(
+                "  {:>8.0}  {:>5.1}%  {label}",
+                ir as f64 / options.requests as f64,
+                100.0 * ir as f64 / total as f64
+            );
+        }
     }
     println!();
     println!(
@@ -237,11 +240,15 @@ async fn run(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The self cost of every function in a callgrind dump, largest first, as `(instructions,
-/// "function [object]")`. Read from the file itself: cost lines after `calls=` are the callee's
-/// inclusive cost and are not the caller's own (`callgrind_annotate` 3.19 mixes them into the
-/// self cost of functions with inlined code from other files).
-fn self_costs(dump: &Path) -> anyhow::Result<Vec<(u64, String)>> {
+/// `(instructions, "function [object]")` rows, largest first.
+type Costs = Vec<(u64, String)>;
+
+/// The cost of every function in a callgrind dump, largest first, as `(instructions,
+/// "function [object]")`: its own (self) and with what it calls (inclusive). Read from the file
+/// itself: the cost line after `calls=` is the callee's inclusive cost, the caller's inclusive
+/// but not its own (`callgrind_annotate` 3.19 mixes the two in functions with inlined code from
+/// other files, and splits a function's inclusive cost by source file).
+fn costs(dump: &Path) -> anyhow::Result<(Costs, Costs)> {
     use std::collections::HashMap;
     let text = std::fs::read_to_string(dump)?;
     let mut names: HashMap<String, String> = HashMap::new();
@@ -257,7 +264,8 @@ fn self_costs(dump: &Path) -> anyhow::Result<Vec<(u64, String)>> {
             None => value.to_owned(),
         }
     };
-    let mut costs: HashMap<(String, String), u64> = HashMap::new();
+    let mut own: HashMap<(String, String), u64> = HashMap::new();
+    let mut inclusive: HashMap<(String, String), u64> = HashMap::new();
     let (mut function, mut object) = (String::new(), String::new());
     let mut after_calls = false;
     for line in text.lines() {
@@ -272,43 +280,75 @@ fn self_costs(dump: &Path) -> anyhow::Result<Vec<(u64, String)>> {
         } else if line.starts_with("calls=") {
             after_calls = true;
         } else if line.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '+' | '-' | '*')) {
-            if after_calls {
-                after_calls = false;
-                continue;
-            }
-            if let Some(ir) = line
+            let Some(ir) = line
                 .split_whitespace()
                 .nth(1)
                 .and_then(|v| v.parse::<u64>().ok())
-            {
-                *costs.entry((function.clone(), object.clone())).or_default() += ir;
+            else {
+                continue;
+            };
+            let key = (function.clone(), object.clone());
+            *inclusive.entry(key.clone()).or_default() += ir;
+            if after_calls {
+                after_calls = false;
+            } else {
+                *own.entry(key).or_default() += ir;
             }
         }
     }
-    let mut rows: Vec<(u64, String)> = costs
-        .into_iter()
-        .map(|((f, o), ir)| (ir, format!("{f} [{o}]")))
-        .collect();
-    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
-    Ok(rows)
+    let sorted = |map: HashMap<(String, String), u64>| {
+        let mut rows: Vec<(u64, String)> = map
+            .into_iter()
+            .map(|((f, o), ir)| (ir, format!("{f} [{o}]")))
+            .collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+        rows
+    };
+    Ok((sorted(own), sorted(inclusive)))
 }
 
-/// `(instructions, file:function)` rows of `callgrind_annotate`'s function table.
-fn parse_annotate(text: &str) -> Vec<(u64, String)> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let (count, rest) = line.split_once(' ')?;
-            let ir: u64 = count.replace(',', "").parse().ok()?;
-            let rest = rest.trim_start();
-            let name = match rest.strip_prefix('(') {
-                Some(r) => r.split_once(')')?.1.trim(),
-                None => rest,
-            };
-            (!name.is_empty() && name != "PROGRAM TOTALS").then(|| (ir, name.to_owned()))
-        })
-        .collect()
-}
+/// Parts of the request path worth following from one change to the next: a label and the
+/// functions whose inclusive costs add up to it.
+const PARTS: [(&str, &[&str]); 10] = [
+    (
+        "storage call on a blocking thread (hop, read, decode)",
+        &["sqlite::Inner::with_connection"],
+    ),
+    (
+        "SQLite point read",
+        &["sqlite::load_doc", "sqlite::agents::load"],
+    ),
+    ("decoding the stored agent", &["sqlite::agents::agent_from"]),
+    (
+        "encoding the response (Json)",
+        &[
+            "flowgrid_http::json::Json<T> as axum_core::response::into_response::IntoResponse>::into_response",
+        ],
+    ),
+    (
+        "access-log line (tracing event)",
+        &["as tracing_core::subscriber::Subscriber>::event"],
+    ),
+    (
+        "caller: bearer token, verified-token cache, claims",
+        &[
+            "auth::caller::Caller as axum_core::extract::FromRequestParts<S>>::from_request_parts::{{closure}}",
+        ],
+    ),
+    (
+        "correlation id and traceparent",
+        &["correlation::from_headers", "correlation::traceparent"],
+    ),
+    (
+        "HTTP/1 request parsing (hyper)",
+        &["hyper::proto::h1::Http1Transaction>::parse"],
+    ),
+    (
+        "HTTP/1 response head (hyper)",
+        &["hyper::proto::h1::Http1Transaction>::encode"],
+    ),
+    ("ETag header", &["flowgrid_http::etag::header_value"]),
+];
 
 /// The function name without the file and the object (`[/usr/lib/...]`), and without hashes.
 fn shorten(name: &str) -> String {
