@@ -10,7 +10,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use crate::bus::{Bus, BusSettings, Outgoing, SendOutcome, Target};
+use crate::config::check::AppSettings;
+use crate::devstate::{DataDirLock, DevState};
 use crate::host::{Host, HostOptions};
+use crate::output::LogFormat;
 use crate::package::{PackageOptions, package};
 
 /// `flowgrid dev`.
@@ -31,6 +34,10 @@ pub struct DevArgs {
     /// Where the handler binaries `flowgrid-<app>` are (default: next to this `flowgrid`).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+    /// Log lines: `pretty` (one readable line per event), `json` (one JSON object per line),
+    /// `auto` (pretty on a terminal, else JSON).
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
 }
 
 /// `flowgrid package`.
@@ -179,9 +186,17 @@ fn run_cargo(root: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// `flowgrid dev`: builds what is stale, starts every app, serves until Ctrl-C.
-pub fn dev(data_dir: &Path, args: &DevArgs) -> Result<()> {
+/// `flowgrid dev`: takes the data folder (one host per folder), builds what is stale, checks
+/// the settings, starts every app, serves until Ctrl-C. `app_settings` are the apps' own
+/// settings to check before anything starts.
+pub fn dev(
+    data_dir: &Path,
+    args: &DevArgs,
+    app_settings: std::collections::BTreeMap<String, AppSettings>,
+) -> Result<()> {
     let root = find_root(args.root.as_deref())?;
+    let data_dir = &absolute_path(data_dir)?;
+    let mut lock = DataDirLock::acquire(data_dir)?;
     let profile = own_profile();
     if !args.no_build && root.join("Cargo.toml").is_file() {
         let mut cargo_args = vec!["build", "--bins", "--workspace"];
@@ -198,7 +213,7 @@ pub fn dev(data_dir: &Path, args: &DevArgs) -> Result<()> {
             .filter(|d| d.join("flowgrid").is_file() && d.ends_with(&profile))
             .unwrap_or_else(|| root.join("target").join(&profile)),
     };
-    flowgrid_http::telemetry::init("flowgrid-dev");
+    crate::output::init(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -220,8 +235,14 @@ pub fn dev(data_dir: &Path, args: &DevArgs) -> Result<()> {
             bin_dir,
             data_dir: data_dir.to_owned(),
             listen: SocketAddr::new(args.bind, args.port),
+            app_settings,
         };
         let host = Host::start(opts, &mut |n| eprintln!("flowgrid: {n}")).await?;
+        lock.publish(&DevState {
+            pid: std::process::id(),
+            url: local_url(&host),
+            issuer: host.issuer().to_owned(),
+        })?;
         eprintln!("flowgrid: waiting for the apps to answer...");
         tokio::select! {
             () = host.settle(Duration::from_secs(60)) => {
@@ -237,28 +258,59 @@ pub fn dev(data_dir: &Path, args: &DevArgs) -> Result<()> {
     })
 }
 
+/// The URL a browser or the CLI on this machine reaches the host at.
+fn local_url(host: &Host) -> String {
+    let ip = host.addr().ip();
+    if ip.is_loopback() || ip.is_unspecified() {
+        format!("http://localhost:{}", host.addr().port())
+    } else {
+        host.url()
+    }
+}
+
+fn absolute_path(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_owned()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+/// The start-up banner, on stderr (stdout carries the log lines, JSON ones when piped).
 fn print_banner(host: &Host, data_dir: &Path) {
-    let url = format!("http://localhost:{}", host.addr().port());
-    println!();
-    println!("Flowgrid is running at {url}");
-    println!("  health of every app: {url}/api/health");
-    println!("  data folder:         {}", data_dir.display());
-    println!();
-    println!("Apps:");
+    let url = local_url(host);
+    let data = data_dir.display().to_string();
+    let data_arg = if data.contains(char::is_whitespace) {
+        format!("'{data}'")
+    } else {
+        data
+    };
+    let mut b = String::new();
+    b.push_str(&format!("\nFlowgrid is running at {url}\n"));
+    b.push_str(&format!("  health of every app: {url}/api/health\n"));
+    b.push_str(&format!("  data folder:         {data_arg}\n\nApps:\n"));
     for (name, s) in host.statuses() {
         let extra = s.reason.map(|r| format!(" ({r})")).unwrap_or_default();
-        println!("  {name:<14} {:?}{extra}", s.state);
+        b.push_str(&format!("  {name:<14} {:?}{extra}\n", s.state));
     }
-    println!();
-    println!("Routes:");
+    b.push_str("\nRoutes:\n");
     for (app, methods, path) in host.routes() {
-        println!("  {app:<14} {methods:<18} {url}{path}");
+        b.push_str(&format!("  {app:<14} {methods:<18} {url}{path}\n"));
     }
-    println!();
-    println!("Get a token:  cargo run -q -p flowgrid -- token --tenant demo --role owner");
-    println!("Then:         curl -H \"Authorization: Bearer $TOKEN\" {url}/api/agents");
-    println!("Queues:       cargo run -q -p flowgrid -- queue list");
-    println!("Stop with Ctrl-C.");
+    b.push_str(&format!(
+        "\nGet a token:  TOKEN=$(cargo run -q -p flowgrid -- --data-dir {data_arg} token --tenant demo --role owner)\n"
+    ));
+    b.push_str(&format!(
+        "Then:         curl -H \"Authorization: Bearer $TOKEN\" {url}/api/agents\n"
+    ));
+    b.push_str(&format!(
+        "Or the CLI:   cargo run -q -p flowgrid -- --data-dir {data_arg} agents list   (also: agents apply -f, run --watch, jobs)\n"
+    ));
+    b.push_str(&format!(
+        "Queues:       cargo run -q -p flowgrid -- --data-dir {data_arg} queue list\n"
+    ));
+    b.push_str("Stop with Ctrl-C.\n");
+    eprint!("{b}");
 }
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
@@ -292,6 +344,7 @@ pub fn run_package(args: &PackageArgs) -> Result<()> {
     let target = match &args.target {
         Some(t) => Some(t.clone()),
         None if musl_available() => Some(MUSL.to_owned()),
+        None if args.no_build => None,
         None => {
             eprintln!(
                 "flowgrid: building for glibc (the handler needs glibc >= 2.34); for a static binary: \

@@ -35,19 +35,35 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
         response.headers_mut().insert(correlation::HEADER, v);
     }
     let (app, function) = target.unwrap_or_default();
-    tracing::info!(
-        target: "access",
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        duration_ms = start.elapsed().as_secs_f64() * 1000.0,
-        app = %app,
-        function = %function,
-        correlation_id = %correlation_id,
-        invocation_id = %ctx.invocation_id,
-        "{method} {path} {}",
-        response.status().as_u16()
-    );
+    // A request a handler answered is logged by the handler (with its tenant and error): the
+    // host's line is then at debug level, so it is not shown twice.
+    macro_rules! access {
+        ($level:expr) => {
+            tracing::event!(
+                target: "access",
+                $level,
+                method = %method,
+                path = %path,
+                status = response.status().as_u16(),
+                duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+                app = %app,
+                function = %function,
+                correlation_id = %correlation_id,
+                invocation_id = %ctx.invocation_id,
+                "{method} {path} {}",
+                response.status().as_u16()
+            )
+        };
+    }
+    if response
+        .extensions()
+        .get::<crate::output::AnsweredByHandler>()
+        .is_some()
+    {
+        access!(tracing::Level::DEBUG);
+    } else {
+        access!(tracing::Level::INFO);
+    }
     response
 }
 
@@ -232,6 +248,7 @@ async fn forward(sh: &Shared, port: u16, req: Request, ctx: &CallContext) -> Res
             for h in HOP_BY_HOP {
                 parts.headers.remove(h);
             }
+            parts.extensions.insert(crate::output::AnsweredByHandler);
             Response::from_parts(parts, Body::new(body))
         }
         Err(e) => Error::Internal(format!("forwarding to the handler failed: {e}")).into_response(),

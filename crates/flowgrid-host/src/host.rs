@@ -25,6 +25,7 @@ pub struct Host {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    issuer: String,
 }
 
 impl Host {
@@ -36,18 +37,25 @@ impl Host {
             shared,
             shutdown,
             tasks,
+            issuer,
         } = startup::start(opts, notice).await?;
         Ok(Host {
             addr,
             shared,
             shutdown,
             tasks,
+            issuer,
         })
     }
 
     /// The address the host listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The issuer the apps expect in tokens (`FLOWGRID_JWT_ISSUER` as given to them).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     /// The base URL (`http://127.0.0.1:7071`).

@@ -39,6 +39,28 @@ pub struct Packaged {
     pub zip_bytes: u64,
 }
 
+/// The `local.settings.json` of an unzipped package: `FUNCTIONS_WORKER_RUNTIME=custom` and every
+/// setting at its local default (the values of `local.settings.example.json`, never those of
+/// the developer's own `local.settings.json`, which may hold secrets).
+fn local_settings(root: &Path) -> Result<Vec<u8>> {
+    let example = root.join("local.settings.example.json");
+    let mut values = match std::fs::read(&example) {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .with_context(|| format!("{}: not valid JSON", example.display()))?
+            .get("Values")
+            .and_then(serde_json::Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        Err(_) => serde_json::Map::new(),
+    };
+    values.insert(
+        "FUNCTIONS_WORKER_RUNTIME".into(),
+        serde_json::Value::String("custom".into()),
+    );
+    let doc = serde_json::json!({ "IsEncrypted": false, "Values": values });
+    Ok(serde_json::to_vec_pretty(&doc)?)
+}
+
 /// Writes the packages (the binaries must already be built).
 pub fn package(opts: &PackageOptions, notice: &mut dyn FnMut(String)) -> Result<Vec<Packaged>> {
     let config = Config::load(&opts.root, notice)?;
@@ -109,6 +131,8 @@ pub fn package(opts: &PackageOptions, notice: &mut dyn FnMut(String)) -> Result<
             std::fs::write(&path, bytes)?;
             set_mode(&path, *mode)?;
         }
+        // For `func start` in the folder (not in the zip: Azure reads app settings, not this file).
+        std::fs::write(dir.join("local.settings.json"), local_settings(&opts.root)?)?;
         let zip_path = opts.out.join(format!("{}.zip", app.name));
         write_zip(&zip_path, &files)?;
         let zip_bytes = std::fs::metadata(&zip_path)?.len();
@@ -165,6 +189,16 @@ mod tests {
         let f = root.join("functions/demo/Hello");
         std::fs::create_dir_all(&f).unwrap();
         std::fs::write(f.join("function.json"), r#"{"bindings":[{"type":"httpTrigger","direction":"in","name":"req"},{"type":"http","direction":"out","name":"res"}]}"#).unwrap();
+        std::fs::write(
+            root.join("local.settings.example.json"),
+            r#"{"Values":{"FLOWGRID_STORE":"sqlite","FLOWGRID_DATA_DIR":".flowgrid"}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("local.settings.json"),
+            r#"{"Values":{"COSMOS_KEY":"a secret of the developer"}}"#,
+        )
+        .unwrap();
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::write(root.join("bin/flowgrid-demo"), b"\x7fELF fake").unwrap();
         let out = root.join("dist");
@@ -206,5 +240,14 @@ mod tests {
             0o755
         );
         assert!(out.join("demo/Hello/function.json").is_file());
+        // `func start` in the folder reads local.settings.json: the custom runtime and every
+        // setting at its local default, never the developer's own values.
+        let settings: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("demo/local.settings.json")).unwrap())
+                .unwrap();
+        assert_eq!(settings["Values"]["FUNCTIONS_WORKER_RUNTIME"], "custom");
+        assert_eq!(settings["Values"]["FLOWGRID_STORE"], "sqlite");
+        assert!(settings["Values"].get("COSMOS_KEY").is_none(), "{settings}");
+        assert_eq!(settings["IsEncrypted"], false);
     }
 }

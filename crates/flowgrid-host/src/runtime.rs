@@ -109,8 +109,9 @@ pub(crate) async fn call(
         None => sent.await?,
     };
     let answer = invoke::read_answer(status, &body)?;
+    // `Logs` carry no level, and handlers log what matters on stdout with one: debug here.
     for line in &answer.logs {
-        tracing::info!(target: "function", app = %app.name, function = %f.name, invocation_id = %ctx.invocation_id, "{line}");
+        tracing::debug!(target: "function", app = %app.name, function = %f.name, invocation_id = %ctx.invocation_id, "{line}");
     }
     Ok(answer)
 }

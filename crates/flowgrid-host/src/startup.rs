@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::bus::{Bus, BusSettings};
 use crate::bus_trigger::pump;
 use crate::client::HttpClient;
+use crate::config::check::{self, AppSettings};
 use crate::config::{AppDef, Config, OutputKind, Trigger};
 use crate::gateway::handle;
 use crate::ratelimit::RateLimiter;
@@ -33,6 +34,8 @@ pub struct HostOptions {
     pub data_dir: PathBuf,
     /// Address to listen on (port 0 picks a free one).
     pub listen: SocketAddr,
+    /// The apps' own settings, checked before anything starts (the shared ones always are).
+    pub app_settings: BTreeMap<String, AppSettings>,
 }
 
 /// What a started host is made of.
@@ -41,15 +44,24 @@ pub(crate) struct Started {
     pub(crate) shared: Arc<Shared>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) tasks: Vec<JoinHandle<()>>,
+    pub(crate) issuer: String,
 }
 
-/// Loads the configuration, opens the bus, starts every handler and the listener.
-/// `notice` receives one-line progress and notices.
+/// Loads the configuration and checks every setting, opens the bus, binds the listener, then
+/// starts every handler and serves. `notice` receives one-line progress and notices.
 pub(crate) async fn start(opts: HostOptions, notice: &mut dyn FnMut(String)) -> Result<Started> {
-    let config = Config::load(&opts.root, notice)?;
+    let mut config = Config::load(&opts.root, notice)?;
     let data_dir = absolute(&opts.data_dir)?;
     let bus_settings = bus_settings(&config)?;
     let gateway = gateway_settings(&config)?;
+    // The port first: nothing is started when it is taken.
+    let listener = bind(opts.listen).await?;
+    let addr = listener.local_addr()?;
+    let issuer = issuer_for(&config, addr.port());
+    config
+        .settings
+        .insert("FLOWGRID_JWT_ISSUER".into(), issuer.clone());
+    check_settings(&config, &opts, &data_dir, notice)?;
     let bus = open_bus(&data_dir, bus_settings, &config, notice)?;
     let verifier = token_verifier(&config, &data_dir, notice);
 
@@ -79,13 +91,67 @@ pub(crate) async fn start(opts: HostOptions, notice: &mut dyn FnMut(String)) -> 
         shutdown: shutdown_rx.clone(),
     });
     spawn_triggers(&shared, &mut tasks);
-    let addr = listen(opts.listen, &shared, shutdown_rx, &mut tasks).await?;
+    serve(listener, &shared, shutdown_rx, &mut tasks);
     Ok(Started {
         addr,
         shared,
         shutdown: shutdown_tx,
         tasks,
+        issuer,
     })
+}
+
+/// The issuer the apps expect in tokens: `FLOWGRID_JWT_ISSUER` from the environment when set,
+/// else the settings' one unless it is empty or the default (`http://localhost:7071/api/auth`),
+/// which follows the port actually served (`--port`).
+fn issuer_for(config: &Config, port: u16) -> String {
+    if let Ok(v) = std::env::var("FLOWGRID_JWT_ISSUER")
+        && !v.trim().is_empty()
+    {
+        return v;
+    }
+    match config.settings.get("FLOWGRID_JWT_ISSUER") {
+        Some(v) if !v.trim().is_empty() && v != flowgrid_domain::config::DEFAULT_ISSUER => {
+            v.clone()
+        }
+        _ => format!("http://localhost:{port}/api/auth"),
+    }
+}
+
+/// Every setting checked before any handler starts: a malformed value stops the host with one
+/// line per problem naming the setting and the app; a key nobody reads is a notice.
+fn check_settings(
+    config: &Config,
+    opts: &HostOptions,
+    data_dir: &Path,
+    notice: &mut dyn FnMut(String),
+) -> Result<()> {
+    if config.settings_source == "local.settings.json" {
+        let example = crate::config::Config::example_keys(&config.root);
+        let known = check::known_names(
+            &opts.app_settings,
+            example
+                .into_iter()
+                .chain(config.referenced_settings.iter().cloned()),
+        );
+        let keys = config.settings.keys().cloned().collect();
+        for warning in check::unknown_keys(&config.settings_source, &keys, &known) {
+            notice(format!("warning: {warning}"));
+        }
+    }
+    let env = handler_env(config, data_dir, &opts.root);
+    let get = |name: &str| -> Option<String> {
+        env.get(name).cloned().or_else(|| std::env::var(name).ok())
+    };
+    let problems = check::malformed(config, &opts.app_settings, &get);
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{} (from {} or the environment); nothing was started",
+            problems.join("\n"),
+            config.settings_source
+        );
+    }
+    Ok(())
 }
 
 fn parse_setting<T: std::str::FromStr>(config: &Config, name: &str, default: T) -> Result<T> {
@@ -249,6 +315,12 @@ fn launch(app: &AppDef, opts: &HostOptions, config: &Config, data_dir: &Path) ->
         root: absolute(&opts.root)?,
         env: handler_env(config, data_dir, &opts.root),
         init_timeout: config.host.initialization_timeout,
+        quiet_routes: app
+            .functions
+            .iter()
+            .filter(|f| !f.forwarded)
+            .map(|f| format!("/{}", f.name))
+            .collect(),
     })
 }
 
@@ -338,17 +410,20 @@ fn spawn_triggers(shared: &Arc<Shared>, tasks: &mut Vec<JoinHandle<()>>) {
     }
 }
 
-/// Binds the listener and serves the gateway until the shutdown.
-async fn listen(
-    at: SocketAddr,
+/// Binds the listener (before any handler starts).
+async fn bind(at: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(at).await.with_context(|| {
+        format!("cannot listen on {at} (is another `flowgrid dev` running? choose another port with --port)")
+    })
+}
+
+/// Serves the gateway on `listener` until the shutdown.
+fn serve(
+    listener: tokio::net::TcpListener,
     shared: &Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
-) -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(at).await.with_context(|| {
-        format!("cannot listen on {at} (is another `flowgrid dev` running? choose another port with --port)")
-    })?;
-    let addr = listener.local_addr()?;
+) {
     let router = axum::Router::new()
         .fallback(handle)
         .with_state(shared.clone());
@@ -356,14 +431,14 @@ async fn listen(
         let graceful = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(graceful)
-            .await
-        {
-            tracing::error!("the listener failed: {e}");
-        }
+        flowgrid_http::serve_listener(
+            listener,
+            router,
+            flowgrid_http::ServerLimits::HOST,
+            graceful,
+        )
+        .await;
     }));
-    Ok(addr)
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {

@@ -68,6 +68,9 @@ pub struct Launch {
     pub env: BTreeMap<String, String>,
     /// Initialization timeout.
     pub init_timeout: Duration,
+    /// The `http.route` of the invocations the host makes (`/{Function}`): the handler's request
+    /// lines for them are shown at debug level only (see `output`).
+    pub quiet_routes: Vec<String>,
 }
 
 const ERROR_WINDOW: Duration = Duration::from_secs(30 * 60);
@@ -107,6 +110,9 @@ pub async fn supervise(
         let mut cmd = Command::new(&launch.program);
         cmd.args(&launch.args)
             .current_dir(&launch.root)
+            // The Functions Core Tools' convention for a local run (a setting may override it):
+            // handlers then explain a 401 (flowgrid_http::is_development).
+            .env("AZURE_FUNCTIONS_ENVIRONMENT", "Development")
             .envs(&launch.env)
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
             .env("FUNCTIONS_HTTPWORKER_PORT", port.to_string())
@@ -130,8 +136,8 @@ pub async fn supervise(
             }
         };
         let pid = child.id();
-        pipe_output(&launch.app, child.stdout.take(), false);
-        pipe_output(&launch.app, child.stderr.take(), true);
+        pipe_output(&launch, child.stdout.take(), false);
+        pipe_output(&launch, child.stderr.take(), true);
         let previous_reason = status.borrow().reason.clone();
         mark(
             &status,
@@ -258,26 +264,19 @@ fn mark(
 }
 
 fn pipe_output<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    app: &str,
+    launch: &Launch,
     stream: Option<R>,
     stderr: bool,
 ) {
     let Some(stream) = stream else { return };
-    let app = app.to_owned();
+    let app = launch.app.clone();
+    let quiet = launch.quiet_routes.clone();
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if !stderr {
-                // Handlers already log one JSON object per line: pass it on with the app added,
-                // rather than wrapping JSON in JSON.
-                match serde_json::from_str::<serde_json::Value>(&line) {
-                    Ok(serde_json::Value::Object(mut obj)) => {
-                        obj.entry("app")
-                            .or_insert_with(|| serde_json::Value::String(app.clone()));
-                        println!("{}", serde_json::Value::Object(obj));
-                    }
-                    _ => tracing::info!(target: "handler", app = %app, "{line}"),
-                }
+                // Handlers log one JSON object per line: shown once, with the app added.
+                crate::output::handler_line(&app, &line, &quiet);
             } else if line.to_ascii_lowercase().contains("warn") {
                 tracing::warn!(target: "handler", app = %app, "{line}");
             } else {

@@ -92,6 +92,7 @@ async fn main() -> Result<()> {
             bin_dir: root.join("bin"),
             data_dir: root.join("data"),
             listen: "127.0.0.1:0".parse()?,
+            app_settings: Default::default(),
         },
         &mut |n| eprintln!("{n}"),
     )

@@ -2,6 +2,7 @@
 //! (`local.settings.json`, else `local.settings.example.json`), and every
 //! `functions/<app>/<Function>/function.json`. Every error names the file and the field.
 
+pub mod check;
 mod files;
 mod function_json;
 mod host_json;
@@ -31,6 +32,8 @@ pub struct Config {
     pub settings: BTreeMap<String, String>,
     /// Which settings file was read (for the start-up banner).
     pub settings_source: String,
+    /// Setting names the function.json files use (`%NAME%`, `connection`).
+    pub referenced_settings: std::collections::BTreeSet<String>,
     /// The apps, sorted by name.
     pub apps: Vec<AppDef>,
 }
@@ -54,8 +57,10 @@ impl Config {
 
         let (settings, settings_source) = settings::load_settings(root, notice)?;
         let mut apps = Vec::new();
+        let mut referenced_settings = std::collections::BTreeSet::new();
         for app_dir in app_dirs(&root.join("functions"))? {
-            let functions = load_functions(root, &app_dir, &host, &settings)?;
+            let functions =
+                load_functions(root, &app_dir, &host, &settings, &mut referenced_settings)?;
             if !functions.is_empty() {
                 apps.push(AppDef {
                     name: file_name(&app_dir),
@@ -68,6 +73,7 @@ impl Config {
             host,
             settings,
             settings_source,
+            referenced_settings,
             apps,
         };
         config.check_routes()?;
@@ -106,6 +112,15 @@ impl Config {
         Ok(())
     }
 
+    /// The keys of `local.settings.example.json` under `root` (every documented setting).
+    pub fn example_keys(root: &Path) -> Vec<String> {
+        read_json(&root.join("local.settings.example.json"))
+            .ok()
+            .and_then(|v| v.get("Values").and_then(Value::as_object).cloned())
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Looks a setting up in the app settings, then the process environment.
     pub fn setting(&self, name: &str) -> Option<String> {
         settings::setting(&self.settings, name)
@@ -119,6 +134,7 @@ fn load_functions(
     app_dir: &Path,
     host: &HostJson,
     settings: &BTreeMap<String, String>,
+    referenced: &mut std::collections::BTreeSet<String>,
 ) -> Result<Vec<FunctionDef>> {
     let mut functions = Vec::new();
     for dir in function_dirs(app_dir)? {
@@ -135,6 +151,7 @@ fn load_functions(
             .display()
             .to_string();
         let value = read_json(&path)?;
+        collect_references(&value, referenced);
         if value.get("disabled").and_then(Value::as_bool) == Some(true) {
             continue;
         }
@@ -143,4 +160,30 @@ fn load_functions(
         functions.push(f);
     }
     Ok(functions)
+}
+
+/// The setting names a function.json uses: `connection` values and `%NAME%` references.
+fn collect_references(value: &Value, into: &mut std::collections::BTreeSet<String>) {
+    match value {
+        Value::Object(obj) => {
+            for (k, v) in obj {
+                if k == "connection"
+                    && let Some(name) = v.as_str()
+                {
+                    into.insert(name.to_owned());
+                }
+                collect_references(v, into);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_references(v, into)),
+        Value::String(s) => {
+            let parts: Vec<&str> = s.split('%').collect();
+            for (i, part) in parts.iter().enumerate() {
+                if i % 2 == 1 && i + 1 < parts.len() && !part.is_empty() {
+                    into.insert((*part).to_owned());
+                }
+            }
+        }
+        _ => {}
+    }
 }

@@ -36,6 +36,7 @@ pub(super) fn load_settings(
         return Ok((BTreeMap::new(), "(none)".to_owned()));
     };
     let value = read_json(&path)?;
+    check_top_level(&value, &source, notice)?;
     if value.get("IsEncrypted").and_then(Value::as_bool) == Some(true) {
         bail!(
             "{}: IsEncrypted: encrypted settings are not supported locally; set it to false",
@@ -43,6 +44,32 @@ pub(super) fn load_settings(
         );
     }
     Ok((values(&value, &path)?, source))
+}
+
+/// The keys of the settings file itself: `Value` for `Values` stops (every setting would be
+/// ignored); any other unknown key is a warning with the closest known one.
+fn check_top_level(value: &Value, file: &str, notice: &mut dyn FnMut(String)) -> Result<()> {
+    const KEYS: [&str; 4] = ["IsEncrypted", "Values", "Host", "ConnectionStrings"];
+    let Some(obj) = value.as_object() else {
+        bail!("{file}: must be a JSON object with \"Values\"");
+    };
+    if obj.contains_key("Value") && !obj.contains_key("Values") {
+        bail!(
+            "{file}: \"Value\" should be \"Values\" (the settings go in an object named \"Values\"; as written, none would be read)"
+        );
+    }
+    let known: Vec<String> = KEYS.iter().map(|k| (*k).to_owned()).collect();
+    for k in obj.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+        notice(match super::check::closest(k, &known) {
+            Some(near) => {
+                format!("{file}: {k:?} is not a key of a settings file; did you mean {near:?}?")
+            }
+            None => format!(
+                "{file}: {k:?} is not a key of a settings file (IsEncrypted, Values, Host, ConnectionStrings); ignored"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `Values`: strings, numbers and booleans (as their JSON text); nulls are skipped.

@@ -76,6 +76,7 @@ impl AppRoot {
             bin_dir: self.root().join("bin"),
             data_dir: self.root().join("data"),
             listen: "127.0.0.1:0".parse().unwrap(),
+            app_settings: Default::default(),
         }
     }
 
