@@ -39,6 +39,9 @@ pub struct RotateKeysArgs {
 
 /// Runs an admin command against the storage of `data_dir` and the other settings.
 pub fn run(data_dir: &std::path::Path, command: &AdminCommand) -> anyhow::Result<()> {
+    if let AdminCommand::CreateTenant(args) = command {
+        check_create_tenant(args)?;
+    }
     let dir = data_dir.display().to_string();
     let config = Config::from_lookup(|name| {
         if name == "FLOWGRID_DATA_DIR" {
@@ -61,10 +64,38 @@ pub fn run(data_dir: &std::path::Path, command: &AdminCommand) -> anyhow::Result
     })
 }
 
+/// The error of a field given as `flag`, naming the flag (`--admin-email: is not an email address`).
+fn flag_error(flag: &str, e: &flowgrid_domain::Error) -> anyhow::Error {
+    match e {
+        flowgrid_domain::Error::Validation(fields) => anyhow::anyhow!(
+            "{flag}: {}",
+            fields
+                .iter()
+                .map(|f| f.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        flowgrid_domain::Error::BadRequest(m) => anyhow::anyhow!("{flag}: {m}"),
+        other => anyhow::anyhow!("{flag}: {other}"),
+    }
+}
+
+/// Checks the arguments before anything is stored; each error names its flag.
+fn check_create_tenant(args: &CreateTenantArgs) -> anyhow::Result<()> {
+    flowgrid_domain::Email::parse(&args.admin_email)
+        .map_err(|e| flag_error("--admin-email", &e))?;
+    flowgrid_domain::Tenant::create(&args.name, chrono::Utc::now())
+        .map_err(|e| flag_error("--name", &e))?;
+    Ok(())
+}
+
 async fn create_tenant(stores: &Stores, args: &CreateTenantArgs) -> anyhow::Result<()> {
     let created = flowgrid_auth::admin::create_tenant(stores, &args.name, &args.admin_email)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| match e {
+            flowgrid_domain::Error::Conflict(m) => anyhow::anyhow!("--admin-email: {m}"),
+            other => anyhow::anyhow!("{other}"),
+        })?;
     if args.json {
         println!("{}", serde_json::to_string(&created)?);
     } else {

@@ -2,13 +2,18 @@
 //! host, packaging and admin commands.
 
 mod admin;
+mod agents;
+mod api;
 mod deploy;
+mod jobs;
 mod token;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use flowgrid_host::config::check::AppSettings;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +49,46 @@ enum Command {
     Queue(flowgrid_host::cli::QueueArgs),
     /// Deploy to Azure with the az CLI: infrastructure, secrets, packages, smoke call (docs/deploy.md).
     Deploy(deploy::DeployArgs),
+    /// Create or update agents from files, list them (through the API).
+    #[command(subcommand)]
+    Agents(agents::AgentsCommand),
+    /// Run an agent: submit a job, and with --watch follow it step by step.
+    Run(jobs::RunArgs),
+    /// List, show or cancel jobs (through the API).
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+}
+
+/// The apps' own settings, checked by `flowgrid dev` before anything starts (the shared ones
+/// are always checked; an app not listed here has only those).
+fn app_settings() -> BTreeMap<String, AppSettings> {
+    fn names(settings: &[flowgrid_domain::config::Setting]) -> Vec<&'static str> {
+        settings.iter().map(|s| s.name).collect()
+    }
+    let mut apps = BTreeMap::new();
+    apps.insert(
+        "execution".to_owned(),
+        AppSettings {
+            names: names(flowgrid_execution::SETTINGS),
+            check: |get| {
+                flowgrid_execution::Settings::from_lookup(get)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        },
+    );
+    apps.insert(
+        "auth".to_owned(),
+        AppSettings {
+            names: names(flowgrid_auth::SETTINGS),
+            check: |get| {
+                flowgrid_auth::settings_keys(get)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        },
+    );
+    apps
 }
 
 fn main() -> ExitCode {
@@ -51,10 +96,13 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Token(args) => token::run(&cli.data_dir, &args),
         Command::Admin(command) => admin::run(&cli.data_dir, &command),
-        Command::Dev(args) => flowgrid_host::cli::dev(&cli.data_dir, &args),
+        Command::Dev(args) => flowgrid_host::cli::dev(&cli.data_dir, &args, app_settings()),
         Command::Package(args) => flowgrid_host::cli::run_package(&args),
         Command::Queue(args) => flowgrid_host::cli::run_queue(&cli.data_dir, &args),
         Command::Deploy(args) => deploy::run(&args),
+        Command::Agents(command) => agents::run(&cli.data_dir, &command),
+        Command::Run(args) => jobs::run(&cli.data_dir, &args),
+        Command::Jobs(command) => jobs::jobs(&cli.data_dir, &command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

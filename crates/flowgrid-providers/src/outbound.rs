@@ -19,6 +19,9 @@ use std::sync::Arc;
 
 use flowgrid_domain::{Error, Result};
 
+/// The setting that allows a host the guard would refuse (plain http, private addresses).
+pub const ALLOWLIST_SETTING: &str = "FLOWGRID_OUTBOUND_ALLOWLIST";
+
 /// Why an outbound request was refused or failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OutboundError {
@@ -97,7 +100,7 @@ impl OutboundPolicy {
             "http" if listed => {}
             "http" => {
                 return Err(OutboundError::Refused(format!(
-                    "plain http to {host_text}:{port} is not allowed; use https"
+                    "plain http to {host_text}:{port} is not allowed; use https, or add {host_text}:{port} to {ALLOWLIST_SETTING}"
                 )));
             }
             other => {
@@ -121,7 +124,7 @@ impl OutboundPolicy {
             && is_forbidden(ip)
         {
             return Err(OutboundError::Refused(format!(
-                "the address {ip} is not reachable from agents"
+                "the address {ip} is not reachable from agents (a private, loopback or link-local address); to allow it, add it with its port to {ALLOWLIST_SETTING}"
             )));
         }
         Ok(())
@@ -192,7 +195,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 .collect();
             if addrs.is_empty() {
                 let e = OutboundError::Refused(format!(
-                    "{host} resolves to no address agents may reach"
+                    "{host} resolves to no address agents may reach (only private, loopback or link-local ones); to allow it, add {host} with its port to {ALLOWLIST_SETTING}"
                 ));
                 return Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
             }
@@ -286,6 +289,15 @@ mod tests {
         }
         assert!(check(&p, "https://93.184.215.14/").is_ok());
         assert!(check(&p, "https://[2606:4700::1111]/").is_ok());
+    }
+
+    #[test]
+    fn a_refusal_names_the_setting_that_allows_the_host() {
+        let p = OutboundPolicy::default();
+        for url in ["http://example.com/", "https://10.0.0.1:8443/"] {
+            let e = check(&p, url).unwrap_err().to_string();
+            assert!(e.contains("FLOWGRID_OUTBOUND_ALLOWLIST"), "{url}: {e}");
+        }
     }
 
     #[test]

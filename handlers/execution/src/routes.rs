@@ -264,14 +264,53 @@ fn accepted(job: &Job, event: Option<Event>, trace: &Trace) -> Result<Response> 
     Ok(response)
 }
 
-/// One job with its step records.
+/// The longest `wait` of `GET /api/execute/jobs/{jobId}?wait=N`, in seconds (a longer one is
+/// clamped): well inside `functionTimeout` and the 230 s Azure's front end allows a request.
+pub const MAX_WAIT_SECS: u64 = 60;
+/// How often a waiting `GetJob` re-reads the job (one point read each).
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetParams {
+    wait: Option<u64>,
+}
+
+/// What a watcher sees change: the status, the attempts, and each step's status and attempts
+/// (not `updatedAt`, which lease renewals move).
+fn observed(job: &Job) -> (JobStatus, u32, Vec<(String, u32, String)>) {
+    let steps = job
+        .steps
+        .iter()
+        .map(|s| (s.id.clone(), s.attempts, format!("{:?}", s.status)))
+        .collect();
+    (job.status, job.attempts, steps)
+}
+
+/// One job with its step records. With `?wait=N` (seconds, at most [`MAX_WAIT_SECS`]) it is a
+/// long poll: answered as soon as the job's status or a step changes, at once when the job has
+/// finished, else after N seconds with the job as it is. It re-reads the job every 200 ms, so
+/// it works whichever instance runs the job, and answers once (the Functions host buffers).
 async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
     Id(job_id): Id<JobId>,
+    Query(params): Query<GetParams>,
 ) -> Result<Response> {
     caller.require(Role::Viewer)?;
-    let job = state.stores.jobs.get(&caller.tenant, job_id).await?;
+    let mut job = state.stores.jobs.get(&caller.tenant, job_id).await?;
+    let wait = std::time::Duration::from_secs(params.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let deadline = tokio::time::Instant::now() + wait;
+    let seen = observed(&job);
+    while !job.status.is_terminal() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + WAIT_POLL)).await;
+        let now = state.stores.jobs.get(&caller.tenant, job_id).await?;
+        let changed = observed(&now) != seen;
+        job = now;
+        if changed {
+            break;
+        }
+    }
     Ok(Json(JobView::of(&job, true)).into_response())
 }
 
@@ -289,6 +328,14 @@ async fn list_jobs(
         continuation_token: params.continuation_token,
     };
     let page = state.stores.jobs.list(&caller.tenant, &query).await?;
+    if let Some(agent) = query.agent_id
+        && page.items.is_empty()
+        && query.continuation_token.is_none()
+    {
+        // Another tenant's agent (or none at all) is a 404, as on every route; a deleted agent
+        // of the caller's own still lists the jobs it left.
+        state.stores.agents.get(&caller.tenant, agent).await?;
+    }
     let page = Page {
         items: page.items.iter().map(|j| JobView::of(j, false)).collect(),
         continuation_token: page.continuation_token,

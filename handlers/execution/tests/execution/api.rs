@@ -479,3 +479,70 @@ async fn a_full_backlog_is_refused_with_429_and_retry_after() {
         .await;
     assert_eq!(reply.status, 202, "another tenant is not affected");
 }
+
+#[tokio::test]
+async fn get_job_with_wait_answers_when_the_job_changes_at_once_when_finished_and_after_the_wait_otherwise()
+ {
+    let app = ExecApp::new().await;
+    let agent = app.agent("t1", definition()).await;
+    let token = app.token("t1", Role::Editor);
+    let submitted = app
+        .submit(&token, &agent, json!({"name": "Ada"}), None)
+        .await;
+    let id = job_id(&submitted);
+    let viewer = app.token("t1", Role::Viewer);
+
+    // Nothing happens to the job: the answer comes after the wait, with the job as it is.
+    let idle = app
+        .send(
+            "GET",
+            &format!("/api/execute/jobs/{id}?wait=1"),
+            &viewer,
+            None,
+        )
+        .await;
+    assert_eq!(idle.status, 200, "{:?}", idle.body);
+    assert_eq!(idle.body["status"], "queued");
+
+    // The worker runs the job while a watcher waits (up to 60 s): it is answered with the change.
+    let started = std::time::Instant::now();
+    let watch_uri = format!("/api/execute/jobs/{id}?wait=60");
+    let (watched, ()) = tokio::join!(app.send("GET", &watch_uri, &viewer, None), async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        app.drain().await;
+    });
+    assert_eq!(watched.status, 200, "{:?}", watched.body);
+    assert_ne!(watched.body["status"], "queued", "{:?}", watched.body);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(50),
+        "the long poll waited for its whole wait instead of answering the change"
+    );
+
+    // A finished job is answered at once, however long the wait asked for.
+    app.wait_job("t1", &id, "success", |j| j.status.is_terminal())
+        .await;
+    let started = std::time::Instant::now();
+    let done = app
+        .send(
+            "GET",
+            &format!("/api/execute/jobs/{id}?wait=60"),
+            &viewer,
+            None,
+        )
+        .await;
+    assert_eq!(done.body["status"], "succeeded", "{:?}", done.body);
+    assert_eq!(done.body["output"], json!({"greeting": "hello Ada"}));
+    assert!(started.elapsed() < std::time::Duration::from_secs(50));
+
+    // A malformed wait is a 400 problem that names it.
+    let bad = app
+        .send(
+            "GET",
+            &format!("/api/execute/jobs/{id}?wait=soon"),
+            &viewer,
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+    assert!(bad.body.to_string().contains("wait"), "{:?}", bad.body);
+}
