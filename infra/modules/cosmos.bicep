@@ -104,6 +104,14 @@ var containers = [
     ]
     defaultTtl: -1
   }
+  {
+    name: 'connections'
+    indexedPaths: [
+      '/tenantId/?'
+      '/type/?'
+    ]
+    defaultTtl: null
+  }
 ]
 
 var partitionKeyPath = '/tenantId'

@@ -5,6 +5,7 @@
 pub mod connector;
 pub mod crypto;
 mod error;
+pub mod integrations;
 pub mod llm;
 pub mod outbound;
 

@@ -16,7 +16,8 @@ use flowgrid_domain::Result;
 use flowgrid_domain::config::{Config, StoreKind};
 use flowgrid_domain::health::HealthCheck;
 use flowgrid_domain::store::{
-    AgentStore, JobStore, RevocationStore, SessionStore, SigningKeyStore, TenantStore, UserStore,
+    AgentStore, ConnectionStore, JobStore, RevocationStore, SessionStore, SigningKeyStore,
+    TenantStore, UserStore,
 };
 
 /// The document backend the configuration names. An app opens it once and takes only the
@@ -68,6 +69,8 @@ impl Backend {
         revocations: RevocationStore);
     accessor!(/// Jobs (runs of agents).
         jobs: JobStore);
+    accessor!(/// Integration connections and their health.
+        connections: ConnectionStore);
     accessor!(/// Reachability of the backend, for readiness and deep health.
         health: HealthCheck);
 }

@@ -6,12 +6,14 @@
 //! → [`Error::Conflict`], unreachable → [`Error::Unavailable`].
 
 mod agents;
+pub mod connections;
 mod identity;
 pub mod jobs;
 
 pub use agents::{
     AgentDocument, AgentQuery, AgentStore, AgentVersionSummary, record_compiled, update_agent,
 };
+pub use connections::{Connection, ConnectionHealth, ConnectionStore};
 pub use identity::{
     RevocationStore, SessionStore, SigningKeyStore, StoredSigningKey, TenantStore, UserStore,
 };

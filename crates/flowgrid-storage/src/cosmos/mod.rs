@@ -23,6 +23,7 @@
 //! creation for accounts where the app's identity may not manage containers).
 
 mod agents;
+mod connections;
 mod document;
 mod jobs;
 mod revocations;
@@ -73,7 +74,7 @@ use flowgrid_domain::{Error, Result};
 ///
 /// Kinds of the design still to come (connections, events, usage) are added here as their
 /// storage traits gain a Cosmos implementation.
-pub const CONTAINERS: &[&str] = &[AGENTS, JOBS, TENANTS, USERS, SESSIONS, TOKENS];
+pub const CONTAINERS: &[&str] = &[AGENTS, JOBS, TENANTS, USERS, SESSIONS, TOKENS, CONNECTIONS];
 
 /// The containers whose documents expire (TTL on with no default: `defaultTtl` -1; each
 /// document sets its own `ttl`). The Bicep must set `defaultTtl: -1` on exactly these.
@@ -92,6 +93,9 @@ const SESSIONS: &str = "sessions";
 /// What belongs to no tenant, in fixed partitions: the signing keys ([`signing_keys`]) and the
 /// session denylist ([`revocations`]).
 const TOKENS: &str = "tokens";
+
+/// Integration connections and their health records ([`connections`]).
+const CONNECTIONS: &str = "connections";
 
 /// The partition key path of every container.
 pub const PARTITION_KEY: &str = "/tenantId";
@@ -130,6 +134,7 @@ struct Containers {
     users: ContainerClient,
     sessions: ContainerClient,
     tokens: ContainerClient,
+    connections: ContainerClient,
 }
 
 impl Cosmos {
@@ -201,6 +206,7 @@ impl Cosmos {
                         users: open(USERS).await?,
                         sessions: open(SESSIONS).await?,
                         tokens: open(TOKENS).await?,
+                        connections: open(CONNECTIONS).await?,
                         client,
                     })
                 })

@@ -2,7 +2,7 @@
 //! Append only; a released migration never changes.
 
 /// Every migration, in order.
-pub(super) const MIGRATIONS: &[&str] = &[AGENTS, IDENTITY, JOBS];
+pub(super) const MIGRATIONS: &[&str] = &[AGENTS, IDENTITY, JOBS, CONNECTIONS];
 
 /// 1: agents and their version history.
 const AGENTS: &str = "
@@ -93,4 +93,23 @@ const JOBS: &str = "
     CREATE INDEX jobs_by_status ON jobs (status, tenant_id, created_ms);
     CREATE INDEX jobs_by_agent ON jobs (tenant_id, agent_id, created_ms DESC);
     CREATE INDEX jobs_by_created ON jobs (tenant_id, created_ms DESC, id DESC);
+";
+
+/// 4: integration connections and their health records (the Integrations app); `id` is the
+/// connection's name.
+const CONNECTIONS: &str = "
+    CREATE TABLE connections (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        etag TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE connection_health (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        etag TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    ) WITHOUT ROWID;
 ";

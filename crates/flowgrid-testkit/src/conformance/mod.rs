@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod blobs;
+pub mod connections;
 pub mod identity;
 pub mod jobs;
 
@@ -128,6 +129,31 @@ macro_rules! job_store_conformance {
             async fn $name() {
                 let (store, _guard) = $make.await;
                 $crate::conformance::jobs::$name(store.as_ref()).await;
+            }
+        )+
+    };
+}
+
+/// Generates one `#[tokio::test]` per connections-store check, each on a fresh store made by
+/// `$make` (an async expression yielding an `Arc<dyn ConnectionStore>`-like handle and a guard).
+#[macro_export]
+macro_rules! connection_store_conformance {
+    ($make:expr) => {
+        $crate::connection_store_conformance!(@tests $make;
+            insert_then_get_returns_the_connection_and_names_are_unique,
+            another_tenants_connection_is_not_found_anywhere,
+            replace_with_a_stale_etag_fails_and_changes_nothing,
+            list_is_in_name_order_and_pages,
+            delete_honours_the_etag_and_removes_the_health,
+            concurrent_health_updates_all_land,
+        );
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::conformance::connections::$name(store.as_ref()).await;
             }
         )+
     };
