@@ -70,6 +70,11 @@ fn random_u128() -> u128 {
     (u128::from(random_u64()) << 64) | u128::from(random_u64())
 }
 
+/// Whether `id` is a correlation id this kit would keep (1–128 chars of `[A-Za-z0-9._:-]`).
+pub fn is_sane(id: &str) -> bool {
+    is_valid(id)
+}
+
 fn is_valid(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id

@@ -158,7 +158,45 @@ pub async fn invoke_http(
     trigger: &str,
     res: &str,
 ) -> InvokeResponse {
-    let response = match request_from_envelope(&envelope, trigger) {
+    invoke_http_from(
+        router,
+        envelope,
+        trigger,
+        res,
+        &axum::http::HeaderMap::new(),
+    )
+    .await
+}
+
+/// The headers of the invocation request itself that the request inside the envelope takes
+/// over: the host's correlation id and trace context win over the client's (the host kept the
+/// client's when they were sane, and made new ones otherwise, which it answers with), and the
+/// invocation id is the invocation's.
+const FROM_INVOCATION: [&str; 3] = [
+    crate::correlation::HEADER,
+    "traceparent",
+    crate::invocation::INVOCATION_ID_HEADER,
+];
+
+/// [`invoke_http`] for an invocation that came with `invocation_headers`: the request inside
+/// the envelope carries the invocation's correlation id, `traceparent` and invocation id
+/// (see [`FROM_INVOCATION`]), so the app logs and answers the same ids the host does.
+pub async fn invoke_http_from(
+    router: Router,
+    envelope: InvokeRequest,
+    trigger: &str,
+    res: &str,
+    invocation_headers: &axum::http::HeaderMap,
+) -> InvokeResponse {
+    let request = request_from_envelope(&envelope, trigger).map(|mut request| {
+        for name in FROM_INVOCATION {
+            if let Some(value) = invocation_headers.get(name) {
+                request.headers_mut().insert(name, value.clone());
+            }
+        }
+        request
+    });
+    let response = match request {
         Ok(request) => match router.oneshot(request).await {
             Ok(r) => r,
             Err(never) => match never {},
@@ -170,10 +208,12 @@ pub async fn invoke_http(
 
 /// The `POST /{FunctionName}` route of an envelope-mode HTTP function served by `router`.
 pub fn http_function(router: Router, trigger: &'static str, res: &'static str) -> MethodRouter {
-    post(move |axum::Json(envelope): axum::Json<InvokeRequest>| {
-        let router = router.clone();
-        async move { axum::Json(invoke_http(router, envelope, trigger, res).await) }
-    })
+    post(
+        move |headers: axum::http::HeaderMap, axum::Json(envelope): axum::Json<InvokeRequest>| {
+            let router = router.clone();
+            async move { axum::Json(invoke_http_from(router, envelope, trigger, res, &headers).await) }
+        },
+    )
 }
 
 #[cfg(test)]
@@ -213,6 +253,27 @@ mod tests {
         assert_eq!(res["body"]["auth"], "Bearer abc");
         assert_eq!(res["body"]["body"], "{\"a\":1}");
         assert_eq!(answer.outputs["msg"], json!([{"jobId": "42"}]));
+    }
+
+    #[tokio::test]
+    async fn the_request_inside_takes_the_invocations_correlation_and_invocation_ids() {
+        let router = crate::with_common_layers(Router::new(), "test");
+        let envelope: InvokeRequest = serde_json::from_value(json!({
+            "Data": {"req": {"Url": "http://localhost/api/nowhere", "Method": "GET",
+                "Headers": {"X-Correlation-Id": ["not sane!"]}}}
+        }))
+        .unwrap();
+        let mut invocation = axum::http::HeaderMap::new();
+        invocation.insert(crate::correlation::HEADER, "host-made-id".parse().unwrap());
+        invocation.insert(
+            crate::invocation::INVOCATION_ID_HEADER,
+            "inv-1".parse().unwrap(),
+        );
+        let answer = invoke_http_from(router, envelope, "req", "res", &invocation).await;
+        let res = &answer.outputs["res"];
+        assert_eq!(res["statusCode"], 404);
+        assert_eq!(res["body"]["correlationId"], "host-made-id");
+        assert_eq!(res["headers"]["x-correlation-id"], "host-made-id");
     }
 
     #[tokio::test]

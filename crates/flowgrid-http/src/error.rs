@@ -43,7 +43,12 @@ pub struct LoggedError(pub String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let error = self.0;
-        let problem = error.problem(crate::correlation::current());
+        let mut problem = error.problem(crate::correlation::current());
+        if let Error::Unauthorized(reason) = &error
+            && is_development()
+        {
+            problem.detail = explained(&problem.detail, reason);
+        }
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status_of(&error), body).into_response();
         let headers = response.headers_mut();
@@ -76,6 +81,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Whether this process runs in development: `AZURE_FUNCTIONS_ENVIRONMENT=Development`, which
+/// `flowgrid dev` sets for every handler it starts, as the Functions Core Tools do under
+/// `func start`; Azure sets `Production` (the default when unset). In development a 401 says
+/// why the token failed (its kid is not trusted, it has expired, ...); in production the answer
+/// stays terse and the reason is only logged.
+pub fn is_development() -> bool {
+    static DEVELOPMENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DEVELOPMENT.get_or_init(|| {
+        std::env::var("AZURE_FUNCTIONS_ENVIRONMENT")
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("development"))
+    })
+}
+
+/// A 401's detail with the verification failure told (development only).
+fn explained(detail: &str, reason: &str) -> String {
+    format!("{} Development only: {reason}.", detail.trim_end())
+}
+
 /// Renders a domain [`Error`] as its problem+json response where no handler return type does
 /// it (the local host's gateway answers, fallbacks).
 pub trait ErrorResponse {
@@ -86,5 +109,21 @@ pub trait ErrorResponse {
 impl ErrorResponse for Error {
     fn into_response(self) -> Response {
         ApiError(self).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_development_401_tells_the_reason_after_the_usual_detail() {
+        let problem = Error::Unauthorized("the token has expired".into()).problem(None);
+        let detail = explained(&problem.detail, "the token has expired");
+        assert!(detail.starts_with(&problem.detail), "{detail}");
+        assert!(
+            detail.ends_with("Development only: the token has expired."),
+            "{detail}"
+        );
     }
 }

@@ -120,24 +120,38 @@ pub fn parse_secret<T: DeserializeOwned>(bytes: &[u8], secret_fields: &[&str]) -
 }
 
 /// Parses a JSON document into `T`, with the same error mapping as the extractor.
+///
+/// Strict: a struct (at any depth) is read from a JSON object only, never from an array by
+/// position, so any other JSON type where an object is required is a 422 naming the field; a
+/// string holding a lone UTF-16 surrogate (`"\ud800"`), which no Unicode text can hold, is a
+/// 422 naming its field too.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let field = if path == "." { String::new() } else { path };
-                Error::Validation(vec![FieldError::new(
+    let value: T =
+        serde_path_to_error::deserialize(crate::strict::Strict(&mut de)).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let field = if path == "." { String::new() } else { path };
+            match inner.classify() {
+                serde_json::error::Category::Data => Error::Validation(vec![FieldError::new(
                     field,
                     strip_position(&inner.to_string()),
-                )])
+                )]),
+                _ if is_lone_surrogate(&inner) => Error::Validation(vec![FieldError::new(
+                    field,
+                    "is not valid Unicode text (a lone UTF-16 surrogate escape)",
+                )]),
+                _ => not_json(&inner),
             }
-            _ => not_json(&inner),
-        }
-    })?;
+        })?;
     de.end().map_err(|e| not_json(&e))?;
     Ok(value)
+}
+
+/// serde_json's errors for `\\uD800`-`\\uDFFF` escapes that do not form a pair.
+fn is_lone_surrogate(e: &serde_json::Error) -> bool {
+    let text = e.to_string();
+    text.starts_with("lone leading surrogate") || text.starts_with("unexpected end of hex escape")
 }
 
 fn not_json(e: &serde_json::Error) -> Error {
@@ -245,6 +259,52 @@ mod tests {
             panic!("expected validation")
         };
         assert!(errors[0].message.contains("tenantId"), "{errors:?}");
+    }
+
+    #[test]
+    fn an_array_where_an_object_is_required_is_refused_at_any_depth() {
+        let err = parse::<Inner>(br#"[1]"#).unwrap_err();
+        let Error::Validation(errors) = err else {
+            panic!("expected validation")
+        };
+        assert_eq!(errors[0].field, "");
+        assert!(errors[0].message.contains("sequence"), "{errors:?}");
+        let err = parse::<Outer>(br#"{"name":"a","inner":[1]}"#).unwrap_err();
+        let Error::Validation(errors) = err else {
+            panic!("expected validation")
+        };
+        assert_eq!(errors[0].field, "inner");
+        for other in [&b"\"x\""[..], b"1", b"null", b"true"] {
+            assert!(
+                matches!(parse::<Inner>(other), Err(Error::Validation(_))),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        assert_eq!(
+            parse::<std::collections::BTreeMap<String, Vec<u32>>>(br#"{"a":[1,2]}"#).unwrap()["a"],
+            vec![1, 2]
+        );
+        assert_eq!(
+            parse::<serde_json::Value>(b"[1]").unwrap(),
+            serde_json::json!([1])
+        );
+    }
+
+    #[test]
+    fn a_lone_surrogate_is_a_validation_error_naming_the_field() {
+        for body in [
+            &br#"{"name":"\ud800","inner":{"count":1}}"#[..],
+            br#"{"name":"a\ud800b","inner":{"count":1}}"#,
+            br#"{"name":"\udc00","inner":{"count":1}}"#,
+        ] {
+            let err = parse::<Outer>(body).unwrap_err();
+            let Error::Validation(errors) = err else {
+                panic!("expected validation for {}", String::from_utf8_lossy(body))
+            };
+            assert_eq!(errors[0].field, "name");
+        }
+        assert!(parse::<Outer>(br#"{"name":"\ud83d\ude00","inner":{"count":1}}"#).is_ok());
     }
 
     #[test]

@@ -16,16 +16,19 @@ pub mod json;
 mod middleware;
 mod query;
 mod serve;
+mod strict;
 pub mod telemetry;
 pub mod trace;
 pub mod trigger;
 
-pub use error::{ApiError, ErrorResponse, LoggedError, PROBLEM_JSON, Result, status_of};
+pub use error::{
+    ApiError, ErrorResponse, LoggedError, PROBLEM_JSON, Result, is_development, status_of,
+};
 pub use flowgrid_domain::{Error, FieldError};
 pub use json::{Json, RawJson};
 pub use middleware::{RequestContext, with_common_layers};
 pub use query::Query;
-pub use serve::{bind_address, serve};
+pub use serve::{ServerLimits, bind_address, serve, serve_listener};
 
 /// The largest request body any app accepts (1 MiB).
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;

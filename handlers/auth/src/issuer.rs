@@ -111,6 +111,7 @@ impl Issuer {
             roles: user.roles.clone(),
             jti: uuid::Uuid::new_v4().to_string(),
             sid: Some(sid.to_owned()),
+            client_id: Some(flowgrid_http::auth::LOGIN_CLIENT_ID.to_owned()),
             iat: now,
             nbf: now,
             exp: now + self.ttl.as_secs(),

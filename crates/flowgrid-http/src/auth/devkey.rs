@@ -100,6 +100,7 @@ impl DevKey {
             roles: vec![request.role.as_str().to_owned()],
             jti: uuid::Uuid::new_v4().to_string(),
             sid: None,
+            client_id: Some(super::CLI_CLIENT_ID.to_owned()),
             iat: now,
             nbf: now,
             exp: now + request.ttl_secs,

@@ -39,17 +39,34 @@ pub(super) struct KeyCache {
     /// One fetch at a time.
     pub(super) fetching: tokio::sync::Mutex<()>,
     /// Bumped each time the keys are replaced, so a caller that waited for someone else's fetch
-    /// (the start-up prefetch, say) uses its result instead of being refused by the interval.
+    /// (the start-up prefetch, say) uses its result instead of fetching again.
     pub(super) generation: std::sync::atomic::AtomicU64,
+    /// Kids still unknown after a fetch, and when: the same kid again within `min_interval`
+    /// does not fetch (at most [`MAX_REMEMBERED_MISSES`] are remembered).
+    misses: Mutex<HashMap<String, Instant>>,
+    /// Least time between two fetches for different unknown kids; a caller waits it out
+    /// (holding the fetch slot, so concurrent callers share the one fetch that follows).
+    min_gap: Duration,
 }
 
-/// How often an unknown `kid` may make a handler re-read the built-in issuer's stored keys.
+/// How many unknown kids a key set remembers (beyond that, the oldest are forgotten).
+const MAX_REMEMBERED_MISSES: usize = 1024;
+
+/// How often the same unknown `kid` may make a handler re-read the built-in issuer's stored
+/// keys. A kid not seen unknown before re-reads them at once (one read shared by concurrent
+/// requests), so a token signed right after `flowgrid admin rotate-keys` works everywhere.
 pub const STORED_KEYS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-/// How often an unknown `kid` may make a handler re-fetch an external issuer's JWKS.
+/// How often the same unknown `kid` may make a handler re-fetch an external issuer's JWKS.
 pub const OIDC_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// Least time between two fetches of an external issuer's JWKS for different unknown kids.
+pub const OIDC_MIN_GAP: Duration = Duration::from_secs(5);
 
 impl KeyCache {
     pub(super) fn new(keys: KeyMap, source: KeySource, min_interval: Duration) -> Self {
+        let min_gap = match source {
+            KeySource::Oidc(_) => OIDC_MIN_GAP,
+            KeySource::Static | KeySource::Store(_) => Duration::ZERO,
+        };
         KeyCache {
             keys: RwLock::new(Arc::new(keys)),
             source,
@@ -57,7 +74,70 @@ impl KeyCache {
             last_fetch: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            misses: Mutex::new(HashMap::new()),
+            min_gap,
         }
+    }
+
+    /// Whether `kid` was still unknown after a fetch less than `min_interval` ago.
+    fn recently_missed(&self, kid: &str) -> bool {
+        self.misses
+            .lock()
+            .ok()
+            .and_then(|m| m.get(kid).map(|at| at.elapsed() < self.min_interval))
+            .unwrap_or(false)
+    }
+
+    fn remember_miss(&self, kid: &str) {
+        let Ok(mut misses) = self.misses.lock() else {
+            return;
+        };
+        if misses.len() >= MAX_REMEMBERED_MISSES {
+            misses.retain(|_, at| at.elapsed() < self.min_interval);
+            if misses.len() >= MAX_REMEMBERED_MISSES {
+                misses.clear();
+            }
+        }
+        misses.insert(kid.to_owned(), Instant::now());
+    }
+
+    /// Makes `kid` known if its issuer now publishes it: fetches the key set at once, unless
+    /// `kid` was still unknown after a fetch within `min_interval` (then nothing is fetched and
+    /// the answer is false). Concurrent callers share one fetch; different unknown kids fetch
+    /// at most once per `min_gap` (a caller waits the rest of the gap). True when the keys were
+    /// fetched (by this caller or one it waited for).
+    pub(super) async fn refresh_for(
+        &self,
+        kid: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
+        use std::sync::atomic::Ordering;
+        if matches!(self.source, KeySource::Static) || self.recently_missed(kid) {
+            return Ok(false);
+        }
+        let seen = self.generation.load(Ordering::SeqCst);
+        let _one = self.fetching.lock().await;
+        if self.generation.load(Ordering::SeqCst) == seen {
+            if let Some(wait) = self.rest_of_gap() {
+                tokio::time::sleep(wait).await;
+            }
+            if let Ok(mut last) = self.last_fetch.lock() {
+                *last = Some(Instant::now());
+            }
+            self.fetch(now).await?;
+        }
+        if self.get(kid).is_none() {
+            self.remember_miss(kid);
+        }
+        Ok(true)
+    }
+
+    /// How long until `min_gap` has passed since the last fetch.
+    fn rest_of_gap(&self) -> Option<Duration> {
+        let last = (*self.last_fetch.lock().ok()?)?;
+        self.min_gap
+            .checked_sub(last.elapsed())
+            .filter(|d| !d.is_zero())
     }
 
     pub(super) fn get(&self, kid: &str) -> Option<Arc<TrustedKey>> {
@@ -96,8 +176,14 @@ impl KeyCache {
         if !self.claim_fetch() {
             return Ok(false);
         }
+        self.fetch(now).await?;
+        Ok(true)
+    }
+
+    /// Reads the key set from its source and replaces the keys.
+    async fn fetch(&self, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
         let jwks = match &self.source {
-            KeySource::Static => return Ok(false),
+            KeySource::Static => return Ok(()),
             KeySource::Store(store) => super::keyring::published_jwks(&store.list().await?, now),
             KeySource::Oidc(source) => source.fetch_jwks().await?,
         };
@@ -107,7 +193,7 @@ impl KeyCache {
         }
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -182,5 +268,87 @@ pub(super) fn algorithm_of(jwk: &Jwk, allow_rsa: bool) -> Option<Algorithm> {
         }
         AlgorithmParameters::RSA(_) if allow_rsa => Some(Algorithm::RS256),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::auth::keyring::{KeyEncryptionKey, SigningKey};
+    use flowgrid_domain::store::StoredSigningKey;
+
+    /// A key store that counts its reads and takes a little time over each.
+    struct CountingStore {
+        keys: Mutex<Vec<StoredSigningKey>>,
+        reads: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl SigningKeyStore for CountingStore {
+        async fn insert(&self, key: &StoredSigningKey) -> Result<()> {
+            self.keys.lock().unwrap().insert(0, key.clone());
+            Ok(())
+        }
+        async fn list(&self) -> Result<Vec<StoredSigningKey>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(self.keys.lock().unwrap().clone())
+        }
+        async fn retire_all_except(&self, _: &str, _: chrono::DateTime<chrono::Utc>) -> Result<()> {
+            Ok(())
+        }
+        async fn delete_retired_before(&self, _: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_kid_is_fetched_at_once_by_one_read_and_only_a_repeated_unknown_kid_is_throttled()
+    {
+        let store = Arc::new(CountingStore {
+            keys: Mutex::new(Vec::new()),
+            reads: AtomicUsize::new(0),
+        });
+        let cache = Arc::new(KeyCache::new(
+            HashMap::new(),
+            KeySource::Store(store.clone()),
+            STORED_KEYS_REFRESH_INTERVAL,
+        ));
+        // A fetch just happened (an unknown kid), as before a rotation.
+        assert!(cache.refresh_for("gone", chrono::Utc::now()).await.unwrap());
+        assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+
+        // The rotation: a new key, whose tokens arrive at once, many at a time.
+        let kek = KeyEncryptionKey::from_bytes(&[7; 32]).unwrap();
+        let (key, stored) = SigningKey::generate(&kek, chrono::Utc::now()).unwrap();
+        store.insert(&stored).await.unwrap();
+        let kid = key.kid().to_owned();
+        let refreshes = (0..20).map(|_| {
+            let (cache, kid) = (cache.clone(), kid.clone());
+            tokio::spawn(async move { cache.refresh_for(&kid, chrono::Utc::now()).await })
+        });
+        for refresh in futures::future::join_all(refreshes).await {
+            assert!(refresh.unwrap().unwrap());
+        }
+        assert!(cache.get(&kid).is_some(), "the new key is trusted at once");
+        assert_eq!(
+            store.reads.load(Ordering::SeqCst),
+            2,
+            "concurrent requests share one read"
+        );
+
+        // The kid seen unknown after a read is not read for again within the interval...
+        assert!(!cache.refresh_for("gone", chrono::Utc::now()).await.unwrap());
+        assert_eq!(store.reads.load(Ordering::SeqCst), 2);
+        // ...while another unknown kid is.
+        assert!(
+            cache
+                .refresh_for("other", chrono::Utc::now())
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.reads.load(Ordering::SeqCst), 3);
     }
 }

@@ -28,5 +28,9 @@ pub use verify::{AccessClaims, TokenVerifier};
 
 /// The JOSE `typ` of Flowgrid access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// The `client_id` (RFC 9068) of tokens the built-in issuer mints at login and refresh.
+pub const LOGIN_CLIENT_ID: &str = "flowgrid";
+/// The `client_id` of development tokens minted by `flowgrid token` ([`DevKey::mint`]).
+pub const CLI_CLIENT_ID: &str = "flowgrid-cli";
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 60;

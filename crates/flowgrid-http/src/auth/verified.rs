@@ -111,6 +111,7 @@ mod tests {
             roles: vec![],
             jti: "j".into(),
             sid: None,
+            client_id: None,
             iat: 0,
             nbf: 0,
             exp,

@@ -44,6 +44,11 @@ pub struct AccessClaims {
     /// Session id, when the token belongs to a login session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The OAuth client the token was issued to (RFC 9068 §2.2): [`super::LOGIN_CLIENT_ID`] for
+    /// the built-in issuer's logins, [`super::CLI_CLIENT_ID`] for `flowgrid token`; an external
+    /// issuer's `client_id`, `azp` or `appid`. Optional when verifying (older tokens lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     /// Issued at (seconds since the epoch).
     pub iat: u64,
     /// Not before (seconds since the epoch).
@@ -105,7 +110,7 @@ impl std::fmt::Debug for TokenVerifier {
 
 /// Why a token failed before any key was tried, or that its key is unknown (worth a refresh).
 enum Failure {
-    UnknownKid(Arc<KeyCache>),
+    UnknownKid(Arc<KeyCache>, String),
     Rejected(Error),
 }
 
@@ -258,16 +263,17 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str) -> Result<AccessClaims> {
         match self.check(token) {
             Ok(claims) => Ok(claims),
-            Err(Failure::UnknownKid(_)) => {
-                Err(Error::Unauthorized("token kid is not trusted".into()))
-            }
+            Err(Failure::UnknownKid(_, kid)) => Err(Error::Unauthorized(format!(
+                "the token's key (kid {kid:?}) is not trusted"
+            ))),
             Err(Failure::Rejected(e)) => Err(e),
         }
     }
 
-    /// Verifies `token` as [`TokenVerifier::verify`] does, re-reading its issuer's keys once on
-    /// an unknown `kid` (as often as that issuer's refresh interval allows), and refuses a token
-    /// whose session is revoked.
+    /// Verifies `token` as [`TokenVerifier::verify`] does, re-reading its issuer's keys at once
+    /// on an unknown `kid` (one read shared by concurrent requests; only a kid still unknown
+    /// after a read is throttled, for its issuer's refresh interval), and refuses a token whose
+    /// session is revoked.
     pub async fn authenticate(&self, token: &str) -> Result<AccessClaims> {
         let claims = match self
             .verified
@@ -277,17 +283,19 @@ impl TokenVerifier {
         {
             Ok(claims) => claims,
             Err(Failure::Rejected(e)) => return Err(e),
-            Err(Failure::UnknownKid(cache)) => {
-                match cache.refresh(chrono::Utc::now()).await {
+            Err(Failure::UnknownKid(cache, kid)) => {
+                match cache.refresh_for(&kid, chrono::Utc::now()).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        return Err(Error::Unauthorized("token kid is not trusted".into()));
+                        return Err(Error::Unauthorized(format!(
+                            "the token's key (kid {kid:?}) is not trusted"
+                        )));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "re-reading the issuer's keys failed");
-                        return Err(Error::Unauthorized(
-                            "token kid is not trusted (keys could not be refreshed)".into(),
-                        ));
+                        return Err(Error::Unauthorized(format!(
+                            "the token's key (kid {kid:?}) is not trusted (keys could not be refreshed)"
+                        )));
                     }
                 }
                 self.verify(token)?
@@ -329,7 +337,7 @@ impl TokenVerifier {
             let trusted = self
                 .builtin
                 .get(kid)
-                .ok_or_else(|| Failure::UnknownKid(self.builtin.clone()))?;
+                .ok_or_else(|| Failure::UnknownKid(self.builtin.clone(), kid.to_owned()))?;
             let validation = validation(
                 &trusted,
                 header.alg,
@@ -339,7 +347,7 @@ impl TokenVerifier {
             )?;
             return jsonwebtoken::decode::<AccessClaims>(token, &trusted.key, &validation)
                 .map(|data| data.claims)
-                .map_err(|e| reject(format!("token rejected: {e}")));
+                .map_err(|e| reject(rejection(&e)));
         }
         let external = self
             .externals
@@ -356,7 +364,7 @@ impl TokenVerifier {
         let trusted = external
             .keys
             .get(kid)
-            .ok_or_else(|| Failure::UnknownKid(external.keys.clone()))?;
+            .ok_or_else(|| Failure::UnknownKid(external.keys.clone(), kid.to_owned()))?;
         let validation = validation(
             &trusted,
             header.alg,
@@ -369,7 +377,7 @@ impl TokenVerifier {
             &trusted.key,
             &validation,
         )
-        .map_err(|e| reject(format!("token rejected: {e}")))?
+        .map_err(|e| reject(rejection(&e)))?
         .claims;
         external_claims(&external.config, claims)
     }
@@ -392,6 +400,20 @@ fn validation(
     validation.set_audience(&[audience]);
     validation.set_required_spec_claims(required);
     Ok(validation)
+}
+
+/// Why jsonwebtoken refused a token, in words a developer reads in a dev 401.
+fn rejection(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "the token's signature does not verify".into(),
+        ErrorKind::InvalidIssuer => "the token's issuer (iss) is not trusted".into(),
+        ErrorKind::InvalidAudience => "the token's audience (aud) is not this API".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
+        other => format!("token rejected: {other:?}"),
+    }
 }
 
 /// The `iss` of a token before verification, to pick the keys to verify it with.
@@ -440,6 +462,9 @@ fn external_claims(
         roles,
         jti: text("jti").or_else(|| text("uti")).unwrap_or_default(),
         sid: text("sid"),
+        client_id: text("client_id")
+            .or_else(|| text("azp"))
+            .or_else(|| text("appid")),
         iat: number("iat").unwrap_or(0),
         nbf: number("nbf").unwrap_or(0),
         exp: number("exp").unwrap_or(0),
