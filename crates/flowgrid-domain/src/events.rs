@@ -211,6 +211,9 @@ pub struct StepUsage {
     /// Tokens, for `llm` steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<TokenUsage>,
+    /// Cost in micro-dollars, for `llm` steps whose model has a known price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micro_usd: Option<u64>,
 }
 
 /// Everything published to `platform-events`, one variant per event type. Serialized with the
@@ -493,6 +496,7 @@ mod tests {
                         output: 5,
                         ..TokenUsage::default()
                     }),
+                    cost_micro_usd: None,
                 }],
             },
         );

@@ -148,6 +148,34 @@ pub struct Tokens {
     pub output: u64,
 }
 
+/// One model call of an `llm` step, as the job records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmCall {
+    /// The provider that answered (`offline`, `openai`, `openai-chat`, `azure-openai`, `anthropic`).
+    pub provider: String,
+    /// The model (or deployment) that answered, as the provider names it.
+    pub model: String,
+    /// Tokens by kind.
+    pub tokens: crate::events::TokenUsage,
+    /// The provider's usage object as it sent it.
+    #[serde(default)]
+    pub raw_usage: Value,
+    /// From the first attempt to the answer, retries included, in ms.
+    pub latency_ms: u64,
+    /// Attempts the provider layer made.
+    pub attempts: u32,
+    /// Cost in US dollars; `null` when the model's price is unknown (see `costUnknownReason`).
+    pub cost_usd: Option<f64>,
+    /// Cost in micro-dollars, rounded up; `null` with `costUsd`.
+    pub cost_micro_usd: Option<u64>,
+    /// Why the cost is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_unknown_reason: Option<String>,
+    /// The price table's version the cost comes from.
+    pub price_version: String,
+}
+
 /// The record of one executed step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -180,6 +208,9 @@ pub struct StepRecord {
     /// Tokens used, for `llm` steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Tokens>,
+    /// The model call, for `llm` steps: provider, model, tokens by kind, latency, cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmCall>,
 }
 
 /// A run of an agent.

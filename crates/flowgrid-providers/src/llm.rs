@@ -1,16 +1,63 @@
 //! The model provider layer: one trait every caller of a model uses (Execution's `llm` steps,
-//! Design's analysis and generation), and the offline provider, the default, which needs no
-//! network. OpenAI, Azure OpenAI and Anthropic come behind the same trait.
+//! Design's analysis and generation) and its implementations:
+//!
+//! - [`OfflineProvider`], the default: no key, no network, deterministic, and useful (from a
+//!   description or the text of an image it drafts an agent, see [`offline`]);
+//! - [`http::HttpProvider`]: OpenAI (Responses API, and Chat Completions as `openai-chat`),
+//!   Azure OpenAI (the `/openai/v1` endpoint, or the deployment URL with `api-version`; `api-key`
+//!   or an Entra token of the managed identity) and Anthropic (Messages API with
+//!   `anthropic-version`), over their real HTTP APIs ([`wire`]), with retries ([`retry`]);
+//! - [`Providers`]: picks one per call from the agent's `definition.model` and the deployment's
+//!   settings ([`settings::AiSettings`]).
+//!
+//! Every answer carries its usage normalised to input / cached input / output / reasoning
+//! tokens with the provider's raw usage kept, its latency, and its cost from the versioned price
+//! table ([`prices`]). Failures are [`LlmError`]s whose kind says what happened (a refusal, a
+//! truncation at the token limit and a content filter are distinct).
+
+pub mod http;
+pub mod offline;
+pub mod prices;
+pub mod retry;
+pub mod settings;
+pub mod wire;
+
+use std::sync::Arc;
 
 use flowgrid_domain::agent::ModelSettings;
-use flowgrid_domain::store::jobs::Tokens;
+use flowgrid_domain::events::TokenUsage;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::CallError;
 
+pub use offline::OfflineProvider;
+
+/// An image sent to a vision model, base64-encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInput {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
+    pub media_type: String,
+    /// The bytes, standard base64.
+    pub base64: String,
+    /// Text the caller already knows is in the image (the offline provider reads it; real
+    /// models read the pixels).
+    pub text_hint: Option<String>,
+}
+
+/// Structured output: the answer must be JSON matching `schema` (checked on receipt).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSchema {
+    /// A name for the schema (`[a-zA-Z0-9_-]{1,64}`, as OpenAI requires).
+    pub name: String,
+    /// The JSON Schema.
+    pub schema: Value,
+}
+
 /// A model call.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LlmRequest {
-    /// Provider and model.
+    /// Provider, model, and where to reach it.
     pub model: ModelSettings,
     /// Rendered system prompt.
     pub system: String,
@@ -20,6 +67,25 @@ pub struct LlmRequest {
     pub max_tokens: Option<u32>,
     /// Sent as the provider's idempotency key where it has one (`{jobId}:{stepId}` for a step).
     pub idempotency_key: String,
+    /// Images for a vision model.
+    pub images: Vec<ImageInput>,
+    /// Structured output wanted, if any.
+    pub schema: Option<OutputSchema>,
+}
+
+/// What a call cost.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cost {
+    /// US dollars; `None` when the price is unknown.
+    pub usd: Option<f64>,
+    /// Micro-dollars (USD × 10⁶), rounded up; `None` when the price is unknown.
+    pub micro_usd: Option<u64>,
+    /// Why the cost is unknown (never 0 for an unknown price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_reason: Option<String>,
+    /// The price table's version (the price list package and version it was generated from).
+    pub price_version: String,
 }
 
 /// A model's answer.
@@ -27,90 +93,162 @@ pub struct LlmRequest {
 pub struct LlmAnswer {
     /// Generated text.
     pub text: String,
-    /// Tokens used.
-    pub tokens: Tokens,
+    /// The structured output, parsed and checked against the request's schema.
+    pub json: Option<Value>,
+    /// The provider that answered (`offline`, `openai`, `azure-openai`, `anthropic`).
+    pub provider: String,
+    /// The model (or Azure deployment) that answered, as the provider names it.
+    pub model: String,
+    /// Tokens by kind.
+    pub usage: TokenUsage,
+    /// The provider's usage object as it sent it.
+    pub raw_usage: Value,
+    /// Time from the first attempt to the answer, retries included, in ms.
+    pub latency_ms: u64,
+    /// Attempts made (1 when the first one answered).
+    pub attempts: u32,
+    /// What it cost.
+    pub cost: Cost,
+}
+
+/// What went wrong with a model call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmErrorKind {
+    /// The model refused to answer.
+    Refusal,
+    /// The answer stopped at the token limit.
+    Truncated,
+    /// The provider's content filter blocked the prompt or the answer.
+    ContentFiltered,
+    /// The account's quota or spend limit is exhausted (never retried).
+    QuotaExhausted,
+    /// The tenant's monthly AI budget is spent (refused before sending).
+    BudgetExceeded,
+    /// Rate limited, still after the retries within the deadline.
+    RateLimited,
+    /// The provider failed (5xx, overloaded, unreachable), still after the retries.
+    Unavailable,
+    /// No answer within the per-call timeout or the retry deadline.
+    Timeout,
+    /// The provider rejected the request (4xx): a bad model name, a bad key, a bad field.
+    Rejected,
+    /// The provider answered something that is not a valid answer (garbage, a schema mismatch).
+    BadAnswer,
+    /// The provider or model is not configured in this deployment.
+    NotConfigured,
+}
+
+/// A failed model call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct LlmError {
+    /// What kind of failure.
+    pub kind: LlmErrorKind,
+    /// For the caller's record; never a secret.
+    pub message: String,
+    /// Whether a later attempt (a step retry) may succeed.
+    pub retryable: bool,
+}
+
+impl LlmError {
+    /// A failure of `kind` another attempt will not fix.
+    pub fn new(kind: LlmErrorKind, message: impl Into<String>) -> Self {
+        LlmError {
+            kind,
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+impl From<LlmError> for CallError {
+    fn from(e: LlmError) -> Self {
+        CallError {
+            message: e.message,
+            retryable: e.retryable,
+        }
+    }
 }
 
 /// A model provider.
 #[async_trait::async_trait]
 pub trait LlmProvider: Send + Sync {
     /// Completes `request`.
-    async fn complete(&self, request: &LlmRequest) -> Result<LlmAnswer, CallError>;
+    async fn complete(&self, request: &LlmRequest) -> Result<LlmAnswer, LlmError>;
+
+    /// The exact request body the provider would receive for `request` (no secrets: keys
+    /// travel in headers), and the URL it goes to, for previews.
+    fn preview(&self, request: &LlmRequest) -> Result<RequestPreview, LlmError>;
 }
 
-/// The offline provider: deterministic, no network. It answers a short summary of the prompt
-/// (its first words) and counts tokens as whitespace-separated words. It serves the model
-/// settings whose provider is `offline` and refuses the others.
-#[derive(Debug, Clone, Default)]
-pub struct OfflineProvider;
+/// A request as it would be sent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestPreview {
+    /// The provider.
+    pub provider: String,
+    /// `POST` target (query included; never a key).
+    pub url: String,
+    /// Headers sent, secrets redacted.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: Value,
+}
+
+/// Every provider of a deployment; routes each call by `request.model.provider`.
+#[derive(Clone)]
+pub struct Providers {
+    offline: OfflineProvider,
+    http: Option<Arc<http::HttpProvider>>,
+}
+
+impl Providers {
+    /// Offline only.
+    pub fn offline() -> Self {
+        Providers {
+            offline: OfflineProvider,
+            http: None,
+        }
+    }
+
+    /// Offline plus the real providers configured in `settings`.
+    pub fn new(http: http::HttpProvider) -> Self {
+        Providers {
+            offline: OfflineProvider,
+            http: Some(Arc::new(http)),
+        }
+    }
+
+    fn pick(&self, provider: &str) -> Result<&dyn LlmProvider, LlmError> {
+        if provider == "offline" {
+            return Ok(&self.offline);
+        }
+        match &self.http {
+            Some(h) => Ok(h.as_ref()),
+            None => Err(LlmError::new(
+                LlmErrorKind::NotConfigured,
+                format!(
+                    "model provider {provider:?} is not available in this deployment; use \"offline\""
+                ),
+            )),
+        }
+    }
+}
 
 #[async_trait::async_trait]
-impl LlmProvider for OfflineProvider {
-    async fn complete(&self, request: &LlmRequest) -> Result<LlmAnswer, CallError> {
-        if request.model.provider != "offline" {
-            return Err(CallError::permanent(format!(
-                "model provider {:?} is not available in this deployment; use \"offline\"",
-                request.model.provider
-            )));
-        }
-        let words: Vec<&str> = request.prompt.split_whitespace().collect();
-        let limit = request.max_tokens.map_or(24, |m| (m as usize).clamp(1, 24));
-        let summary = words
-            .iter()
-            .take(limit)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let text = format!("Summary: {summary}");
-        let input = (request.system.split_whitespace().count() + words.len()) as u64;
-        let output = text.split_whitespace().count() as u64;
-        Ok(LlmAnswer {
-            text,
-            tokens: Tokens { input, output },
-        })
+impl LlmProvider for Providers {
+    async fn complete(&self, request: &LlmRequest) -> Result<LlmAnswer, LlmError> {
+        self.pick(&request.model.provider)?.complete(request).await
+    }
+
+    fn preview(&self, request: &LlmRequest) -> Result<RequestPreview, LlmError> {
+        self.pick(&request.model.provider)?.preview(request)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(provider: &str, prompt: &str, max_tokens: Option<u32>) -> LlmRequest {
-        LlmRequest {
-            model: ModelSettings {
-                provider: provider.into(),
-                ..ModelSettings::default()
-            },
-            system: "be brief".into(),
-            prompt: prompt.into(),
-            max_tokens,
-            idempotency_key: "j:s".into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn the_offline_provider_summarises_the_prompt_and_counts_words_as_tokens() {
-        let answer = OfflineProvider
-            .complete(&request("offline", "one two three four", Some(2)))
-            .await
-            .unwrap();
-        assert_eq!(answer.text, "Summary: one two");
-        assert_eq!(
-            answer.tokens,
-            Tokens {
-                input: 6,
-                output: 3
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn the_offline_provider_refuses_other_providers_for_good() {
-        let err = OfflineProvider
-            .complete(&request("openai", "x", None))
-            .await
-            .unwrap_err();
-        assert!(!err.retryable);
-        assert!(err.message.contains("\"openai\""), "{err}");
-    }
+/// A rough token estimate of a text (about four characters a token), for previews and budget
+/// reservations before a call; the provider's own count is what is recorded.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4)
 }

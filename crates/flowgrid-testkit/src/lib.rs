@@ -4,6 +4,7 @@
 //! backend runs; and [`bicep`], the offline analysis of the Azure deployment that the infra
 //! tests use.
 
+pub mod ai_fakes;
 pub mod app;
 pub mod bicep;
 pub mod conformance;

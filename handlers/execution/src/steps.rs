@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use flowgrid_domain::TenantId;
+use flowgrid_domain::job::LlmCall;
 use flowgrid_domain::plan::template::Templates;
 use flowgrid_domain::plan::{Jump, Plan, PlanStep, StepAction};
 use flowgrid_domain::store::jobs::Tokens;
 use flowgrid_providers::CallError;
 use flowgrid_providers::connector::{Connectors, NoConnectors};
-use flowgrid_providers::llm::{LlmProvider, LlmRequest, OfflineProvider};
+use flowgrid_providers::llm::{LlmError, LlmErrorKind, LlmProvider, LlmRequest, Providers};
 use flowgrid_providers::outbound::{self, OutboundError, OutboundPolicy};
 use serde_json::{Map, Value, json};
 
@@ -55,6 +56,16 @@ impl From<CallError> for StepError {
     }
 }
 
+impl From<LlmError> for StepError {
+    fn from(e: LlmError) -> Self {
+        StepError {
+            timed_out: e.kind == LlmErrorKind::Timeout,
+            message: e.message,
+            retryable: e.retryable,
+        }
+    }
+}
+
 /// What a successful attempt produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepOutcome {
@@ -64,6 +75,8 @@ pub struct StepOutcome {
     pub next: Jump,
     /// Tokens used (`llm`).
     pub tokens: Option<Tokens>,
+    /// The model call (`llm`), boxed: most steps have none.
+    pub llm: Option<Box<LlmCall>>,
 }
 
 /// Everything a step needs from outside.
@@ -89,7 +102,7 @@ impl StepRunner {
             templates: Arc::new(Templates::new()),
             http: outbound::client(policy.clone())?,
             policy,
-            llm: Arc::new(OfflineProvider),
+            llm: Arc::new(Providers::offline()),
             connectors: Arc::new(NoConnectors),
         })
     }
@@ -187,6 +200,7 @@ fn done(output: Value) -> StepOutcome {
         output,
         next: Jump::Next,
         tokens: None,
+        llm: None,
     }
 }
 
@@ -270,6 +284,7 @@ impl Attempt<'_> {
                 otherwise.clone()
             },
             tokens: None,
+            llm: None,
         })
     }
 
@@ -285,12 +300,30 @@ impl Attempt<'_> {
             prompt: self.render_str(prompt)?,
             max_tokens: max_tokens.or(self.plan.model.max_tokens),
             idempotency_key: self.key.to_owned(),
+            ..LlmRequest::default()
         };
         let answer = self.runner.llm.complete(&request).await?;
+        let tokens = Tokens {
+            input: answer.usage.input + answer.usage.cached_input,
+            output: answer.usage.output,
+        };
+        let call = LlmCall {
+            provider: answer.provider,
+            model: answer.model,
+            tokens: answer.usage,
+            raw_usage: answer.raw_usage,
+            latency_ms: answer.latency_ms,
+            attempts: answer.attempts,
+            cost_usd: answer.cost.usd,
+            cost_micro_usd: answer.cost.micro_usd,
+            cost_unknown_reason: answer.cost.unknown_reason,
+            price_version: answer.cost.price_version,
+        };
         Ok(StepOutcome {
             output: json!({"text": answer.text}),
             next: Jump::Next,
-            tokens: Some(answer.tokens),
+            tokens: Some(tokens),
+            llm: Some(Box::new(call)),
         })
     }
 

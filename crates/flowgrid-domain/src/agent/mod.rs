@@ -64,6 +64,10 @@ pub struct ModelSettings {
     /// Upper bound of generated tokens per call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
+    /// An OpenAI- or Anthropic-compatible server of the tenant's own, instead of the
+    /// deployment's; reached through the outbound guard, and never sent a deployment's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
 }
 
 fn default_provider() -> String {
@@ -80,6 +84,7 @@ impl Default for ModelSettings {
             model: default_model(),
             temperature: None,
             max_tokens: None,
+            base_url: None,
         }
     }
 }

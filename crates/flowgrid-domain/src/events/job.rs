@@ -44,7 +44,12 @@ impl Job {
                 status: r.status,
                 attempts: r.attempts,
                 duration_ms: r.duration_ms,
-                tokens: r.tokens.map(Into::into),
+                tokens: r
+                    .llm
+                    .as_ref()
+                    .map(|c| c.tokens)
+                    .or(r.tokens.map(Into::into)),
+                cost_micro_usd: r.llm.as_ref().and_then(|c| c.cost_micro_usd),
             })
             .collect();
         let data = PlatformEvent::JobFinished {

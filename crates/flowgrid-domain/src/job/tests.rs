@@ -67,6 +67,7 @@ fn success(output: Value) -> StepSuccess {
         output_truncated: false,
         next: Jump::Next,
         tokens: None,
+        llm: None,
     }
 }
 

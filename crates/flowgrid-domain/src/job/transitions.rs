@@ -47,6 +47,8 @@ pub struct StepSuccess {
     pub next: Jump,
     /// Tokens used (`llm`).
     pub tokens: Option<Tokens>,
+    /// The model call (`llm`).
+    pub llm: Option<super::LlmCall>,
 }
 
 fn finished(status: JobStatus) -> Error {
@@ -244,6 +246,7 @@ impl Job {
                 output_truncated: false,
                 error: None,
                 tokens: None,
+                llm: None,
             });
         }
         Ok(())
@@ -287,6 +290,7 @@ impl Job {
         record.output_truncated = success.output_truncated;
         record.error = None;
         record.tokens = success.tokens;
+        record.llm = success.llm;
         if record.kind != "condition" {
             self.output = Some(success.output);
         }

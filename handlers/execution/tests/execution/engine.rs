@@ -80,6 +80,18 @@ async fn conditions_branch_and_llm_steps_record_tokens_from_the_offline_provider
         "{ask:?}"
     );
     assert!(ask.tokens.is_some_and(|t| t.input > 0 && t.output > 0));
+    let call = ask.llm.as_ref().expect("the model call is recorded");
+    assert_eq!(
+        (call.provider.as_str(), call.model.as_str()),
+        ("offline", "offline")
+    );
+    assert!(call.tokens.input > 0 && call.tokens.output > 0);
+    assert_eq!(
+        call.cost_micro_usd,
+        Some(0),
+        "the offline provider costs nothing, and says so"
+    );
+    assert!(call.price_version.starts_with("@pydantic/genai-prices@"));
     let calm = app.job("t1", &calm).await;
     assert_eq!(calm.status, JobStatus::Succeeded);
     assert_eq!(calm.steps.len(), 1, "the condition ended the run");
@@ -241,6 +253,7 @@ async fn a_run_resumes_after_a_crash_from_the_last_completed_step() {
         output_truncated: false,
         error: None,
         tokens: None,
+        llm: None,
     };
     crashed.steps = vec![
         record("one", StepStatus::Succeeded),
