@@ -324,7 +324,12 @@ async fn envelope_http(
         Ok(w) => w,
         Err(e) => return Error::Internal(format!("invocation output: {e}")).into_response(),
     };
-    http_answer(sh, writes).await
+    // The handler answered the invocation and logged the request under its route.
+    let mut response = http_answer(sh, writes).await;
+    response
+        .extensions_mut()
+        .insert(crate::output::AnsweredByHandler);
+    response
 }
 
 /// The whole body, or the 413 when it is over the limit.

@@ -173,6 +173,7 @@ pub struct Completed(pub String);
 
 impl IntoResponse for Completed {
     fn into_response(self) -> Response {
+        tracing::warn!(reason = %self.0, "message completed unread");
         Outputs::new().log(self.0).into_response()
     }
 }

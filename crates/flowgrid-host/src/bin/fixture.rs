@@ -10,6 +10,7 @@
 //! - `POST /Work` (Service Bus): body `fail` → 500, `crash` → exits on the first delivery,
 //!   `slow:<ms>` → waits, `lat:<unix µs>` → logs the enqueue-to-handler latency; every call is
 //!   appended to `FIXTURE_LOG`.
+//! - at start, the app's name is appended to `FIXTURE_STARTED` (when set).
 //! - `POST /Tick` (timer) appends `tick past_due=<bool> status=<bool>` to `FIXTURE_LOG`.
 //!
 //! `FIXTURE_EXIT_APPS=a,b`: those apps exit with code `FIXTURE_EXIT_CODE` (default 1) at start;
@@ -72,6 +73,7 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Resp
         "FUNCTIONS_HTTPWORKER_ID",
         "FUNCTIONS_APP_ROOT_PATH",
         "FLOWGRID_DATA_DIR",
+        "FLOWGRID_JWT_ISSUER",
         "CUSTOM_SETTING",
     ]
     .iter()
@@ -221,6 +223,14 @@ async fn main() {
         .unwrap_or_default()
         .trim_start_matches("flowgrid-")
         .to_owned();
+    if let Ok(path) = std::env::var("FIXTURE_STARTED")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(f, "{app}");
+    }
     if std::env::var("FIXTURE_EXIT_APPS")
         .unwrap_or_default()
         .split(',')

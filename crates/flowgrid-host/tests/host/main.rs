@@ -5,6 +5,7 @@ mod access_log;
 mod apps;
 mod common;
 mod configuration;
+mod dev_guards;
 mod gateway;
 mod service_bus;
 mod supervision;
