@@ -79,8 +79,17 @@ impl AppState {
         settings: Settings,
     ) -> flowgrid_domain::Result<AppState> {
         let verifier = Arc::new(TokenVerifier::from_config(config)?);
-        let stores = Stores::of(&Backend::open(config).await?);
-        let runner = steps::StepRunner::new(settings.outbound.clone())?;
+        let backend = Backend::open(config).await?;
+        let stores = Stores::of(&backend);
+        let mut runner = steps::StepRunner::new(settings.outbound.clone())?;
+        // `integration` steps: the Integrations app's connectors, in-process, on the same store
+        // and key-encryption key.
+        runner.connectors = Arc::new(flowgrid_providers::integrations::Integrations::new(
+            backend.connections(),
+            flowgrid_providers::crypto::KeyEncryptionKey::from_config(config)?,
+            settings.outbound.clone(),
+            flowgrid_providers::integrations::CallSettings::from_env()?,
+        )?);
         let engine = Engine {
             stores: stores.clone(),
             settings,
