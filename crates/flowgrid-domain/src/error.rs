@@ -25,6 +25,15 @@ pub struct FieldError {
     /// member name contains `.` or `[`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pointer: Option<String>,
+    /// For an error in an agent's step: the step's `id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// For an error in a template or expression: its 1-based line, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// For a template that uses a variable that does not exist: the variable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variable: Option<String>,
 }
 
 impl FieldError {
@@ -34,7 +43,17 @@ impl FieldError {
             field: field.into(),
             message: message.into(),
             pointer: None,
+            step: None,
+            line: None,
+            variable: None,
         }
+    }
+
+    /// The same error, in the step `id`.
+    #[must_use]
+    pub fn in_step(mut self, id: impl Into<String>) -> Self {
+        self.step = Some(id.into());
+        self
     }
 
     /// The same error, also located by the JSON Pointer `pointer`.

@@ -27,6 +27,14 @@ impl AgentInput {
             Some(s) => s,
         };
         validate_definition(&mut errors, &self.definition);
+        // The compiler's checks of the steps, as compile and submit run them (a field the
+        // shape checks above already refused is not reported twice).
+        let refused: HashSet<String> = errors.iter().map(|e| e.field.clone()).collect();
+        errors.extend(
+            crate::plan::check(&self.definition)
+                .into_iter()
+                .filter(|e| !refused.contains(&e.field)),
+        );
         let schedule = match self
             .schedule
             .as_deref()
@@ -34,7 +42,7 @@ impl AgentInput {
             .filter(|s| !s.is_empty())
         {
             None => None,
-            Some(s) => match Schedule::parse(s) {
+            Some(s) => match Schedule::parse_new(s, chrono::Utc::now()) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     errors.push(FieldError::new("schedule", e));
@@ -52,6 +60,21 @@ impl AgentInput {
             })
         } else {
             Err(Error::Validation(errors))
+        }
+    }
+}
+
+#[cfg(test)]
+impl AgentInput {
+    /// The input as it is, unchecked: for tests of what the compiler says about definitions
+    /// that saving refuses.
+    pub(crate) fn unchecked(self) -> ValidAgentInput {
+        ValidAgentInput {
+            name: self.name,
+            description: self.description,
+            status: self.status.unwrap_or(AgentStatus::Draft),
+            definition: self.definition,
+            schedule: None,
         }
     }
 }
@@ -170,7 +193,7 @@ fn validate_definition(errors: &mut Vec<FieldError>, d: &AgentDefinition) {
                 ));
             }
             (TriggerKind::Schedule, Some(s), _) => {
-                if let Err(e) = Schedule::parse(s) {
+                if let Err(e) = Schedule::parse_new(s, chrono::Utc::now()) {
                     errors.push(FieldError::new(format!("{field}.schedule"), e));
                 }
             }

@@ -11,7 +11,9 @@
 //! | `llm` | `prompt`, `system` (default: the agent's instructions), `maxTokens` |
 //! | `integration` | `connection` (one of `definition.integrations`), `action`, `input` (any JSON) |
 //!
-//! Every step may also carry `retry: {maxAttempts, backoffMs}` and `timeoutMs`.
+//! Every step may also carry `retry: {maxAttempts, backoffMs}` and `timeoutMs`. The reference
+//! for users is docs/agents.md. The same checks run when an agent is saved ([`check`]) and when
+//! it is compiled ([`compile`]).
 
 pub mod template;
 
@@ -20,10 +22,10 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::agent::ModelSettings;
+use crate::agent::{AgentDefinition, ModelSettings};
 use crate::{Agent, AgentId};
 use crate::{Error, FieldError, Result};
-use template::Templates;
+use template::{Scope, TemplateError, Templates};
 
 /// The plan format this build writes and runs.
 pub const PLAN_FORMAT: u32 = 1;
@@ -168,27 +170,7 @@ pub struct Plan {
 /// Compiles `agent` into a plan. Every problem is reported at once, as field errors that point
 /// at the step and field (`definition.steps[2].url`), with the template position when known.
 pub fn compile(agent: &Agent) -> Result<Plan> {
-    let templates = Templates::new();
-    let raw = &agent.definition.steps;
-    let mut errors = Vec::new();
-    let mut index_of = HashMap::new();
-    for (i, step) in raw.iter().enumerate() {
-        if let Some(id) = step.get("id").and_then(Value::as_str) {
-            index_of.entry(id.to_owned()).or_insert(i);
-        }
-    }
-    let mut steps = Vec::new();
-    for (i, step) in raw.iter().enumerate() {
-        let mut reader = StepReader {
-            i,
-            obj: step.as_object(),
-            errors: &mut errors,
-            templates: &templates,
-        };
-        if let Some(compiled) = reader.step(agent, &index_of) {
-            steps.push(compiled);
-        }
-    }
+    let (steps, mut errors) = compile_steps(&agent.definition);
     if steps.is_empty() && errors.is_empty() {
         errors.push(FieldError::new(
             "definition.steps",
@@ -209,11 +191,64 @@ pub fn compile(agent: &Agent) -> Result<Plan> {
     })
 }
 
+/// Every problem of the steps of `definition`, as [`compile`] reports them (a definition with
+/// no steps passes: it is a draft). Run when an agent is saved.
+pub fn check(definition: &AgentDefinition) -> Vec<FieldError> {
+    compile_steps(definition).1
+}
+
+/// The steps of `definition`, and every problem found in them.
+fn compile_steps(definition: &AgentDefinition) -> (Vec<PlanStep>, Vec<FieldError>) {
+    let templates = Templates::new();
+    let raw = &definition.steps;
+    let mut errors = Vec::new();
+    let mut index_of = HashMap::new();
+    for (i, step) in raw.iter().enumerate() {
+        if let Some(id) = step.get("id").and_then(Value::as_str) {
+            index_of.entry(id.to_owned()).or_insert(i);
+        }
+    }
+    let mut steps = Vec::new();
+    let mut earlier = std::collections::HashSet::new();
+    for (i, step) in raw.iter().enumerate() {
+        let first_error = errors.len();
+        let mut reader = StepReader {
+            i,
+            obj: step.as_object(),
+            errors: &mut errors,
+            templates: &templates,
+            scope: Scope {
+                steps: Some(earlier.clone()),
+            },
+        };
+        if let Some(compiled) = reader.step(definition, &index_of) {
+            steps.push(compiled);
+        }
+        if let Some(id) = step.get("id").and_then(Value::as_str) {
+            for e in &mut errors[first_error..] {
+                e.step = Some(id.to_owned());
+            }
+            earlier.insert(id.to_owned());
+        }
+    }
+    (steps, errors)
+}
+
 struct StepReader<'a> {
     i: usize,
     obj: Option<&'a Map<String, Value>>,
     errors: &'a mut Vec<FieldError>,
     templates: &'a Templates,
+    /// What its templates may refer to: the steps before it.
+    scope: Scope,
+}
+
+/// A template error as a field error at `field`.
+fn template_error(field: String, kind: &str, e: TemplateError) -> FieldError {
+    let mut error = FieldError::new(field, format!("{kind} error: {}", e.message));
+    error.line = e.line;
+    error.variable = e.variable;
+    error
 }
 
 const COMMON_FIELDS: [&str; 4] = ["id", "kind", "retry", "timeoutMs"];
@@ -245,19 +280,42 @@ impl StepReader<'_> {
 
     fn template(&mut self, name: &str, required: bool) -> Option<String> {
         let s = self.string(name, required)?;
-        if let Err(e) = self.templates.check_template(&s) {
-            self.error(name, format!("template error: {e}"));
+        for e in self.templates.check_in_scope(&s, &self.scope) {
+            let error = template_error(self.field(name), "template", e);
+            self.errors.push(error);
         }
         Some(s)
     }
 
     fn template_value(&mut self, name: &str) -> Option<Value> {
         let value = self.get(name)?.clone();
-        if let Err((path, e)) = self.templates.check_value(&value, &self.field(name)) {
-            self.errors
-                .push(FieldError::new(path, format!("template error: {e}")));
+        for (path, e) in self
+            .templates
+            .check_value_in_scope(&value, &self.field(name), &self.scope)
+        {
+            self.errors.push(template_error(path, "template", e));
         }
         Some(value)
+    }
+
+    /// An `http` step's URL: a template, whose fixed start (before any `{{`) names http or https.
+    fn url(&mut self) -> String {
+        let url = self.template("url", true).unwrap_or_default();
+        let fixed = url.split("{{").next().unwrap_or_default();
+        if let Some((scheme, _)) = fixed.split_once("://") {
+            let scheme = scheme.trim().to_ascii_lowercase();
+            if scheme != "http" && scheme != "https" {
+                self.error(
+                    "url",
+                    format!(
+                        "{scheme}:// is not allowed: an http step calls http:// or https:// URLs"
+                    ),
+                );
+            }
+        } else if !url.is_empty() && fixed.len() == url.len() {
+            self.error("url", "must be an absolute http:// or https:// URL");
+        }
+        url
     }
 
     fn number(&mut self, name: &str, default: u64, min: u64, max: u64) -> u64 {
@@ -346,7 +404,11 @@ impl StepReader<'_> {
         }
     }
 
-    fn step(&mut self, agent: &Agent, index_of: &HashMap<String, usize>) -> Option<PlanStep> {
+    fn step(
+        &mut self,
+        definition: &AgentDefinition,
+        index_of: &HashMap<String, usize>,
+    ) -> Option<PlanStep> {
         if self.obj.is_none() {
             // Shape errors (not an object, bad id) were reported when the agent was validated.
             let field = format!("definition.steps[{}]", self.i);
@@ -383,7 +445,7 @@ impl StepReader<'_> {
                 if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&method.as_str()) {
                     self.error("method", "must be GET, POST, PUT, PATCH, DELETE or HEAD");
                 }
-                let url = self.template("url", true).unwrap_or_default();
+                let url = self.url();
                 let headers = match self.template_value("headers") {
                     None => Map::new(),
                     Some(Value::Object(h)) if h.values().all(Value::is_string) => h,
@@ -410,10 +472,14 @@ impl StepReader<'_> {
             "condition" => {
                 self.unknown_fields(&["if", "then", "else"]);
                 let condition = self.string("if", true).unwrap_or_default();
-                if !condition.is_empty()
-                    && let Err(e) = self.templates.check_expression(&condition)
-                {
-                    self.error("if", format!("expression error: {e}"));
+                if !condition.is_empty() {
+                    for e in self
+                        .templates
+                        .check_expression_in_scope(&condition, &self.scope)
+                    {
+                        let error = template_error(self.field("if"), "expression", e);
+                        self.errors.push(error);
+                    }
                 }
                 let then = self.jump("then", index_of);
                 let otherwise = self.jump("else", index_of);
@@ -428,7 +494,7 @@ impl StepReader<'_> {
                 let prompt = self.template("prompt", true).unwrap_or_default();
                 let system = self
                     .template("system", false)
-                    .unwrap_or_else(|| agent.definition.instructions.clone());
+                    .unwrap_or_else(|| definition.instructions.clone());
                 let max_tokens = self
                     .get("maxTokens")
                     .is_some()
@@ -442,10 +508,17 @@ impl StepReader<'_> {
             "integration" => {
                 self.unknown_fields(&["connection", "action", "input"]);
                 let connection = self.string("connection", true).unwrap_or_default();
-                if !connection.is_empty() && !agent.definition.integrations.contains(&connection) {
+                if !connection.is_empty() && !definition.integrations.contains(&connection) {
                     self.error(
                         "connection",
-                        "must be one of the agent's definition.integrations",
+                        format!(
+                            "{connection:?} is not declared in definition.integrations (declared: {})",
+                            if definition.integrations.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                definition.integrations.join(", ")
+                            }
+                        ),
                     );
                 }
                 let action = self.string("action", true).unwrap_or_default();
@@ -483,7 +556,7 @@ mod tests {
             serde_json::from_value(json!({"name": "a", "definition": definition})).unwrap();
         Agent::create(
             TenantId::parse("t").unwrap(),
-            input.validate().unwrap(),
+            input.unchecked(),
             "u",
             chrono::Utc::now(),
         )
@@ -550,10 +623,10 @@ mod tests {
             .iter()
             .map(|e| (e.field.as_str(), e.message.as_str()))
             .collect();
-        assert!(
-            by_field["definition.steps[0].output.x"].contains("line 2"),
-            "{by_field:?}"
-        );
+        let first = &errors[0];
+        assert_eq!(first.field, "definition.steps[0].output.x");
+        assert_eq!(first.line, Some(2), "{first:?}");
+        assert_eq!(first.step.as_deref(), Some("a"));
         assert!(by_field.contains_key("definition.steps[1].url"));
         assert!(by_field.contains_key("definition.steps[2].if"));
         assert!(by_field["definition.steps[2].then"].contains("forward"));
@@ -566,5 +639,48 @@ mod tests {
     fn a_plan_needs_a_step() {
         let err = compile(&agent(json!({"instructions": "x"}))).unwrap_err();
         assert!(matches!(err, Error::Validation(e) if e[0].field == "definition.steps"));
+    }
+
+    #[test]
+    fn urls_variables_and_connections_are_checked_as_saving_checks_them() {
+        let definition: AgentDefinition = serde_json::from_value(json!({
+            "instructions": "x",
+            "integrations": ["jira"],
+            "steps": [
+                {"id": "a", "kind": "http", "url": "ftp://example.org/x"},
+                {"id": "b", "kind": "http", "url": "https://{{ input.host }}/{{ steps.c.output }}"},
+                {"id": "c", "kind": "transform", "output": "{{ secret }}\n{{ steps.a.output }}"},
+                {"id": "d", "kind": "http", "url": "example.org"},
+                {"id": "e", "kind": "condition", "if": "input.q =="},
+                {"id": "f", "kind": "integration", "connection": "slack", "action": "post"}
+            ]
+        }))
+        .unwrap();
+        let errors = check(&definition);
+        let find = |field: &str| {
+            errors
+                .iter()
+                .find(|e| e.field == field)
+                .unwrap_or_else(|| panic!("no error at {field}: {errors:?}"))
+        };
+        assert!(find("definition.steps[0].url").message.contains("ftp://"));
+        let later = find("definition.steps[1].url");
+        assert_eq!(later.variable.as_deref(), Some("steps.c"), "{later:?}");
+        assert_eq!(later.step.as_deref(), Some("b"));
+        let secret = find("definition.steps[2].output");
+        assert_eq!(secret.variable.as_deref(), Some("secret"));
+        assert_eq!(secret.line, Some(1));
+        assert!(find("definition.steps[3].url").message.contains("absolute"));
+        assert!(
+            find("definition.steps[4].if")
+                .message
+                .contains("expression error")
+        );
+        assert!(
+            find("definition.steps[5].connection")
+                .message
+                .contains("jira")
+        );
+        assert_eq!(errors.len(), 6, "{errors:?}");
     }
 }

@@ -4,5 +4,6 @@
 
 mod api;
 mod common;
+mod definitions;
 mod problems;
 mod process;
