@@ -431,12 +431,13 @@ fn serve(
         let graceful = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(graceful)
-            .await
-        {
-            tracing::error!("the listener failed: {e}");
-        }
+        flowgrid_http::serve_listener(
+            listener,
+            router,
+            flowgrid_http::ServerLimits::HOST,
+            graceful,
+        )
+        .await;
     }));
 }
 

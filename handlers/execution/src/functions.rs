@@ -48,7 +48,19 @@ pub async fn execute_job(
         // A message that cannot be read will never be: complete it, with a log line.
         return Ok(Outputs::new().log("ignored a message with a malformed tenant or job id"));
     };
-    let work = state.engine.work(&tenant, id, &msg.invocation_id).await?;
+    // The run is logged under the submitting request's correlation id (the message carries
+    // it), else under this invocation's id.
+    let correlation_id = msg
+        .body
+        .correlation_id
+        .clone()
+        .filter(|c| flowgrid_http::correlation::is_sane(c))
+        .unwrap_or_else(|| msg.invocation_id.clone());
+    let work = flowgrid_http::correlation::scope(
+        correlation_id,
+        state.engine.work(&tenant, id, &msg.invocation_id),
+    )
+    .await?;
     answer(
         work.effects,
         &msg.trace,

@@ -59,7 +59,7 @@ pub const STORED_KEYS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the same unknown `kid` may make a handler re-fetch an external issuer's JWKS.
 pub const OIDC_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// Least time between two fetches of an external issuer's JWKS for different unknown kids.
-pub const OIDC_MIN_GAP: Duration = Duration::from_secs(5);
+pub const OIDC_MIN_GAP: Duration = Duration::from_secs(1);
 
 impl KeyCache {
     pub(super) fn new(keys: KeyMap, source: KeySource, min_interval: Duration) -> Self {

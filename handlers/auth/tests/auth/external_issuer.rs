@@ -165,7 +165,7 @@ async fn an_external_issuers_token_is_accepted_by_the_agents_app_with_tenant_and
 }
 
 #[tokio::test]
-async fn an_unknown_kid_refreshes_the_keys_at_most_once_a_minute() {
+async fn a_new_kid_is_fetched_at_once_and_only_a_kid_still_unknown_is_throttled_for_a_minute() {
     let provider = Provider::start().await;
     let first = EcKey::new("ext-1");
     provider.publish(&first);
@@ -185,18 +185,29 @@ async fn an_unknown_kid_refreshes_the_keys_at_most_once_a_minute() {
         .unwrap();
     assert_eq!(claims.into_caller().unwrap().role, Some(Role::Admin));
     assert_eq!(provider.hits(), 2, "one discovery and one JWKS fetch");
-    // A key the provider publishes now is not fetched again within the minute.
+    // A key the provider publishes now (a rotation) is fetched with its first token (after the
+    // least gap between two fetches), once for all the concurrent requests that carry it.
     let second = EcKey::new("ext-2");
     provider.publish(&second);
+    let token = second.sign(&provider.claims());
+    let (a, b, c) = tokio::join!(
+        verifier.authenticate(&token),
+        verifier.authenticate(&token),
+        verifier.authenticate(&token)
+    );
+    assert!(a.is_ok() && b.is_ok() && c.is_ok(), "{a:?} {b:?} {c:?}");
+    assert_eq!(provider.hits(), 4, "one more discovery and JWKS fetch");
+    // A kid the provider does not publish is fetched for once, then refused without fetching.
+    let unknown = EcKey::new("ext-never");
     for _ in 0..10 {
         assert!(
             verifier
-                .authenticate(&second.sign(&provider.claims()))
+                .authenticate(&unknown.sign(&provider.claims()))
                 .await
                 .is_err()
         );
     }
-    assert_eq!(provider.hits(), 2);
+    assert_eq!(provider.hits(), 6, "the unknown kid is looked for once");
     assert!(
         verifier
             .authenticate(&first.sign(&provider.claims()))

@@ -50,12 +50,20 @@ pub struct JobMessage {
     pub tenant_id: String,
     /// The job.
     pub job_id: String,
+    /// The correlation id of the request that submitted the job, which the worker logs the
+    /// run under (absent when a timer or the reaper enqueued it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 impl JobMessage {
-    /// The message for `job`.
+    /// The message for `job`, carrying the correlation id of the request being served.
     pub fn of(job: &Job) -> Value {
-        json!({"tenantId": job.tenant_id.as_str(), "jobId": job.id.to_string()})
+        let mut message = json!({"tenantId": job.tenant_id.as_str(), "jobId": job.id.to_string()});
+        if let Some(id) = flowgrid_http::correlation::current() {
+            message["correlationId"] = Value::String(id);
+        }
+        message
     }
 }
 

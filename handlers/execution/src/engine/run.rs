@@ -248,7 +248,6 @@ impl Run<'_> {
             output_truncated,
             next: outcome.next,
             tokens: outcome.tokens,
-            llm: outcome.llm.map(|c| *c),
         };
         self.job.record_step(success, Utc::now())?;
         self.outputs.insert(step.id.clone(), outcome.output);
@@ -282,8 +281,9 @@ impl Run<'_> {
     /// Writes the terminal state (once: by CAS) and hands the job back.
     async fn close(mut self) -> Result<Job> {
         self.save().await?;
-        let job = self.job;
-        tracing::info!(job.id = %job.id, tenant = %job.tenant_id, status = job.status.as_str(), "job finished");
+        let (job, invocation_id) = (self.job, self.owner);
+        let correlation_id = flowgrid_http::correlation::current().unwrap_or_default();
+        tracing::info!(job.id = %job.id, tenant = %job.tenant_id, status = job.status.as_str(), correlation_id, invocation_id, "job finished");
         Ok(job)
     }
 }
