@@ -27,7 +27,7 @@ use flowgrid_http::auth::TokenVerifier;
 use flowgrid_storage::Backend;
 
 pub use engine::Engine;
-pub use settings::{SETTINGS, Settings};
+pub use settings::{AI_SETTINGS, SETTINGS, Settings};
 
 /// The app's name: its folder under `functions/`, its binary `flowgrid-execution`.
 pub const APP: &str = "execution";
@@ -90,6 +90,12 @@ impl AppState {
             settings.outbound.clone(),
             flowgrid_providers::integrations::CallSettings::from_env()?,
         )?);
+        runner.llm = Arc::new(flowgrid_providers::llm::Providers::new(
+            flowgrid_providers::llm::http::HttpProvider::new(
+                settings.ai.clone(),
+                runner.policy.clone(),
+            )?,
+        ));
         let engine = Engine {
             stores: stores.clone(),
             settings,

@@ -6,9 +6,14 @@ use std::time::Duration;
 
 use flowgrid_domain::Result;
 use flowgrid_domain::config::{Setting, setting_error};
+use flowgrid_providers::llm::settings::AiSettings;
 use flowgrid_providers::outbound::OutboundPolicy;
 
-/// The Execution app's own settings: what [`Settings::from_env`] reads.
+/// The model providers' settings, which the app reads too (`llm` steps):
+/// [`flowgrid_providers::llm::settings::SETTINGS`].
+pub use flowgrid_providers::llm::settings::SETTINGS as AI_SETTINGS;
+
+/// The Execution app's own settings: what [`Settings::from_env`] reads (with [`AI_SETTINGS`]).
 pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "FLOWGRID_TENANT_MAX_RUNNING",
@@ -59,6 +64,8 @@ pub struct Settings {
     pub step_output_max_bytes: usize,
     /// How often a running step checks for a cancel (and renews the lease when due).
     pub cancel_poll: Duration,
+    /// The model providers of `llm` steps.
+    pub ai: AiSettings,
 }
 
 impl Default for Settings {
@@ -71,6 +78,7 @@ impl Default for Settings {
             max_claims: 5,
             step_output_max_bytes: 64 * 1024,
             cancel_poll: Duration::from_millis(250),
+            ai: AiSettings::default(),
         }
     }
 }
@@ -130,6 +138,7 @@ impl Settings {
                 |n| (1024..=1024 * 1024).contains(n),
             )?,
             cancel_poll: d.cancel_poll,
+            ai: AiSettings::from_lookup(&get)?,
         })
     }
 }
@@ -149,8 +158,11 @@ mod tests {
             None
         })
         .expect("the defaults");
-        let listed: BTreeSet<String> = SETTINGS.iter().map(|s| s.name.to_owned()).collect();
+        let mut listed: BTreeSet<String> = SETTINGS.iter().map(|s| s.name.to_owned()).collect();
         assert_eq!(listed.len(), SETTINGS.len(), "a setting is listed twice");
+        listed.extend(AI_SETTINGS.iter().map(|s| s.name.to_owned()));
+        // The managed identity's client id, a shared setting (flowgrid_domain::config).
+        listed.insert("AZURE_CLIENT_ID".into());
         assert_eq!(
             asked.into_inner(),
             listed,

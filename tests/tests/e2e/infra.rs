@@ -108,12 +108,16 @@ fn bicep_files() -> Vec<PathBuf> {
 // Settings the code reads
 
 /// The settings each app reads on top of the shared library's: its `SETTINGS`.
-fn own_settings_of(app: &str) -> &'static [Setting] {
+fn own_settings_of(app: &str) -> Vec<Setting> {
     match app {
         // The Agents app reads the shared settings only.
-        "agents" => &[],
-        flowgrid_auth::APP => flowgrid_auth::SETTINGS,
-        flowgrid_execution::APP => flowgrid_execution::SETTINGS,
+        "agents" => Vec::new(),
+        flowgrid_auth::APP => flowgrid_auth::SETTINGS.to_vec(),
+        flowgrid_execution::APP => [
+            flowgrid_execution::SETTINGS,
+            flowgrid_execution::AI_SETTINGS,
+        ]
+        .concat(),
         other => panic!(
             "functions/{other}: an app these checks do not know; add its SETTINGS to own_settings_of"
         ),
@@ -316,7 +320,7 @@ fn every_setting_the_code_reads_is_deployed_and_nothing_else() {
     // does not read) are deployed to that app through apps.json.
     let mut own: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for app in app_names(&root().join("functions")) {
-        let reads = names(own_settings_of(&app));
+        let reads = names(&own_settings_of(&app));
         own.insert(app, reads.difference(&core).cloned().collect());
     }
     for name in core.iter().chain(own.values().flatten()) {

@@ -203,9 +203,11 @@ impl AiSettings {
 
     /// Reads the settings through `get`.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<AiSettings> {
+        // A Key Vault reference the platform could not resolve (the secret is not set) stays
+        // in the setting as written: that is no key.
         let secret = |name: &str| {
             get(name)
-                .filter(|v| !v.trim().is_empty())
+                .filter(|v| !v.trim().is_empty() && !v.trim().starts_with("@Microsoft.KeyVault("))
                 .map(|v| Secret::new(v.trim()))
         };
         let azure_endpoint =
@@ -279,6 +281,16 @@ mod tests {
         // Shared with the storage settings (the managed identity's client id).
         listed.insert("AZURE_CLIENT_ID".into());
         assert_eq!(asked.into_inner(), listed);
+    }
+
+    #[test]
+    fn an_unresolved_key_vault_reference_is_no_key() {
+        let s = AiSettings::from_lookup(|name| {
+            (name == "FLOWGRID_AI_OPENAI_API_KEY")
+                .then(|| "@Microsoft.KeyVault(VaultName=v;SecretName=openai-api-key)".to_owned())
+        })
+        .unwrap();
+        assert!(s.openai_key.is_none());
     }
 
     #[test]
