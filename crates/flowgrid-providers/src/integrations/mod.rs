@@ -33,6 +33,7 @@ use flowgrid_domain::{Error, FieldError, TenantId};
 use serde_json::{Map, Value};
 
 pub use call::{CallSettings, CallStats, Failure, FailureKind};
+pub use jira::issue_fields as jira_fields;
 
 use crate::crypto::KeyEncryptionKey;
 use crate::outbound::OutboundPolicy;

@@ -6,7 +6,9 @@
 
 mod common;
 mod connections;
+mod fakes;
 mod github;
 mod jira;
+mod process;
 mod servicenow;
 mod snow_fake;
