@@ -82,6 +82,9 @@ impl AppState {
         let backend = Backend::open(config).await?;
         let stores = Stores::of(&backend);
         let mut runner = steps::StepRunner::new(settings.outbound.clone())?;
+        runner.templates = Arc::new(flowgrid_domain::plan::template::Templates::with_max_bytes(
+            settings.template_max_bytes,
+        ));
         // `integration` steps: the Integrations app's connectors, in-process, on the same store
         // and key-encryption key.
         runner.connectors = Arc::new(flowgrid_providers::integrations::Integrations::new(

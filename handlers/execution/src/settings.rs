@@ -45,6 +45,11 @@ pub const SETTINGS: &[Setting] = &[
         default: "65536",
         meaning: "largest step output kept in the job record (larger: `null` and `outputTruncated`)",
     },
+    Setting {
+        name: "FLOWGRID_TEMPLATE_MAX_BYTES",
+        default: "1048576",
+        meaning: "largest value one template or expression of a step may yield (a step's whole rendered output counts); evaluation also stops once it has built four times this (docs/agents.md, Limits)",
+    },
 ];
 
 /// The Execution app's settings.
@@ -62,6 +67,8 @@ pub struct Settings {
     pub max_claims: u32,
     /// `FLOWGRID_STEP_OUTPUT_MAX_BYTES`.
     pub step_output_max_bytes: usize,
+    /// `FLOWGRID_TEMPLATE_MAX_BYTES`.
+    pub template_max_bytes: usize,
     /// How often a running step checks for a cancel (and renews the lease when due).
     pub cancel_poll: Duration,
     /// The model providers of `llm` steps.
@@ -77,6 +84,7 @@ impl Default for Settings {
             lease: Duration::from_secs(60),
             max_claims: 5,
             step_output_max_bytes: 64 * 1024,
+            template_max_bytes: flowgrid_domain::plan::template::DEFAULT_MAX_BYTES,
             cancel_poll: Duration::from_millis(250),
             ai: AiSettings::default(),
         }
@@ -136,6 +144,12 @@ impl Settings {
                 "FLOWGRID_STEP_OUTPUT_MAX_BYTES",
                 d.step_output_max_bytes,
                 |n| (1024..=1024 * 1024).contains(n),
+            )?,
+            template_max_bytes: number(
+                &get,
+                "FLOWGRID_TEMPLATE_MAX_BYTES",
+                d.template_max_bytes,
+                |n| (1024..=16 * 1024 * 1024).contains(n),
             )?,
             cancel_poll: d.cancel_poll,
             ai: AiSettings::from_lookup(&get)?,

@@ -174,7 +174,9 @@ async fn ssrf_attempts_in_http_steps_are_refused_without_retries() {
         "https://2130706433/",
         "https://[::ffff:127.0.0.1]/",
         "http://example.org/",
-        "file:///etc/passwd",
+        // The compiler refuses a literal non-http(s) URL (below); one made at run time is
+        // refused by the guard.
+        "{{ 'file' }}:///etc/passwd",
         "https://localhost:9/",
     ] {
         let agent = app
@@ -196,6 +198,14 @@ async fn ssrf_attempts_in_http_steps_are_refused_without_retries() {
             "{url}: {reason}"
         );
     }
+    // A literal file:// URL does not compile: the submit is refused before any run.
+    let agent = app
+        .agent("t1", json!({"instructions": "x", "steps": [{"id": "evil", "kind": "http", "url": "file:///etc/passwd"}]}))
+        .await;
+    let res = app
+        .submit(&app.token("t1", Role::Editor), &agent, json!({}), None)
+        .await;
+    assert_eq!(res["statusCode"], 422, "{res}");
     // A redirect from an allowed server is not followed.
     let agent = app
         .agent("t1", json!({"instructions": "x", "steps": [{"id": "hop", "kind": "http", "url": app.server.url("/redirect")}]}))

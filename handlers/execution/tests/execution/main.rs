@@ -7,4 +7,5 @@ mod api;
 mod engine;
 mod events;
 mod helpers;
+mod limits;
 mod timers;

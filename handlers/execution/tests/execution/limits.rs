@@ -1,0 +1,65 @@
+//! Bounds enforced while a run happens: a template that builds a huge value fails its step
+//! within the cap (`FLOWGRID_TEMPLATE_MAX_BYTES`) instead of taking the handler's memory.
+
+use flowgrid_domain::store::JobStatus;
+use flowgrid_http::auth::Role;
+use serde_json::json;
+
+use crate::helpers::{ExecApp, job_id};
+
+/// Peak resident memory of this test process (nextest runs each test in its own process), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[tokio::test]
+async fn a_template_that_builds_a_hundred_million_items_fails_its_step_naming_the_step_and_the_limit()
+ {
+    let app = ExecApp::with(&[("FLOWGRID_TEMPLATE_MAX_BYTES", "65536")]).await;
+    // The count comes from the input: a literal one is refused when the agent is saved.
+    let agent = app
+        .agent(
+            "t1",
+            json!({"instructions": "x", "steps": [
+                {"id": "small", "kind": "transform", "output": {"ones": "{{ [1] * input.few }}"}},
+                {"id": "huge", "kind": "transform", "output": {"ones": "{{ [1] * input.many }}"}}
+            ]}),
+        )
+        .await;
+    let token = app.token("t1", Role::Editor);
+    let res = app
+        .submit(&token, &agent, json!({"few": 3, "many": 100_000_000}), None)
+        .await;
+    assert_eq!(res["statusCode"], 202, "{res}");
+    let id = job_id(&res);
+    app.drain().await;
+    let job = app.job("t1", &id).await;
+    assert_eq!(job.status, JobStatus::Failed, "{job:?}");
+    assert_eq!(job.steps[0].output, json!({"ones": [1, 1, 1]}));
+    let error = job.error.clone().unwrap_or_default();
+    assert!(error.contains("step \"huge\""), "{error}");
+    assert!(
+        error.contains("65536 bytes") && error.contains("FLOWGRID_TEMPLATE_MAX_BYTES"),
+        "{error}"
+    );
+    // Without the cap this materialised 10^8 items (GBs); with it the process stays small.
+    let peak = peak_rss_kib();
+    assert!(peak < 400 * 1024, "peak RSS {peak} KiB");
+}
+
+#[tokio::test]
+async fn a_malformed_template_cap_is_refused_naming_the_setting() {
+    let err = flowgrid_execution::settings::Settings::from_lookup(|name| {
+        (name == "FLOWGRID_TEMPLATE_MAX_BYTES").then(|| "lots".to_owned())
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("FLOWGRID_TEMPLATE_MAX_BYTES"),
+        "{err}"
+    );
+}
