@@ -23,6 +23,21 @@ use flowgrid_storage::Backend;
 /// The app's name: its folder under `functions/`, its binary `flowgrid-integrations`.
 pub const APP: &str = "integrations";
 
+/// The connector layer's settings, read by this app and by Execution (its `integration` steps).
+pub use flowgrid_providers::integrations::call::SETTINGS as CONNECTOR_SETTINGS;
+
+/// Every setting the app reads on top of the shared ones: the connector settings and the
+/// outbound guard's allow-list.
+pub fn settings() -> Vec<flowgrid_domain::config::Setting> {
+    let mut all = CONNECTOR_SETTINGS.to_vec();
+    all.push(flowgrid_domain::config::Setting {
+        name: "FLOWGRID_OUTBOUND_ALLOWLIST",
+        default: "(empty)",
+        meaning: "comma-separated `host[:port]` connections may reach over plain http or on private addresses (local development, tests)",
+    });
+    all
+}
+
 /// What every request handler can reach.
 #[derive(Clone)]
 pub struct AppState {

@@ -116,8 +116,10 @@ fn own_settings_of(app: &str) -> Vec<Setting> {
         flowgrid_execution::APP => [
             flowgrid_execution::SETTINGS,
             flowgrid_execution::AI_SETTINGS,
+            flowgrid_integrations::CONNECTOR_SETTINGS,
         ]
         .concat(),
+        flowgrid_integrations::APP => flowgrid_integrations::settings(),
         other => panic!(
             "functions/{other}: an app these checks do not know; add its SETTINGS to own_settings_of"
         ),
