@@ -248,6 +248,7 @@ impl Run<'_> {
             output_truncated,
             next: outcome.next,
             tokens: outcome.tokens,
+            llm: outcome.llm.map(|c| *c),
         };
         self.job.record_step(success, Utc::now())?;
         self.outputs.insert(step.id.clone(), outcome.output);
