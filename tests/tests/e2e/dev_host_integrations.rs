@@ -18,9 +18,23 @@ const SECRET: &str = "e2e-secret-token-7777";
 
 type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
 
-async fn record(State(seen): State<Seen>, uri: axum::http::Uri, headers: HeaderMap) -> axum::Json<Value> {
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    seen.lock().expect("lock").push((uri.path().to_owned(), header("authorization"), header("idempotency-key")));
+async fn record(
+    State(seen): State<Seen>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> axum::Json<Value> {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    seen.lock().expect("lock").push((
+        uri.path().to_owned(),
+        header("authorization"),
+        header("idempotency-key"),
+    ));
     axum::Json(json!({"received": true}))
 }
 
@@ -30,7 +44,9 @@ async fn upstream() -> (Seen, String) {
         .route("/ping", get(record))
         .route("/hook", post(record))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -39,7 +55,8 @@ async fn upstream() -> (Seen, String) {
 }
 
 #[tokio::test]
-async fn a_connection_made_through_flowgrid_dev_serves_a_runs_integration_step_without_leaking_its_secret() {
+async fn a_connection_made_through_flowgrid_dev_serves_a_runs_integration_step_without_leaking_its_secret()
+ {
     let (seen, addr) = upstream().await;
     let dev = Dev::start(
         &["agents", "execution", "integrations"],
@@ -58,7 +75,10 @@ async fn a_connection_made_through_flowgrid_dev_serves_a_runs_integration_step_w
         .expect("create connection");
     assert_eq!(created.status(), 201);
     let text = created.text().await.expect("text");
-    assert!(text.contains("••••7777") && !text.contains(SECRET), "{text}");
+    assert!(
+        text.contains("••••7777") && !text.contains(SECRET),
+        "{text}"
+    );
     let tested: Value = client
         .post(format!("{}/api/integrations/hook/test", dev.url))
         .bearer_auth(&admin)
@@ -117,7 +137,10 @@ async fn a_connection_made_through_flowgrid_dev_serves_a_runs_integration_step_w
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["steps"][0]["output"]["status"], 200, "{done}");
     assert_eq!(done["steps"][0]["output"]["body"]["received"], true);
-    assert!(!raw.contains(SECRET), "the job record holds no secret: {raw}");
+    assert!(
+        !raw.contains(SECRET),
+        "the job record holds no secret: {raw}"
+    );
     let calls = seen.lock().expect("lock").clone();
     let hook: Vec<_> = calls.iter().filter(|(p, _, _)| p == "/hook").collect();
     assert_eq!(hook.len(), 1, "{calls:?}");
