@@ -16,18 +16,18 @@ async fn the_catalog_lists_four_kinds_with_schemas_auth_modes_and_actions() {
     assert_eq!(reply.status, StatusCode::OK);
     let kinds: Vec<&str> = reply.body["items"]
         .as_array()
-        .unwrap()
+        .expect("test fixture")
         .iter()
-        .map(|k| k["name"].as_str().unwrap())
+        .map(|k| k["name"].as_str().expect("test fixture"))
         .collect();
     assert_eq!(kinds, ["servicenow", "jira", "github", "http"]);
     let snow = &reply.body["items"][0];
     assert_eq!(snow["configSchema"]["required"], json!(["instanceUrl"]));
     let modes: Vec<&str> = snow["authModes"]
         .as_array()
-        .unwrap()
+        .expect("test fixture")
         .iter()
-        .map(|m| m["name"].as_str().unwrap())
+        .map(|m| m["name"].as_str().expect("test fixture"))
         .collect();
     assert_eq!(modes, ["basic", "oauth"]);
     assert_eq!(snow["actions"][0]["name"], "create-incident");
@@ -79,10 +79,13 @@ async fn a_secret_is_sealed_masked_and_never_returned_and_only_admins_change_con
         .state()
         .integrations
         .store()
-        .get(&flowgrid_domain::TenantId::parse("t1").unwrap(), "snow")
+        .get(
+            &flowgrid_domain::TenantId::parse("t1").expect("test fixture"),
+            "snow",
+        )
         .await
-        .unwrap();
-    let sealed = stored.secret.unwrap();
+        .expect("test fixture");
+    let sealed = stored.secret.expect("test fixture");
     assert!(!sealed.sealed.contains("an-other-secret"));
     let db = std::fs::read(app.dir().path().join("flowgrid.db")).unwrap_or_default();
     assert!(!String::from_utf8_lossy(&db).contains("an-other-secret"));
@@ -200,9 +203,9 @@ async fn bad_input_is_a_problem_naming_the_field_and_changes_nothing() {
         );
         let fields: Vec<&str> = reply.body["errors"]
             .as_array()
-            .unwrap()
+            .expect("test fixture")
             .iter()
-            .map(|e| e["field"].as_str().unwrap())
+            .map(|e| e["field"].as_str().expect("test fixture"))
             .collect();
         assert!(fields.contains(&field), "{body}: {fields:?}");
     }

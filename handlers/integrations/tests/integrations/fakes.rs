@@ -71,9 +71,9 @@ impl Drop for Steady {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
+        .expect("test fixture")
         .local_addr()
-        .unwrap()
+        .expect("test fixture")
         .port()
 }
 

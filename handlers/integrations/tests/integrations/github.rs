@@ -45,7 +45,7 @@ async fn the_test_and_listing_repositories_are_requests_githubs_description_allo
         .state()
         .integrations
         .perform(
-            &app.state().integrations.resolve(&flowgrid_domain::TenantId::parse("t1").unwrap(), "gh").await.unwrap(),
+            &app.state().integrations.resolve(&flowgrid_domain::TenantId::parse("t1").expect("test fixture"), "gh").await.expect("test fixture"),
             "create-issue",
             &json!({"owner": "octocat", "repo": "hello-world", "title": "Found a bug", "body": "details", "labels": ["bug"]}),
             "job-1:step-1",
@@ -61,8 +61,10 @@ async fn replay(scenario: &str) -> (String, Arc<Mutex<Vec<String>>>) {
     let fixture = fakes::package_json(&format!(
         "@octokit/fixtures/scenarios/api.github.com/{scenario}/normalized-fixture.json"
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test fixture");
+    let url = format!("http://{}", listener.local_addr().expect("test fixture"));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (base, log) = (url.clone(), seen.clone());
     let app = Router::new().fallback(move |method: axum::http::Method, uri: Uri| {
@@ -74,8 +76,8 @@ async fn replay(scenario: &str) -> (String, Arc<Mutex<Vec<String>>>) {
                 .path_and_query()
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_default();
-            log.lock().unwrap().push(path.clone());
-            let found = fixture.as_array().unwrap().iter().find(|r| {
+            log.lock().expect("test fixture").push(path.clone());
+            let found = fixture.as_array().expect("test fixture").iter().find(|r| {
                 r["method"]
                     .as_str()
                     .unwrap_or_default()
@@ -90,11 +92,12 @@ async fn replay(scenario: &str) -> (String, Arc<Mutex<Vec<String>>>) {
                     .into_response();
             };
             let mut response: Response = (
-                StatusCode::from_u16(r["status"].as_u64().unwrap() as u16).unwrap(),
+                StatusCode::from_u16(r["status"].as_u64().expect("test fixture") as u16)
+                    .expect("test fixture"),
                 axum::Json(r["response"].clone()),
             )
                 .into_response();
-            for (k, v) in r["headers"].as_object().unwrap() {
+            for (k, v) in r["headers"].as_object().expect("test fixture") {
                 if matches!(
                     k.as_str(),
                     "content-length" | "transfer-encoding" | "content-type"
@@ -126,9 +129,12 @@ async fn every_page_is_followed_over_link_headers_as_github_recorded_them() {
     create_connection(&app, "t1", json!({"name": "gh", "kind": "github", "auth": "token", "config": {"baseUrl": url}, "secret": "ghp_abcdefghijklmnop4321"})).await;
     let integrations = &app.state().integrations;
     let c = integrations
-        .resolve(&flowgrid_domain::TenantId::parse("t1").unwrap(), "gh")
+        .resolve(
+            &flowgrid_domain::TenantId::parse("t1").expect("test fixture"),
+            "gh",
+        )
         .await
-        .unwrap();
+        .expect("test fixture");
     let out = integrations
         .perform(
             &c,
@@ -143,14 +149,20 @@ async fn every_page_is_followed_over_link_headers_as_github_recorded_them() {
     );
     let expected: usize = recorded
         .as_array()
-        .unwrap()
+        .expect("test fixture")
         .iter()
         .map(|r| r["response"].as_array().map_or(0, Vec::len))
         .sum();
-    assert_eq!(out["pages"], recorded.as_array().unwrap().len());
-    assert_eq!(out["issues"].as_array().unwrap().len(), expected);
     assert_eq!(
-        seen.lock().unwrap()[0],
+        out["pages"],
+        recorded.as_array().expect("test fixture").len()
+    );
+    assert_eq!(
+        out["issues"].as_array().expect("test fixture").len(),
+        expected
+    );
+    assert_eq!(
+        seen.lock().expect("test fixture")[0],
         "/repos/octokit-fixture-org/paginate-issues/issues?per_page=3"
     );
     let status = app
@@ -172,9 +184,12 @@ async fn a_recorded_validation_error_is_reported_with_githubs_message_and_not_re
     let http = json!({"name": "rec", "kind": "http", "auth": "bearer", "config": {"baseUrl": url}, "secret": "ghp_abcdefghijklmnop4321"});
     create_connection(&app, "t1", http).await;
     let rec = integrations
-        .resolve(&flowgrid_domain::TenantId::parse("t1").unwrap(), "rec")
+        .resolve(
+            &flowgrid_domain::TenantId::parse("t1").expect("test fixture"),
+            "rec",
+        )
         .await
-        .unwrap();
+        .expect("test fixture");
     let failure = integrations
         .perform(&rec, "request", &json!({"method": "POST", "path": "/repos/octokit-fixture-org/errors/labels", "body": {"name": "foo", "color": "invalid"}}), "k")
         .await
@@ -185,5 +200,9 @@ async fn a_recorded_validation_error_is_reported_with_githubs_message_and_not_re
         "{}",
         failure.message
     );
-    assert_eq!(seen.lock().unwrap().len(), 1, "a 422 is not retried");
+    assert_eq!(
+        seen.lock().expect("test fixture").len(),
+        1,
+        "a 422 is not retried"
+    );
 }

@@ -112,9 +112,9 @@ async fn jira_that_creates_then_times_out(
                     return (axum::http::StatusCode::BAD_REQUEST, text).into_response();
                 }
                 if method == axum::http::Method::POST && uri.path() == "/rest/api/3/issue" {
-                    let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let request: serde_json::Value = serde_json::from_slice(&body).expect("test fixture");
                     let (issue, first) = {
-                        let mut all = issues.lock().unwrap();
+                        let mut all = issues.lock().expect("test fixture");
                         let n = all.len() + 1;
                         let issue = json!({"id": format!("{}", 10_000 + n), "key": format!("OPS-{n}"), "self": format!("{upstream}/rest/api/3/issue/{}", 10_000 + n), "labels": request["fields"]["labels"]});
                         all.push(issue.clone());
@@ -127,7 +127,7 @@ async fn jira_that_creates_then_times_out(
                 }
                 if uri.path() == "/rest/api/3/search" {
                     let jql = uri.query().and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "jql").map(|(_, v)| v.into_owned())).unwrap_or_default();
-                    let found: Vec<serde_json::Value> = issues.lock().unwrap().iter().filter(|i| i["labels"].as_array().unwrap().iter().any(|l| jql.contains(&format!("\"{}\"", l.as_str().unwrap())))).cloned().collect();
+                    let found: Vec<serde_json::Value> = issues.lock().expect("test fixture").iter().filter(|i| i["labels"].as_array().expect("test fixture").iter().any(|l| jql.contains(&format!("\"{}\"", l.as_str().expect("test fixture"))))).cloned().collect();
                     return axum::Json(json!({"startAt": 0, "maxResults": 1, "total": found.len(), "issues": found})).into_response();
                 }
                 let bytes = checked.bytes().await.unwrap_or_default();
@@ -135,8 +135,10 @@ async fn jira_that_creates_then_times_out(
             }
         },
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test fixture");
+    let url = format!("http://{}", listener.local_addr().expect("test fixture"));
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, issues)
 }
@@ -165,15 +167,15 @@ async fn an_issue_created_then_timed_out_upstream_exists_exactly_once() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    let all = issues.lock().unwrap().clone();
+    let all = issues.lock().expect("test fixture").clone();
     assert_eq!(all.len(), 1, "exactly one issue: {all:?}");
     assert_eq!(reply.body["key"], all[0]["key"]);
     assert!(
         all[0]["labels"]
             .as_array()
-            .unwrap()
+            .expect("test fixture")
             .iter()
-            .any(|l| l.as_str().unwrap().starts_with("flowgrid-"))
+            .any(|l| l.as_str().expect("test fixture").starts_with("flowgrid-"))
     );
 }
 
@@ -187,7 +189,7 @@ async fn the_mock_refuses_what_jiras_description_does_not_allow() {
         .json(&json!({"fields": "nope"}))
         .send()
         .await
-        .unwrap();
+        .expect("test fixture");
     assert_eq!(response.status().as_u16(), 400);
     let validator = adf_validator();
     assert!(!validator.is_valid(&json!({"version": 1, "type": "doc", "content": [{"type": "paragraph", "content": [{"type": "text", "text": ""}]}]})), "the ADF schema refuses an empty text node");

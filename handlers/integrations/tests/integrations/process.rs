@@ -23,9 +23,9 @@ struct Process {
 impl Process {
     fn spawn(dir: &Path) -> Process {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
+            .expect("test fixture")
             .local_addr()
-            .unwrap()
+            .expect("test fixture")
             .port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_flowgrid-integrations"))
             .current_dir(dir)
@@ -44,8 +44,8 @@ impl Process {
             .expect("spawn flowgrid-integrations");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         for mut pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
+            Box::new(child.stdout.take().expect("test fixture")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("test fixture")),
         ] {
             let log = log.clone();
             std::thread::spawn(move || {
@@ -54,7 +54,9 @@ impl Process {
                     if n == 0 {
                         break;
                     }
-                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                    log.lock()
+                        .expect("test fixture")
+                        .extend_from_slice(&buf[..n]);
                 }
             });
         }
@@ -78,7 +80,7 @@ impl Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(Duration::from_millis(100));
-        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&self.log.lock().expect("test fixture")).into_owned()
     }
 }
 

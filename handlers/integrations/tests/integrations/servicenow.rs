@@ -45,7 +45,7 @@ async fn the_test_makes_one_authenticated_call_and_stores_result_and_latency() {
     assert!(
         bad.body["error"]
             .as_str()
-            .unwrap()
+            .expect("test fixture")
             .contains("User Not Authenticated"),
         "{}",
         bad.text
@@ -94,7 +94,7 @@ async fn an_incident_created_then_timed_out_upstream_exists_exactly_once() {
     assert_eq!(reply.body["number"], records[0]["number"]);
     assert_eq!(records[0]["short_description"], "Disk full on db-1");
     assert_eq!(records[0]["correlation_display"], "Flowgrid");
-    let tag = records[0]["correlation_id"].as_str().unwrap();
+    let tag = records[0]["correlation_id"].as_str().expect("test fixture");
     assert!(tag.starts_with("flowgrid-"));
     // The lookup ran before any second create.
     let seen = fake.seen();

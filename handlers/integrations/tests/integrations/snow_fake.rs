@@ -88,7 +88,7 @@ async fn create(
 ) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let fault = {
-        let mut inner = fake.lock().unwrap();
+        let mut inner = fake.lock().expect("test fixture");
         record(&mut inner, "POST", &format!("/api/now/table/{table}"), "");
         if !authorized(&headers) {
             return unauthenticated();
@@ -120,10 +120,10 @@ async fn create(
         _ => {}
     }
     let stored = {
-        let mut inner = fake.lock().unwrap();
+        let mut inner = fake.lock().expect("test fixture");
         let n = inner.records.len() + 10_001;
         let mut rec = json!({
-            "sys_id": format!("{:032x}", 0x9d38_5017_c611_2280_00f0_3f8e_2b0a_e00u128 + n as u128),
+            "sys_id": format!("{:032x}", 0x09d3_8501_7c61_1228_000f_03f8_e2b0_ae00_u128 + n as u128),
             "number": format!("INC00{n}"),
             "state": "1",
             "sys_created_by": "admin",
@@ -149,7 +149,7 @@ async fn list(
     Query(params): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let mut inner = fake.lock().unwrap();
+    let mut inner = fake.lock().expect("test fixture");
     let query = serde_urlencoded_like(&params);
     record(
         &mut inner,
@@ -188,7 +188,7 @@ async fn read(
     Path((table, sys_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let mut inner = fake.lock().unwrap();
+    let mut inner = fake.lock().expect("test fixture");
     record(
         &mut inner,
         "GET",
@@ -222,8 +222,10 @@ impl SnowFake {
             .route("/api/now/table/{table}", get(list).post(create))
             .route("/api/now/table/{table}/{sys_id}", get(read))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test fixture");
+        let url = format!("http://{}", listener.local_addr().expect("test fixture"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -241,21 +243,25 @@ impl SnowFake {
 
     /// Queues faults for the next creates.
     pub fn fail_next(&self, faults: &[Fault]) {
-        self.inner.lock().unwrap().faults.extend_from_slice(faults);
+        self.inner
+            .lock()
+            .expect("test fixture")
+            .faults
+            .extend_from_slice(faults);
     }
 
     /// Every create fails with 500 from now on.
     pub fn always_fail(&self) {
-        self.inner.lock().unwrap().always_fail = true;
+        self.inner.lock().expect("test fixture").always_fail = true;
     }
 
     /// The incidents stored.
     pub fn records(&self) -> Vec<Value> {
-        self.inner.lock().unwrap().records.clone()
+        self.inner.lock().expect("test fixture").records.clone()
     }
 
     /// The requests seen.
     pub fn seen(&self) -> Vec<Seen> {
-        self.inner.lock().unwrap().seen.clone()
+        self.inner.lock().expect("test fixture").seen.clone()
     }
 }
