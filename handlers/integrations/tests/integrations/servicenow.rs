@@ -8,7 +8,7 @@ use flowgrid_http::auth::Role;
 use serde_json::json;
 
 use crate::common::{create_connection, second_instance, servicenow, start};
-use crate::snow_fake::{Fault, PASSWORD, SnowFake};
+use crate::snow_fake::{CLIENT_ID, Fault, PASSWORD, SnowFake};
 
 #[tokio::test]
 async fn the_test_makes_one_authenticated_call_and_stores_result_and_latency() {
@@ -194,4 +194,53 @@ async fn an_open_circuit_is_seen_by_a_second_instance_which_does_not_call_upstre
     assert_eq!(status.body["circuit"], "open");
     assert_eq!(status.body["consecutiveFailures"], 2);
     assert_eq!(fake.records().len(), 0);
+}
+
+#[tokio::test]
+async fn oauth_client_credentials_get_a_token_once_and_use_it_as_bearer() {
+    let fake = SnowFake::start().await;
+    let app = start().await;
+    create_connection(
+        &app,
+        "t1",
+        json!({"name": "snow", "kind": "servicenow", "auth": "oauth",
+               "config": {"instanceUrl": fake.url, "clientId": CLIENT_ID}, "secret": PASSWORD}),
+    )
+    .await;
+    let editor = app.token("t1", Role::Editor);
+    let test = app
+        .post_json("/api/integrations/snow/test", &editor, json!({}))
+        .await;
+    assert_eq!(test.body["ok"], true, "{}", test.text);
+    let created = app
+        .post_json(
+            "/api/integrations/servicenow/incident",
+            &editor,
+            json!({"shortDescription": "via oauth"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let paths: Vec<String> = fake.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/oauth_token.do",
+            "/api/now/table/sys_user",
+            "/api/now/table/incident"
+        ],
+        "one token request, then the token is reused"
+    );
+    create_connection(
+        &app,
+        "t1",
+        json!({"name": "badclient", "kind": "servicenow", "auth": "oauth",
+               "config": {"instanceUrl": fake.url, "clientId": "nope"}, "secret": PASSWORD}),
+    )
+    .await;
+    let refused = app
+        .post_json("/api/integrations/badclient/test", &editor, json!({}))
+        .await;
+    assert_eq!(refused.body["ok"], false);
+    assert_eq!(refused.body["status"], 401);
+    assert!(!refused.text.contains(PASSWORD));
 }

@@ -54,13 +54,47 @@ pub struct SnowFake {
 
 pub const PASSWORD: &str = "s3cret-P4ssword-9876";
 
+/// The OAuth client the fake knows (auth mode `oauth`).
+pub const CLIENT_ID: &str = "3e57bb02663102004d010ee8f561307a";
+/// The access token `oauth_token.do` issues.
+const ACCESS_TOKEN: &str = "JnjwfKY8aWBcNvFl7e5oLXzgLhX1kw";
+
 fn authorized(headers: &HeaderMap) -> bool {
     use base64::Engine;
-    let expected = format!(
+    let basic = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("admin:{PASSWORD}"))
     );
-    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str())
+    let bearer = format!("Bearer {ACCESS_TOKEN}");
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+    given == Some(basic.as_str()) || given == Some(bearer.as_str())
+}
+
+/// `POST /oauth_token.do` (client credentials), answered as ServiceNow documents it:
+/// `{"access_token", "refresh_token", "scope", "token_type": "Bearer", "expires_in"}`; a wrong
+/// client is 401 `{"error": "access_denied", ...}`.
+async fn oauth_token(State(fake): State<Arc<Mutex<Inner>>>, body: String) -> Response {
+    record(
+        &mut fake.lock().expect("lock"),
+        "POST",
+        "/oauth_token.do",
+        "",
+    );
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+    let ok = form.get("grant_type").map(String::as_str) == Some("client_credentials")
+        && form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+        && form.get("client_secret").map(String::as_str) == Some(PASSWORD);
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error_description": "access_denied", "error": "server_error"})),
+        )
+            .into_response();
+    }
+    axum::Json(json!({"access_token": ACCESS_TOKEN, "refresh_token": "w599voG89897rGVDmdp12WA681r9E5B", "scope": "useraccount", "token_type": "Bearer", "expires_in": 1799})).into_response()
 }
 
 fn unauthenticated() -> Response {
@@ -221,6 +255,7 @@ impl SnowFake {
         let app = Router::new()
             .route("/api/now/table/{table}", get(list).post(create))
             .route("/api/now/table/{table}/{sys_id}", get(read))
+            .route("/oauth_token.do", axum::routing::post(oauth_token))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
