@@ -48,6 +48,8 @@ var containers = [
       '/agentId/?'
       '/version/?'
       '/scheduled/?'
+      '/fireDoc/?'
+      '/nextFireMs/?'
     ]
     defaultTtl: null
   }

@@ -1,6 +1,6 @@
 //! The agents store.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::Page;
 use crate::store::{Condition, Versioned, update_with_retry};
@@ -123,6 +123,53 @@ pub trait AgentStore: Send + Sync {
             "this storage backend does not list scheduled agents yet".into(),
         ))
     }
+
+    /// Across tenants: the agents whose stored next fire time is at or before `now` (at most
+    /// `limit`, earliest first), and only those: a backend keeps the next fire time of every
+    /// agent ([`next_fire`] from the time it was written) in an index, so the schedule timer
+    /// reads what is due, not every scheduled agent.
+    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueAgent>> {
+        let _ = (now, limit);
+        Err(Error::Unavailable(
+            "this storage backend does not list due agents yet".into(),
+        ))
+    }
+
+    /// After the timer handled the due time `from` of agent `id`: its next fire time becomes
+    /// `to` (none: it no longer fires), unless it changed since it was read (an edit computed a
+    /// new one; that one stands). Changes neither the agent's version nor its ETag.
+    async fn advance_schedule(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+        from: DateTime<Utc>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let _ = (tenant, id, from, to);
+        Err(Error::Unavailable(
+            "this storage backend does not keep fire times yet".into(),
+        ))
+    }
+}
+
+/// The first time after `after` that `agent` fires on schedule: only an `active` agent with a
+/// schedule fires (drafts, compiled drafts and disabled agents keep their schedule but do not
+/// run on it). Whole seconds: `after` is truncated first.
+pub fn next_fire(agent: &Agent, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if agent.status != AgentStatus::Active {
+        return None;
+    }
+    let whole = DateTime::from_timestamp(after.timestamp(), 0)?;
+    agent.schedule.as_ref()?.next_after(whole)
+}
+
+/// An agent whose stored next fire time has come, as [`AgentStore::due`] finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueAgent {
+    /// The agent.
+    pub agent: Agent,
+    /// Its stored next fire time (the Unix epoch for an agent stored before fire times were).
+    pub next_fire: DateTime<Utc>,
 }
 
 impl Versioned for Agent {

@@ -11,7 +11,8 @@ mod identity;
 pub mod jobs;
 
 pub use agents::{
-    AgentDocument, AgentQuery, AgentStore, AgentVersionSummary, record_compiled, update_agent,
+    AgentDocument, AgentQuery, AgentStore, AgentVersionSummary, DueAgent, next_fire,
+    record_compiled, update_agent,
 };
 pub use connections::{Connection, ConnectionHealth, ConnectionStore};
 pub use identity::{

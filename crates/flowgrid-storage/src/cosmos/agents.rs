@@ -5,7 +5,13 @@
 //!   (creation time then id, fixed width, so one `ORDER BY` gives newest first with no composite
 //!   index);
 //! - `agentVersion`: one immutable copy per version (`id` = `<agent id>:v<version>`);
-//! - `agentName`: the reservation of a name (`id` = `name-<sha256 of the lower-cased name>`).
+//! - `agentName`: the reservation of a name (`id` = `name-<sha256 of the lower-cased name>`);
+//! - `agentFire`: the agent's next fire time on schedule (`id` = `fire-<agent id>`,
+//!   `nextFireMs`, null when it does not fire), written in the same batch as the agent, and
+//!   moved on by the schedule timer without touching the agent (so its ETag stays). The timer's
+//!   cross-tenant query reads the indexed `nextFireMs` range that is due, nothing else. Agents
+//!   stored before fire documents existed (`fireDoc` absent) are found by one indexed query and
+//!   treated as due at once; the timer then writes their fire document and marks them.
 //!
 //! Names are unique per tenant because two reservations cannot have the same `id` in one
 //! partition: creating one is a create-if-absent that answers 409 when taken. (A Cosmos unique
@@ -23,16 +29,20 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::document::{
-    BatchFailure, BatchOutcome, IdOnly, bare, batch_etag, delete_if_match, document, hashed_id,
-    newest_first, query_in, query_of, query_partition, read_doc, replace_if_match, require_etag,
-    run_batch, sort_key_of, span, timed, to_batch_error,
+    BatchFailure, BatchOutcome, IdOnly, bare, batch_etag, delete_doc, delete_if_match, document,
+    hashed_id, map_error, newest_first, query_in, query_of, query_partition, read_doc,
+    replace_if_match, require_etag, run_batch, sort_key_of, span, timed, to_batch_error,
+    write_if_match,
 };
 use super::{AGENTS, Cosmos};
 use crate::keyset::{self, BySortKey, ByVersion};
 use azure_data_cosmos::FeedScope;
 use azure_data_cosmos::models::TransactionalBatch;
+use chrono::{DateTime, Utc};
 use flowgrid_domain::store::Condition;
-use flowgrid_domain::store::{AgentQuery, AgentStore, AgentVersionSummary, Page};
+use flowgrid_domain::store::{
+    AgentQuery, AgentStore, AgentVersionSummary, DueAgent, Page, next_fire,
+};
 use flowgrid_domain::{Agent, AgentId, AgentStatus, TenantId};
 use flowgrid_domain::{Error, Result};
 use serde_json::json;
@@ -40,6 +50,7 @@ use serde_json::json;
 const TYPE_AGENT: &str = "agent";
 const TYPE_VERSION: &str = "agentVersion";
 const TYPE_NAME: &str = "agentName";
+const TYPE_FIRE: &str = "agentFire";
 
 /// Operations per transactional batch (the service's limit).
 const BATCH_LIMIT: usize = 100;
@@ -58,6 +69,9 @@ struct AgentDoc {
     /// Whether the agent has a schedule (for the cross-tenant scan of [`AgentStore::scheduled`]).
     #[serde(default)]
     scheduled: bool,
+    /// Whether the agent's `agentFire` document is kept (false on agents stored before).
+    #[serde(default)]
+    fire_doc: bool,
     agent: Agent,
     #[serde(rename = "_etag", default, skip_serializing)]
     etag: String,
@@ -79,6 +93,36 @@ struct VersionDoc {
     etag: String,
 }
 document!(VersionDoc, TYPE_VERSION, "agent version");
+
+/// An agent's next fire time.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FireDoc {
+    id: String,
+    tenant_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    agent_id: String,
+    next_fire_ms: Option<i64>,
+    #[serde(rename = "_etag", default, skip_serializing)]
+    etag: String,
+}
+document!(FireDoc, TYPE_FIRE, "agent fire time");
+
+fn fire_id(id: AgentId) -> String {
+    format!("fire-{id}")
+}
+
+fn fire_doc(agent: &Agent, next_fire_ms: Option<i64>) -> FireDoc {
+    FireDoc {
+        id: fire_id(agent.id),
+        tenant_id: agent.tenant_id.as_str().to_owned(),
+        kind: TYPE_FIRE.into(),
+        agent_id: agent.id.to_string(),
+        next_fire_ms,
+        etag: String::new(),
+    }
+}
 
 /// A name reservation.
 #[derive(Serialize, Deserialize)]
@@ -103,6 +147,7 @@ fn agent_doc(agent: &Agent) -> AgentDoc {
         status: agent.status.as_str().into(),
         sort_key: sort_key(agent),
         scheduled: agent.schedule.is_some(),
+        fire_doc: true,
         agent: stored,
         etag: String::new(),
     }
@@ -236,6 +281,10 @@ impl AgentStore for Cosmos {
                 .create_item(name_doc(agent))
                 .and_then(|b| b.create_item(agent_doc(agent)))
                 .and_then(|b| b.create_item(version_doc(agent)))
+                .and_then(|b| {
+                    let next = next_fire(agent, agent.updated_at).map(|t| t.timestamp_millis());
+                    b.upsert_item(fire_doc(agent, next), None)
+                })
                 .map_err(to_batch_error)?;
             match self.run_batch(batch).await? {
                 Ok(etags) => Ok(Agent {
@@ -301,6 +350,22 @@ impl AgentStore for Cosmos {
         timed("replace", self.limit(), async {
             let current = self.read_agent(tenant, next.id).await?;
             require_etag(&current, expected_etag)?;
+            // The next fire time from now, unless the schedule is unchanged and its stored
+            // (earlier) fire time has not been handled yet: an edit does not skip a due time.
+            let c = &self.containers().await?.agents;
+            let stored_fire: Option<FireDoc> =
+                read_doc(c, tenant.as_str(), &fire_id(next.id)).await?;
+            let fresh = next_fire(next, next.updated_at).map(|t| t.timestamp_millis());
+            let next_fire_ms = match (fresh, stored_fire.and_then(|f| f.next_fire_ms)) {
+                (Some(fresh), Some(stored))
+                    if stored < fresh
+                        && current.fire_doc
+                        && current.agent.schedule == next.schedule =>
+                {
+                    Some(stored)
+                }
+                (fresh, _) => fresh,
+            };
             let renamed = current.agent.name_key() != next.name_key();
             let mut batch = TransactionalBatch::new(tenant.as_str().to_owned());
             let mut meaning = Vec::new();
@@ -322,6 +387,10 @@ impl AgentStore for Cosmos {
                 .create_item(version_doc(next))
                 .map_err(to_batch_error)?;
             meaning.push(Some(Error::PreconditionFailed));
+            batch = batch
+                .upsert_item(fire_doc(next, next_fire_ms), None)
+                .map_err(to_batch_error)?;
+            meaning.push(None);
             if renamed {
                 batch = batch.delete_item(name_id(&current.agent.name_key()), None);
                 meaning.push(None);
@@ -382,6 +451,10 @@ impl AgentStore for Cosmos {
                     (_, status) => Error::Internal(format!("deleting an agent failed with {status}")),
                 });
             }
+            // The fire time (absent on agents stored before fire documents: not in the batch,
+            // where a missing document would fail it). A leftover one is dropped by `due`.
+            let c = &self.containers().await?.agents;
+            delete_doc(c, tenant.as_str(), &fire_id(id)).await?;
             // More than a batch holds: the rest goes after. Should this fail half-way, the
             // leftover versions are unreachable (every read checks the agent first).
             self.delete_versions(tenant, versions).await
@@ -450,6 +523,133 @@ impl AgentStore for Cosmos {
             Ok(agents)
         })
         .instrument(span("scheduled", AGENTS, ""))
+        .await
+    }
+
+    /// Two indexed cross-partition queries: fire documents whose `nextFireMs` has come, and
+    /// agents stored before fire documents existed; then a point read of each due agent.
+    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueAgent>> {
+        timed("due", self.limit(), async {
+            let c = &self.containers().await?.agents;
+            let q = query_of(
+                "SELECT * FROM c WHERE c.type = @type AND c.nextFireMs <= @now",
+                vec![
+                    ("@type", TYPE_FIRE.into()),
+                    ("@now", json!(now.timestamp_millis())),
+                ],
+            )?;
+            let mut fires: Vec<FireDoc> =
+                query_in(c, q, FeedScope::full_container(), limit as usize).await?;
+            fires.sort_by_key(|f| f.next_fire_ms);
+            let mut due = Vec::new();
+            for fire in fires {
+                let (Ok(id), Ok(tenant), Some(ms)) = (
+                    AgentId::parse(&fire.agent_id),
+                    TenantId::parse(&fire.tenant_id),
+                    fire.next_fire_ms,
+                ) else {
+                    continue;
+                };
+                match self.read_agent(&tenant, id).await {
+                    Ok(doc) => due.push(DueAgent {
+                        agent: into_agent(doc),
+                        next_fire: DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+                    }),
+                    Err(Error::NotFound) => {
+                        delete_doc(c, tenant.as_str(), &fire.id).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let left = (limit as usize).saturating_sub(due.len());
+            if left > 0 {
+                let q = query_of(
+                    "SELECT * FROM c WHERE c.type = @type AND c.scheduled = true \
+                     AND c.status = @active AND NOT IS_DEFINED(c.fireDoc)",
+                    vec![
+                        ("@type", TYPE_AGENT.into()),
+                        ("@active", AgentStatus::Active.as_str().into()),
+                    ],
+                )?;
+                let legacy: Vec<AgentDoc> =
+                    query_in(c, q, FeedScope::full_container(), left).await?;
+                due.extend(legacy.into_iter().map(|doc| DueAgent {
+                    agent: into_agent(doc),
+                    next_fire: DateTime::<Utc>::UNIX_EPOCH,
+                }));
+            }
+            Ok(due)
+        })
+        .instrument(span("due", AGENTS, ""))
+        .await
+    }
+
+    async fn advance_schedule(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+        from: DateTime<Utc>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        timed("advance_schedule", self.limit(), async {
+            let c = &self.containers().await?.agents;
+            let current = self.read_agent(tenant, id).await?;
+            let to_ms = to.map(|t| t.timestamp_millis());
+            if !current.fire_doc {
+                // Stored before fire documents: write its own, then mark the agent (once; its
+                // ETag changes this one time).
+                let fire = fire_doc(&current.agent, to_ms);
+                c.upsert_item(tenant.as_str().to_owned(), &fire.id.clone(), fire, None)
+                    .await
+                    .map_err(|e| map_error(e, "writing an agent fire time"))?;
+                let etag = current.etag.clone();
+                let marked = AgentDoc {
+                    fire_doc: true,
+                    ..current
+                };
+                match c
+                    .replace_item(
+                        tenant.as_str().to_owned(),
+                        &id.to_string(),
+                        marked,
+                        write_if_match(&etag),
+                    )
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.status().is_precondition_failed() => {}
+                    Err(e) => return Err(map_error(e, "marking an agent")),
+                }
+                return Ok(());
+            }
+            let Some(fire): Option<FireDoc> = read_doc(c, tenant.as_str(), &fire_id(id)).await?
+            else {
+                return Ok(());
+            };
+            if fire.next_fire_ms != Some(from.timestamp_millis()) {
+                return Ok(());
+            }
+            let etag = fire.etag.clone();
+            let next = FireDoc {
+                next_fire_ms: to_ms,
+                ..fire
+            };
+            match c
+                .replace_item(
+                    tenant.as_str().to_owned(),
+                    &next.id.clone(),
+                    next,
+                    write_if_match(&etag),
+                )
+                .await
+            {
+                Ok(_) => Ok(()),
+                // Moved by an edit meanwhile: the edit's time stands.
+                Err(e) if e.status().is_precondition_failed() => Ok(()),
+                Err(e) => Err(map_error(e, "moving an agent fire time")),
+            }
+        })
+        .instrument(span("advance_schedule", AGENTS, tenant.as_str()))
         .await
     }
 

@@ -12,7 +12,9 @@ use crate::codec::{from_doc, to_doc};
 use crate::keyset::{self, ByCreated, ByVersion};
 use flowgrid_domain::Error;
 use flowgrid_domain::store::Condition;
-use flowgrid_domain::store::{AgentDocument, AgentQuery, AgentStore, AgentVersionSummary, Page};
+use flowgrid_domain::store::{
+    AgentDocument, AgentQuery, AgentStore, AgentVersionSummary, DueAgent, Page, next_fire,
+};
 use flowgrid_domain::{Agent, AgentId, TenantId};
 
 /// The stored agent `doc` with `etag` (its row's; none on versions).
@@ -80,8 +82,8 @@ impl AgentStore for Sqlite {
             let doc = to_doc("agent", &agent)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
-                "INSERT INTO agents (tenant_id, id, name_key, status, created_ms, etag, doc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO agents (tenant_id, id, name_key, status, created_ms, etag, doc, next_fire_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     agent.tenant_id.as_str(),
                     agent.id.to_string(),
@@ -89,7 +91,8 @@ impl AgentStore for Sqlite {
                     agent.status.as_str(),
                     agent.created_at.timestamp_millis(),
                     agent.etag,
-                    doc
+                    doc,
+                    next_fire(&agent, agent.updated_at).map(|t| t.timestamp_millis()),
                 ],
             )
             .map_err(|e| if_taken(e, name_taken()))?;
@@ -172,15 +175,25 @@ impl AgentStore for Sqlite {
             let doc = to_doc("agent", &agent)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             require_etag(&tx, "agents", agent.tenant_id.as_str(), &agent.id.to_string(), &expected)?;
+            // The next fire time from now, unless the schedule is unchanged and its stored
+            // (earlier) fire time has not been handled yet: an edit does not skip a due time.
             tx.execute(
-                "UPDATE agents SET name_key = ?3, status = ?4, etag = ?5, doc = ?6 WHERE tenant_id = ?1 AND id = ?2",
+                "UPDATE agents SET name_key = ?3, status = ?4, etag = ?5, doc = ?6,
+                    next_fire_ms = CASE
+                        WHEN ?7 IS NULL THEN NULL
+                        WHEN next_fire_ms IS NOT NULL AND next_fire_ms < ?7
+                             AND json_extract(doc, '$.schedule') IS ?8 THEN next_fire_ms
+                        ELSE ?7 END
+                 WHERE tenant_id = ?1 AND id = ?2",
                 params![
                     agent.tenant_id.as_str(),
                     agent.id.to_string(),
                     agent.name_key(),
                     agent.status.as_str(),
                     agent.etag,
-                    doc
+                    doc,
+                    next_fire(&agent, agent.updated_at).map(|t| t.timestamp_millis()),
+                    agent.schedule.as_ref().map(|s| s.as_str().to_owned()),
                 ],
             )
             .map_err(|e| if_taken(e, name_taken()))?;
@@ -287,6 +300,64 @@ impl AgentStore for Sqlite {
         .await
     }
 
+    /// One range read of the `agents_by_next_fire` index: rows not due are not read.
+    async fn due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> flowgrid_domain::Result<Vec<DueAgent>> {
+        self.run(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT doc, etag, next_fire_ms FROM agents INDEXED BY agents_by_next_fire
+                     WHERE next_fire_ms IS NOT NULL AND next_fire_ms <= ?1
+                     ORDER BY next_fire_ms LIMIT ?2",
+                )?
+                .query_map(params![now.timestamp_millis(), limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .into_iter()
+                .map(|(doc, etag, ms)| {
+                    Ok(DueAgent {
+                        agent: agent_from(&doc, etag)?,
+                        next_fire: chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+                    })
+                })
+                .collect::<flowgrid_domain::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn advance_schedule(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+        from: chrono::DateTime<chrono::Utc>,
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> flowgrid_domain::Result<()> {
+        let tenant = tenant.clone();
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "UPDATE agents SET next_fire_ms = ?4
+                 WHERE tenant_id = ?1 AND id = ?2 AND next_fire_ms = ?3",
+            )?
+            .execute(params![
+                tenant.as_str(),
+                id.to_string(),
+                from.timestamp_millis(),
+                to.map(|t| t.timestamp_millis())
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn version(
         &self,
         tenant: &TenantId,
@@ -333,6 +404,52 @@ mod tests {
         let agent = Agent::create(tenant, input.validate().unwrap(), "u1", Utc::now());
         let agent = db.insert(&agent).await.unwrap();
         (dir, db, agent)
+    }
+
+    #[tokio::test]
+    async fn agents_stored_before_fire_times_are_due_at_once_after_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut agent = store_with_agent().await.2;
+        agent.status = flowgrid_domain::AgentStatus::Active;
+        agent.etag = "e1".into();
+        {
+            // A database at the schema before fire times, with one active scheduled agent.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let before = &super::super::schema::MIGRATIONS[..4];
+            for migration in before {
+                conn.execute_batch(migration).unwrap();
+            }
+            conn.pragma_update(None, "user_version", before.len() as i64)
+                .unwrap();
+            conn.execute(
+                "INSERT INTO agents (tenant_id, id, name_key, status, created_ms, etag, doc)
+                 VALUES (?1, ?2, ?3, 'active', 0, 'e1', ?4)",
+                params![
+                    agent.tenant_id.as_str(),
+                    agent.id.to_string(),
+                    agent.name_key(),
+                    to_doc("agent", &agent).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+        let db = Sqlite::open(&path).await.unwrap();
+        let due = db.due(Utc::now(), 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].agent.id, agent.id);
+        assert_eq!(due[0].next_fire.timestamp_millis(), 0, "due at once");
+        let plan: String = db
+            .run(|conn| {
+                Ok(conn.query_row(
+                    "EXPLAIN QUERY PLAN SELECT doc FROM agents WHERE next_fire_ms IS NOT NULL AND next_fire_ms <= 1",
+                    [],
+                    |r| r.get::<_, String>(3),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert!(plan.contains("agents_by_next_fire"), "{plan}");
     }
 
     #[tokio::test]

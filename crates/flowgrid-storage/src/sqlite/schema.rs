@@ -2,7 +2,7 @@
 //! Append only; a released migration never changes.
 
 /// Every migration, in order.
-pub(super) const MIGRATIONS: &[&str] = &[AGENTS, IDENTITY, JOBS, CONNECTIONS];
+pub(super) const MIGRATIONS: &[&str] = &[AGENTS, IDENTITY, JOBS, CONNECTIONS, FIRE_TIMES];
 
 /// 1: agents and their version history.
 const AGENTS: &str = "
@@ -112,4 +112,15 @@ const CONNECTIONS: &str = "
         doc TEXT NOT NULL,
         PRIMARY KEY (tenant_id, id)
     ) WITHOUT ROWID;
+";
+
+/// 5: each agent's next fire time on schedule (ms since the epoch; NULL: it does not fire), in
+/// an index, so the schedule timer reads only the agents that are due. Active agents with a
+/// schedule stored before get 0 (due at once): the first tick handles them as it did before and
+/// stores their real next fire time.
+const FIRE_TIMES: &str = "
+    ALTER TABLE agents ADD COLUMN next_fire_ms INTEGER;
+    CREATE INDEX agents_by_next_fire ON agents (next_fire_ms) WHERE next_fire_ms IS NOT NULL;
+    UPDATE agents SET next_fire_ms = 0
+        WHERE status = 'active' AND json_extract(doc, '$.schedule') IS NOT NULL;
 ";

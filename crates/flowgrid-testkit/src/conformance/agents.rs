@@ -471,3 +471,150 @@ pub async fn scheduled_lists_agents_with_a_schedule_across_tenants(store: &dyn A
     assert!(found.iter().all(|a| !a.etag.is_empty()));
     assert_eq!(store.scheduled(1).await.expect("scheduled").len(), 1);
 }
+
+/// `due` is the schedule timer's read: the active agents whose next fire time has come, across
+/// tenants, and nothing else; `advance_schedule` moves a fire time on without a new version,
+/// and only from the time it was read; an edit keeps an unhandled earlier fire time.
+pub async fn due_lists_only_active_agents_whose_fire_time_has_come(store: &dyn AgentStore) {
+    use flowgrid_domain::Schedule;
+    let schedule = |s: &str| Some(Schedule::parse(s).expect("schedule"));
+    let now = Utc::now();
+    let mut wanted = Vec::new();
+    for t in [tenant("da"), tenant("db")] {
+        let mut on = new_agent(&t, "every minute", 600);
+        on.schedule = schedule("0 * * * * *");
+        on.status = AgentStatus::Active;
+        let on = store.insert(&on).await.expect("insert");
+        wanted.push((t.clone(), on.id));
+        let mut yearly = new_agent(&t, "yearly", 600);
+        yearly.schedule = schedule("0 0 0 1 1 *");
+        yearly.status = AgentStatus::Active;
+        if next_fire_of(&yearly) > now {
+            store.insert(&yearly).await.expect("insert");
+        }
+        for (name, status) in [
+            ("draft", AgentStatus::Draft),
+            ("off", AgentStatus::Disabled),
+        ] {
+            let mut not_active = new_agent(&t, name, 600);
+            not_active.schedule = schedule("0 * * * * *");
+            not_active.status = status;
+            store.insert(&not_active).await.expect("insert");
+        }
+        store
+            .insert(&new_agent(&t, "no schedule", 600))
+            .await
+            .expect("insert");
+    }
+    let due = store.due(now, 100).await.expect("due");
+    let mut got: Vec<(TenantId, AgentId)> = due
+        .iter()
+        .map(|d| (d.agent.tenant_id.clone(), d.agent.id))
+        .collect();
+    got.sort_by_key(|(t, id)| (t.as_str().to_owned(), id.to_string()));
+    wanted.sort_by_key(|(t, id)| (t.as_str().to_owned(), id.to_string()));
+    assert_eq!(got, wanted, "only the active agents whose time has come");
+    assert!(
+        due.iter()
+            .all(|d| d.next_fire <= now && !d.agent.etag.is_empty())
+    );
+    assert_eq!(store.due(now, 1).await.expect("due").len(), 1, "limit");
+
+    // Moving one on: not due now, due again later; its version and ETag stay.
+    let first = &due[0];
+    let later = now + Duration::hours(1);
+    store
+        .advance_schedule(
+            &first.agent.tenant_id,
+            first.agent.id,
+            first.next_fire,
+            Some(later),
+        )
+        .await
+        .expect("advance");
+    let after = store.due(now, 100).await.expect("due");
+    assert!(after.iter().all(|d| d.agent.id != first.agent.id));
+    assert_eq!(after.len(), due.len() - 1);
+    let stored = store
+        .get(&first.agent.tenant_id, first.agent.id)
+        .await
+        .expect("get");
+    assert_eq!(
+        stored.etag, first.agent.etag,
+        "a fire time is not a version"
+    );
+    assert_eq!(stored.version, first.agent.version);
+    let back = store
+        .due(later + Duration::seconds(1), 100)
+        .await
+        .expect("due");
+    assert!(back.iter().any(|d| d.agent.id == first.agent.id));
+    // From a stale time: nothing moves.
+    store
+        .advance_schedule(
+            &first.agent.tenant_id,
+            first.agent.id,
+            first.next_fire,
+            None,
+        )
+        .await
+        .expect("advance");
+    assert!(
+        store
+            .due(later + Duration::seconds(1), 100)
+            .await
+            .expect("due")
+            .iter()
+            .any(|d| d.agent.id == first.agent.id)
+    );
+
+    // An edit keeping the schedule keeps the unhandled fire time; a draft does not fire.
+    let second = &due[1];
+    let mut edited = second.agent.clone();
+    edited.version += 1;
+    edited.description = "edited".into();
+    edited.updated_at = Utc::now();
+    let edited = store
+        .replace(&edited, &second.agent.etag)
+        .await
+        .expect("replace");
+    assert!(
+        store
+            .due(now, 100)
+            .await
+            .expect("due")
+            .iter()
+            .any(|d| d.agent.id == second.agent.id),
+        "the edit kept the due time"
+    );
+    let mut draft = edited.clone();
+    draft.version += 1;
+    draft.status = AgentStatus::Draft;
+    let draft = store.replace(&draft, &edited.etag).await.expect("replace");
+    assert!(
+        store
+            .due(later, 100)
+            .await
+            .expect("due")
+            .iter()
+            .all(|d| d.agent.id != draft.id),
+        "a draft does not fire"
+    );
+    store
+        .delete(&first.agent.tenant_id, first.agent.id, None)
+        .await
+        .expect("delete");
+    assert!(
+        store
+            .due(later + Duration::seconds(1), 100)
+            .await
+            .expect("due")
+            .iter()
+            .all(|d| d.agent.id != first.agent.id),
+        "a deleted agent does not fire"
+    );
+}
+
+fn next_fire_of(agent: &Agent) -> chrono::DateTime<Utc> {
+    flowgrid_domain::store::next_fire(agent, agent.updated_at).expect("fires")
+}

@@ -28,6 +28,7 @@ macro_rules! agent_store_conformance {
             delete_honours_if_match_and_removes_the_history,
             versions_are_listed_newest_first_and_paged,
             scheduled_lists_agents_with_a_schedule_across_tenants,
+            due_lists_only_active_agents_whose_fire_time_has_come,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {

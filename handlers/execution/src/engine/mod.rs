@@ -27,7 +27,7 @@ use flowgrid_domain::events::{CloudEvent, PlatformEvent};
 use flowgrid_domain::job::is_lease_lost;
 use flowgrid_domain::plan;
 use flowgrid_domain::store::jobs::Created;
-use flowgrid_domain::store::{Job, JobId, JobStatus, Versioned, update_with_retry};
+use flowgrid_domain::store::{self, DueAgent, Job, JobId, JobStatus, Versioned, update_with_retry};
 use flowgrid_domain::{Agent, AgentStatus, TenantId};
 use flowgrid_domain::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -421,41 +421,92 @@ impl Engine {
         self.stores.jobs.create(&job).await
     }
 
-    /// The schedule timer: for every scheduled agent whose latest due time (within the last
-    /// `lookback`, and after the agent was created) has passed, creates its job with the key
-    /// `schedule:{agentId}:{dueTime}`, so a due time fires at most once whatever the number of
-    /// timer firings. Returns the messages and `flowgrid.job.submitted` events of the new jobs.
+    /// The schedule timer: reads only the agents whose stored next fire time has come
+    /// ([`AgentStore::due`], an index range on both backends), and for each takes its latest due
+    /// time within the last `lookback` (not before that stored time, nor the agent's creation)
+    /// and creates its job with the key `schedule:{agentId}:{dueTime}`, so a due time fires at
+    /// most once whatever the number of timer firings. Then it stores the agent's next fire time
+    /// after `now` ([`AgentStore::advance_schedule`]). Returns the messages and
+    /// `flowgrid.job.submitted` events of the new jobs.
+    ///
+    /// [`AgentStore::due`]: flowgrid_domain::store::AgentStore::due
+    /// [`AgentStore::advance_schedule`]: flowgrid_domain::store::AgentStore::advance_schedule
     pub async fn run_schedules(&self, now: DateTime<Utc>, lookback: Duration) -> Result<Effects> {
+        /// Agents read per query; a tick reads batches until none is left (at most `BATCHES`).
+        const BATCH: u32 = 500;
+        const BATCHES: usize = 20;
         let mut effects = Effects::default();
-        for agent in self.stores.agents.scheduled(10_000).await? {
-            let Some(due) = latest_due(&agent, now, lookback) else {
-                continue;
-            };
-            let key = format!("schedule:{}:{}", agent.id, due.to_rfc3339());
-            match self
-                .create_job(&agent, json!({}), "schedule", "schedule", Some(key), None)
-                .await
-            {
-                Ok(Created::New(job)) => {
-                    effects.messages.push(JobMessage::of(&job));
-                    effects.events.push(job.submitted_event(APP));
-                }
-                Ok(Created::Existing(_)) => {}
-                Err(e @ Error::Unavailable(_)) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(agent.id = %agent.id, tenant = %agent.tenant_id, error = %e, "scheduled run not created")
-                }
+        for _ in 0..BATCHES {
+            let due = self.stores.agents.due(now, BATCH).await?;
+            let full = due.len() == BATCH as usize;
+            for DueAgent { agent, next_fire } in due {
+                self.fire(&agent, next_fire, now, lookback, &mut effects)
+                    .await?;
+                self.stores
+                    .agents
+                    .advance_schedule(
+                        &agent.tenant_id,
+                        agent.id,
+                        next_fire,
+                        store::next_fire(&agent, now),
+                    )
+                    .await?;
+            }
+            if !full {
+                break;
             }
         }
         Ok(effects)
     }
+
+    /// Creates the job of `agent`'s latest due time, if one is within `lookback`.
+    async fn fire(
+        &self,
+        agent: &Agent,
+        stored: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lookback: Duration,
+        effects: &mut Effects,
+    ) -> Result<()> {
+        let Some(due) = latest_due(agent, stored, now, lookback) else {
+            return Ok(());
+        };
+        let key = format!("schedule:{}:{}", agent.id, due.to_rfc3339());
+        match self
+            .create_job(agent, json!({}), "schedule", "schedule", Some(key), None)
+            .await
+        {
+            Ok(Created::New(job)) => {
+                effects.messages.push(JobMessage::of(&job));
+                effects.events.push(job.submitted_event(APP));
+            }
+            Ok(Created::Existing(_)) => {}
+            Err(e @ Error::Unavailable(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(agent.id = %agent.id, tenant = %agent.tenant_id, error = %e, "scheduled run not created")
+            }
+        }
+        Ok(())
+    }
 }
 
-/// The agent's latest due time within `lookback` before `now` (and after its creation).
-fn latest_due(agent: &Agent, now: DateTime<Utc>, lookback: Duration) -> Option<DateTime<Utc>> {
+/// The agent's latest due time within `lookback` before `now`, not before its stored fire time
+/// `stored` nor its creation.
+fn latest_due(
+    agent: &Agent,
+    stored: DateTime<Utc>,
+    now: DateTime<Utc>,
+    lookback: Duration,
+) -> Option<DateTime<Utc>> {
+    if agent.status != AgentStatus::Active {
+        return None;
+    }
     let schedule = agent.schedule.as_ref()?;
     let mut due = None;
-    let mut t = (now - chrono_dur(lookback)).max(agent.created_at);
+    let from = (now - chrono_dur(lookback))
+        .max(agent.created_at)
+        .max(stored - chrono::Duration::seconds(1));
+    let mut t = DateTime::from_timestamp(from.timestamp(), 0)?;
     while let Some(next) = schedule.next_after(t) {
         if next > now {
             break;

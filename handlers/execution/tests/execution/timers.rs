@@ -1,12 +1,18 @@
 //! The timers (the reaper, schedules) and the `agent-compiled` subscription, driven directly
 //! and through their functions with envelope payloads.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 use flowgrid_domain::TenantId;
 use flowgrid_domain::events::{AgentCompiled, CloudEvent};
-use flowgrid_domain::store::JobStatus;
+use flowgrid_domain::store::{
+    AgentDocument, AgentQuery, AgentStore, AgentVersionSummary, Condition, DueAgent, JobStatus,
+    Page,
+};
+use flowgrid_domain::{Agent, AgentId, AgentInput};
 use flowgrid_http::auth::Role;
 use serde_json::json;
 
@@ -93,7 +99,7 @@ async fn a_schedule_fires_once_per_due_time_whatever_the_number_of_timer_firings
     let agent = app
         .agent_with(
             "t1",
-            json!({"name": "cron", "schedule": "0 * * * * *", "definition": transform_agent()}),
+            json!({"name": "cron", "status": "active", "schedule": "0 * * * * *", "definition": transform_agent()}),
             600,
         )
         .await;
@@ -184,4 +190,197 @@ async fn agent_compiled_messages_pin_the_version_runs_use() {
         .await,
     );
     assert_eq!(app.job("t1", &id).await.agent_version, 1);
+}
+
+#[tokio::test]
+async fn only_active_agents_fire_on_schedule() {
+    let app = ExecApp::new().await;
+    for status in ["draft", "disabled", "active"] {
+        app.agent_with(
+            "t1",
+            json!({"name": status, "status": status, "schedule": "0 * * * * *", "definition": transform_agent()}),
+            600,
+        )
+        .await;
+    }
+    let fired = app
+        .state()
+        .engine
+        .run_schedules(Utc::now(), Duration::from_secs(300))
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(fired.len(), 1, "only the active agent: {fired:?}");
+    let tenant = TenantId::parse("t1").unwrap();
+    let jobs = app
+        .stores()
+        .jobs
+        .list(
+            &tenant,
+            &flowgrid_domain::store::JobQuery {
+                limit: 50,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let active = app
+        .stores()
+        .agents
+        .list(
+            &tenant,
+            &AgentQuery {
+                status: Some(flowgrid_domain::AgentStatus::Active),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(jobs.items.len(), 1);
+    assert_eq!(jobs.items[0].agent_id, active.items[0].id);
+}
+
+/// An agent store that counts the agents it hands out (every read that returns agents).
+struct Counting {
+    inner: Arc<dyn AgentStore>,
+    read: AtomicUsize,
+}
+
+impl Counting {
+    fn count(&self, n: usize) {
+        self.read.fetch_add(n, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl AgentStore for Counting {
+    async fn insert(&self, agent: &Agent) -> flowgrid_domain::Result<Agent> {
+        self.inner.insert(agent).await
+    }
+    async fn get(&self, tenant: &TenantId, id: AgentId) -> flowgrid_domain::Result<Agent> {
+        self.count(1);
+        self.inner.get(tenant, id).await
+    }
+    async fn get_document(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+    ) -> flowgrid_domain::Result<AgentDocument> {
+        self.count(1);
+        self.inner.get_document(tenant, id).await
+    }
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        query: &AgentQuery,
+    ) -> flowgrid_domain::Result<Page<Agent>> {
+        let page = self.inner.list(tenant, query).await?;
+        self.count(page.items.len());
+        Ok(page)
+    }
+    async fn replace(&self, next: &Agent, expected_etag: &str) -> flowgrid_domain::Result<Agent> {
+        self.inner.replace(next, expected_etag).await
+    }
+    async fn delete(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+        if_match: Option<&Condition>,
+    ) -> flowgrid_domain::Result<()> {
+        self.inner.delete(tenant, id, if_match).await
+    }
+    async fn versions(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+        limit: u32,
+        continuation_token: Option<&str>,
+    ) -> flowgrid_domain::Result<Page<AgentVersionSummary>> {
+        self.inner
+            .versions(tenant, id, limit, continuation_token)
+            .await
+    }
+    async fn version(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+        version: u32,
+    ) -> flowgrid_domain::Result<Agent> {
+        self.count(1);
+        self.inner.version(tenant, id, version).await
+    }
+    async fn scheduled(&self, limit: u32) -> flowgrid_domain::Result<Vec<Agent>> {
+        let agents = self.inner.scheduled(limit).await?;
+        self.count(agents.len());
+        Ok(agents)
+    }
+    async fn due(
+        &self,
+        now: chrono::DateTime<Utc>,
+        limit: u32,
+    ) -> flowgrid_domain::Result<Vec<DueAgent>> {
+        let due = self.inner.due(now, limit).await?;
+        self.count(due.len());
+        Ok(due)
+    }
+    async fn advance_schedule(
+        &self,
+        tenant: &TenantId,
+        id: AgentId,
+        from: chrono::DateTime<Utc>,
+        to: Option<chrono::DateTime<Utc>>,
+    ) -> flowgrid_domain::Result<()> {
+        self.inner.advance_schedule(tenant, id, from, to).await
+    }
+}
+
+#[tokio::test]
+async fn a_tick_over_ten_thousand_scheduled_agents_reads_only_the_due_ones() {
+    let app = ExecApp::new().await;
+    let store = app.stores().agents.clone();
+    let created = Utc::now() - chrono::Duration::seconds(600);
+    let tenant = TenantId::parse("t1").unwrap();
+    const ALL: usize = 10_000;
+    const DUE: usize = 7;
+    for i in 0..ALL {
+        // Most fire once a year on 1 January; DUE of them every minute.
+        let schedule = if i < DUE {
+            "0 * * * * *"
+        } else {
+            "0 0 0 1 1 *"
+        };
+        let input: AgentInput = serde_json::from_value(json!({
+            "name": format!("agent-{i}"), "status": "active", "schedule": schedule,
+            "definition": transform_agent()
+        }))
+        .unwrap();
+        let agent = Agent::create(tenant.clone(), input.validate().unwrap(), "t", created);
+        store.insert(&agent).await.unwrap();
+    }
+    let counting = Arc::new(Counting {
+        inner: store,
+        read: AtomicUsize::new(0),
+    });
+    let mut engine = app.state().engine.clone();
+    engine.stores.agents = counting.clone();
+    let now = Utc::now();
+    let fired = engine
+        .run_schedules(now, Duration::from_secs(300))
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(fired.len(), DUE);
+    let read = counting.read.load(Ordering::SeqCst);
+    println!("a tick over {ALL} scheduled agents read {read} agent(s), {DUE} due");
+    assert_eq!(read, DUE, "the tick read only the due agents");
+    // The next tick in the same minute reads nothing: their next fire times moved on.
+    counting.read.store(0, Ordering::SeqCst);
+    let again = engine
+        .run_schedules(now, Duration::from_secs(300))
+        .await
+        .unwrap()
+        .messages;
+    assert!(again.is_empty());
+    assert_eq!(counting.read.load(Ordering::SeqCst), 0);
 }
