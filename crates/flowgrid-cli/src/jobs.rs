@@ -227,7 +227,7 @@ fn step_line(step: &Value, color: bool) -> String {
         .unwrap_or_default();
     let error = step["error"]
         .as_str()
-        .map(|e| format!("  {}", truncate(e, 200)))
+        .map(|e| format!("  {}", truncate(e, 400)))
         .unwrap_or_default();
     format!(
         "  {mark} {:<20} {:<12}{ms}{tokens}{error}",

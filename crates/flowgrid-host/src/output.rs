@@ -9,7 +9,8 @@
 //! Handlers always write JSON lines (crates/flowgrid-http telemetry); the host renders them.
 //! Lines that would say the same thing twice are shown at debug level only: the host's access
 //! line of a request a handler answered (the handler logged it, with its tenant and error), a
-//! handler's line for an invocation the host made (`POST /{Function}`), and the plain
+//! handler's line for a request the host made itself (an invocation, `POST /{Function}`, or a
+//! deep health check behind `GET /api/health`, which carries no invocation id), and the plain
 //! `listening on` line a handler prints for its parent.
 
 use std::fmt::Write as _;
@@ -120,7 +121,10 @@ pub fn render_handler_line(
     obj.entry("app")
         .or_insert_with(|| Value::String(app.to_owned()));
     let route = obj.get("http.route").and_then(Value::as_str);
-    let invocation = route.is_some_and(|r| quiet_routes.iter().any(|q| q.eq_ignore_ascii_case(r)));
+    // A request the host made itself: an invocation (`POST /{Function}`), or a call without an
+    // invocation id (the deep health checks behind `GET /api/health`).
+    let invocation = route.is_some_and(|r| quiet_routes.iter().any(|q| q.eq_ignore_ascii_case(r)))
+        || (route.is_some() && obj.get("invocation_id").and_then(Value::as_str) == Some(""));
     let listening = obj.get("message").and_then(Value::as_str) == Some("listening");
     let warn_or_worse = matches!(
         obj.get("level").and_then(Value::as_str),
@@ -344,6 +348,12 @@ mod tests {
         let listening = r#"{"timestamp":"2026-12-01T10:00:01.234567Z","level":"INFO","message":"listening","address":"127.0.0.1:4000"}"#;
         assert_eq!(
             render_handler_line("agents", listening, &[], false, None),
+            None
+        );
+        // The host's own deep health call (no invocation id) is not a user's request.
+        let health = SERVED.replace("\"invocation_id\":\"i\"", "\"invocation_id\":\"\"");
+        assert_eq!(
+            render_handler_line("agents", &health, &[], false, None),
             None
         );
         // A warning about an invocation is still shown.

@@ -1,9 +1,11 @@
-//! The end-to-end tests, one binary: `flowgrid dev` with the real Agents app (`dev_host_agents`),
+//! The end-to-end tests, one binary: the CLI's everyday loop and the dev host's guards and log
+//! (`cli`), `flowgrid dev` with the real Agents app (`dev_host_agents`),
 //! with Auth and Agents (`dev_host_auth`), on the Cosmos emulator (`dev_host_cosmos`), a connection used by a run's integration step
 //! (`dev_host_integrations`), runs
 //! through Execution and the local Service Bus (`execution`), and the offline checks of the Azure
 //! deployment (`infra`).
 
+mod cli;
 mod dev_host_agents;
 mod dev_host_auth;
 mod dev_host_cosmos;
