@@ -12,6 +12,9 @@
 //!   where they go (see [`profile`]).
 //! - `cargo run --release -p flowgrid-bench -- execution [--jobs 200] [--concurrency 16]`:
 //!   enqueue-to-terminal through `flowgrid dev` (see [`execution`]).
+//! - `cargo run --release -p flowgrid-bench -- ai [--calls 200]`: the provider layer's overhead
+//!   per model call over llmock's own latency, and the Design app's prompt-preview and compile
+//!   latency (see [`ai`]).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 mod agents;
+mod ai;
 mod execution;
 mod load;
 mod node;
@@ -36,7 +40,10 @@ fn main() -> anyhow::Result<()> {
         Some("agents") => agents::main(rest),
         Some("profile") => profile::main(rest),
         Some("execution") => execution::main(rest),
-        _ => bail!("usage: flowgrid-bench agents|profile|execution [options] (see the crate doc)"),
+        Some("ai") => ai::main(rest),
+        _ => {
+            bail!("usage: flowgrid-bench agents|profile|execution|ai [options] (see the crate doc)")
+        }
     }
 }
 

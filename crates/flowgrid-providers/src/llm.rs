@@ -15,6 +15,7 @@
 //! table ([`prices`]). Failures are [`LlmError`]s whose kind says what happened (a refusal, a
 //! truncation at the token limit and a content filter are distinct).
 
+pub mod budget;
 pub mod http;
 pub mod offline;
 pub mod prices;

@@ -17,7 +17,7 @@ use flowgrid_domain::config::{Config, StoreKind};
 use flowgrid_domain::health::HealthCheck;
 use flowgrid_domain::store::{
     AgentStore, ConnectionStore, JobStore, RevocationStore, SessionStore, SigningKeyStore,
-    TenantStore, UserStore,
+    SpendStore, TenantStore, UserStore,
 };
 
 /// The document backend the configuration names. An app opens it once and takes only the
@@ -71,6 +71,8 @@ impl Backend {
         jobs: JobStore);
     accessor!(/// Integration connections and their health.
         connections: ConnectionStore);
+    accessor!(/// The AI spend ledger (per tenant and month).
+        spend: SpendStore);
     accessor!(/// Reachability of the backend, for readiness and deep health.
         health: HealthCheck);
 }

@@ -93,6 +93,10 @@ impl AppState {
             settings.outbound.clone(),
             flowgrid_providers::integrations::CallSettings::from_env()?,
         )?);
+        runner.budget = Some(Arc::new(flowgrid_providers::llm::budget::Budget::new(
+            backend.tenants(),
+            backend.spend(),
+        )));
         runner.llm = Arc::new(flowgrid_providers::llm::Providers::new(
             flowgrid_providers::llm::http::HttpProvider::new(
                 settings.ai.clone(),

@@ -92,6 +92,8 @@ pub struct StepRunner {
     pub llm: Arc<dyn LlmProvider>,
     /// Integration connectors.
     pub connectors: Arc<dyn Connectors>,
+    /// The monthly AI budget (`None`: not enforced).
+    pub budget: Option<Arc<flowgrid_providers::llm::budget::Budget>>,
 }
 
 impl StepRunner {
@@ -104,6 +106,7 @@ impl StepRunner {
             policy,
             llm: Arc::new(Providers::offline()),
             connectors: Arc::new(NoConnectors),
+            budget: None,
         })
     }
 
@@ -302,7 +305,16 @@ impl Attempt<'_> {
             idempotency_key: self.key.to_owned(),
             ..LlmRequest::default()
         };
-        let answer = self.runner.llm.complete(&request).await?;
+        let reservation = match &self.runner.budget {
+            Some(b) => b.admit(self.tenant, &request).await?,
+            None => None,
+        };
+        let answer = self.runner.llm.complete(&request).await;
+        if let (Some(b), Some(r)) = (&self.runner.budget, reservation) {
+            b.settle(r, answer.as_ref().ok().and_then(|a| a.cost.micro_usd))
+                .await;
+        }
+        let answer = answer?;
         let tokens = Tokens {
             input: answer.usage.input + answer.usage.cached_input,
             output: answer.usage.output,

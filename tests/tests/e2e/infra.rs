@@ -120,6 +120,11 @@ fn own_settings_of(app: &str) -> Vec<Setting> {
         ]
         .concat(),
         flowgrid_integrations::APP => flowgrid_integrations::settings(),
+        flowgrid_design::APP => [
+            flowgrid_design::SETTINGS,
+            flowgrid_design::settings::AI_SETTINGS,
+        ]
+        .concat(),
         other => panic!(
             "functions/{other}: an app these checks do not know; add its SETTINGS to own_settings_of"
         ),

@@ -9,6 +9,7 @@ mod agents;
 pub mod connections;
 mod identity;
 pub mod jobs;
+pub mod spend;
 
 pub use agents::{
     AgentDocument, AgentQuery, AgentStore, AgentVersionSummary, DueAgent, next_fire,
@@ -19,6 +20,7 @@ pub use identity::{
     RevocationStore, SessionStore, SigningKeyStore, StoredSigningKey, TenantStore, UserStore,
 };
 pub use jobs::{Job, JobId, JobQuery, JobStatus, JobStore};
+pub use spend::SpendStore;
 
 use crate::{Error, Result};
 

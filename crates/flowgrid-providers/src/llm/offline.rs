@@ -318,13 +318,17 @@ impl LlmProvider for OfflineProvider {
                 ),
             ));
         }
-        let mut source = request.prompt.clone();
-        for image in &request.images {
-            if let Some(t) = &image.text_hint {
-                source.push('\n');
-                source.push_str(t);
-            }
-        }
+        // What an image says is the content; the prompt is then only the instruction.
+        let hints: Vec<&str> = request
+            .images
+            .iter()
+            .filter_map(|i| i.text_hint.as_deref())
+            .collect();
+        let source = if hints.is_empty() {
+            request.prompt.clone()
+        } else {
+            hints.join("\n")
+        };
         let limit = request
             .max_tokens
             .or(request.model.max_tokens)

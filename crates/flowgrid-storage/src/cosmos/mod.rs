@@ -29,6 +29,7 @@ mod jobs;
 mod revocations;
 mod sessions;
 mod signing_keys;
+mod spend;
 mod tenants;
 mod users;
 

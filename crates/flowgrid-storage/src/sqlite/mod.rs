@@ -17,6 +17,7 @@ mod revocations;
 mod schema;
 mod sessions;
 mod signing_keys;
+mod spend;
 mod tenants;
 mod users;
 

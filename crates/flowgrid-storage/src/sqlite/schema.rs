@@ -2,7 +2,7 @@
 //! Append only; a released migration never changes.
 
 /// Every migration, in order.
-pub(super) const MIGRATIONS: &[&str] = &[AGENTS, IDENTITY, JOBS, CONNECTIONS, FIRE_TIMES];
+pub(super) const MIGRATIONS: &[&str] = &[AGENTS, IDENTITY, JOBS, CONNECTIONS, FIRE_TIMES, AI_SPEND];
 
 /// 1: agents and their version history.
 const AGENTS: &str = "
@@ -123,4 +123,14 @@ const FIRE_TIMES: &str = "
     CREATE INDEX agents_by_next_fire ON agents (next_fire_ms) WHERE next_fire_ms IS NOT NULL;
     UPDATE agents SET next_fire_ms = 0
         WHERE status = 'active' AND json_extract(doc, '$.schedule') IS NOT NULL;
+";
+
+/// 6: the AI spend ledger, micro-dollars per tenant and calendar month (`YYYY-MM`).
+const AI_SPEND: &str = "
+    CREATE TABLE ai_spend (
+        tenant_id TEXT NOT NULL,
+        month TEXT NOT NULL,
+        micro_usd INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, month)
+    ) WITHOUT ROWID;
 ";

@@ -6,6 +6,7 @@ pub mod blobs;
 pub mod connections;
 pub mod identity;
 pub mod jobs;
+pub mod spend;
 
 /// Generates one `#[tokio::test]` per agents-store check, each on a fresh store made by
 /// `$make` (an async expression yielding an `Arc<dyn AgentStore>` and a guard kept alive for
@@ -155,6 +156,33 @@ macro_rules! connection_store_conformance {
             async fn $name() {
                 let (store, _guard) = $make.await;
                 $crate::conformance::connections::$name(store.as_ref()).await;
+            }
+        )+
+    };
+}
+
+/// Generates one `#[tokio::test]` per AI-spend-ledger check, each on a store made by `$make`
+/// (an async expression yielding an `Arc` of a backend and a guard kept alive for the test).
+#[macro_export]
+macro_rules! spend_store_conformance {
+    ($make:expr) => {
+        $crate::spend_store_conformance!(@tests $make;
+            reservations_stop_once_the_budget_is_reached,
+            adjustments_settle_reservations_and_never_go_below_zero,
+            tenants_have_their_own_ledgers,
+        );
+        #[tokio::test]
+        async fn concurrent_reservations_overshoot_by_at_most_one_call() {
+            let (store, _guard) = $make.await;
+            $crate::conformance::spend::concurrent_reservations_overshoot_by_at_most_one_call(store).await;
+        }
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::conformance::spend::$name(store.as_ref()).await;
             }
         )+
     };

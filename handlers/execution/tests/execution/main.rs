@@ -8,4 +8,5 @@ mod engine;
 mod events;
 mod helpers;
 mod limits;
+mod models;
 mod timers;

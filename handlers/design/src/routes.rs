@@ -1,0 +1,958 @@
+//! The Design routes. Each handler extracts, calls the provider layer, the compiler or the store,
+//! and answers a typed view.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use chrono::Utc;
+use flowgrid_domain::agent::{AgentInput, Interaction, ModelSettings};
+use flowgrid_domain::blob::{BlobName, bytes_stream};
+use flowgrid_domain::events::{AgentCompiled, CloudEvent, PlatformEvent, TokenUsage, topics};
+use flowgrid_domain::plan::template::Templates;
+use flowgrid_domain::plan::{self, StepAction};
+use flowgrid_domain::store::record_compiled;
+use flowgrid_domain::{Agent, AgentId, TenantId};
+use flowgrid_http::app::App;
+use flowgrid_http::auth::{Caller, Role};
+use flowgrid_http::envelope::OutputBindings;
+use flowgrid_http::extract::Id;
+use flowgrid_http::trace::Trace;
+use flowgrid_http::{Error, FieldError, Json, Result};
+use flowgrid_providers::llm::offline::DRAFT_SCHEMA;
+use flowgrid_providers::llm::{
+    ImageInput, LlmAnswer, LlmError, LlmErrorKind, LlmProvider, LlmRequest, OutputSchema,
+    estimate_tokens, prices, wire,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::compile::Artifact;
+use crate::image;
+use crate::{APP, AppState};
+
+/// The output binding of `CompileAgent` to topic `agent-compiled`.
+pub const COMPILED: &str = "compiled";
+/// The output binding of `CompileAgent` to topic `platform-events`.
+pub const EVENTS: &str = "events";
+
+/// Every function of the Design app: `functions/design/<Name>/function.json` declares the same.
+pub fn app() -> App<AppState> {
+    App::new(APP)
+        .post("AnalyzeImage", "design/analyze-image", analyze_image)
+        .post("AnalyzeModel", "design/analyze-model", analyze_model)
+        .post(
+            "GenerateInteractions",
+            "design/generate-interactions",
+            generate_interactions,
+        )
+        .http_envelope(
+            "post",
+            "CompileAgent",
+            "design/compile/{id}",
+            &[
+                (COMPILED, topics::AGENT_COMPILED),
+                (EVENTS, topics::PLATFORM_EVENTS),
+            ],
+            compile_agent,
+        )
+        .get(
+            "PreviewPrompts",
+            "design/prompt-preview/{id}",
+            preview_prompts,
+        )
+}
+
+// ------------------------------------------------------------------------------------------
+// Model calls
+
+/// A model failure as the caller sees it: a spent budget is 403, a model that cannot do what
+/// was asked is a 422 naming `model`, an unreachable or failing provider a 503.
+fn model_error(e: LlmError) -> Error {
+    match e.kind {
+        LlmErrorKind::BudgetExceeded => Error::Forbidden(e.message),
+        LlmErrorKind::NotConfigured
+        | LlmErrorKind::Rejected
+        | LlmErrorKind::Refusal
+        | LlmErrorKind::Truncated
+        | LlmErrorKind::ContentFiltered
+        | LlmErrorKind::BadAnswer
+        | LlmErrorKind::QuotaExhausted => {
+            Error::Validation(vec![FieldError::new("model", e.message)])
+        }
+        LlmErrorKind::RateLimited | LlmErrorKind::Unavailable | LlmErrorKind::Timeout => {
+            Error::Unavailable(e.message)
+        }
+    }
+}
+
+/// Calls the model under the tenant's budget.
+async fn call_model(
+    state: &AppState,
+    tenant: &TenantId,
+    request: &LlmRequest,
+) -> std::result::Result<LlmAnswer, LlmError> {
+    let reservation = state.budget.admit(tenant, request).await?;
+    let answer = state.llm.complete(request).await;
+    if let Some(r) = reservation {
+        state
+            .budget
+            .settle(r, answer.as_ref().ok().and_then(|a| a.cost.micro_usd))
+            .await;
+    }
+    answer
+}
+
+/// [`call_model`], its failure as a problem.
+async fn call(state: &AppState, tenant: &TenantId, request: &LlmRequest) -> Result<LlmAnswer> {
+    Ok(call_model(state, tenant, request)
+        .await
+        .map_err(model_error)?)
+}
+
+/// What a model call used and cost, in answers.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CallView {
+    provider: String,
+    model: String,
+    tokens: TokenUsage,
+    latency_ms: u64,
+    cost_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_unknown_reason: Option<String>,
+    price_version: String,
+}
+
+impl From<&LlmAnswer> for CallView {
+    fn from(a: &LlmAnswer) -> Self {
+        CallView {
+            provider: a.provider.clone(),
+            model: a.model.clone(),
+            tokens: a.usage,
+            latency_ms: a.latency_ms,
+            cost_usd: a.cost.usd,
+            cost_unknown_reason: a.cost.unknown_reason.clone(),
+            price_version: a.cost.price_version.clone(),
+        }
+    }
+}
+
+fn nullable(kind: &str) -> Value {
+    json!({"type": [kind, "null"]})
+}
+
+/// The JSON Schema of a draft (strict: every property required, nulls for what does not apply).
+pub fn draft_schema() -> Value {
+    let step = json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["id", "kind", "prompt", "method", "url", "connection", "action"],
+        "properties": {
+            "id": {"type": "string"},
+            "kind": {"type": "string", "enum": ["llm", "http", "integration", "transform"]},
+            "prompt": nullable("string"), "method": nullable("string"), "url": nullable("string"),
+            "connection": nullable("string"), "action": nullable("string")
+        }
+    });
+    let interaction = json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["name", "trigger", "description", "schedule", "event"],
+        "properties": {
+            "name": {"type": "string"}, "trigger": {"type": "string", "enum": ["manual", "schedule", "event"]},
+            "description": {"type": "string"}, "schedule": nullable("string"), "event": nullable("string")
+        }
+    });
+    json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["name", "description", "definition", "schedule", "provenance"],
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "schedule": nullable("string"),
+            "definition": {
+                "type": "object", "additionalProperties": false,
+                "required": ["instructions", "steps", "integrations", "interactions"],
+                "properties": {
+                    "instructions": {"type": "string"},
+                    "steps": {"type": "array", "items": step},
+                    "integrations": {"type": "array", "items": {"type": "string"}},
+                    "interactions": {"type": "array", "items": interaction}
+                }
+            },
+            "provenance": {"type": "array", "items": {
+                "type": "object", "additionalProperties": false, "required": ["element", "led_to"],
+                "properties": {"element": {"type": "string"}, "led_to": {"type": "string"}}
+            }}
+        }
+    })
+}
+
+const DESIGNER: &str = "You design Flowgrid agents. From the process the user shows (a diagram, a whiteboard, a \
+description), draft an agent: a name, a description, instructions, the steps in order (kind llm for \
+thinking or writing, http for calling a URL, integration for jira, servicenow or github), the \
+integrations used, and how it starts (manual; schedule with a six-field NCRONTAB cron in UTC; event). \
+For each step and interaction, name in provenance the element of the input that led to it.";
+
+/// Drops `null` members, recursively (the strict schema's "does not apply").
+fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
+}
+
+/// A draft's agent part (name, description, definition, schedule) and what the Agents app's
+/// validators say of it.
+fn check_draft(draft: &Value) -> (Value, Vec<FieldError>) {
+    let mut agent = Map::new();
+    for key in ["name", "description", "definition", "schedule"] {
+        if let Some(v) = draft.get(key).filter(|v| !v.is_null()) {
+            agent.insert(key.into(), v.clone());
+        }
+    }
+    let agent = Value::Object(agent);
+    let problems = match serde_json::from_value::<AgentInput>(agent.clone()) {
+        Ok(input) => match input.validate() {
+            Ok(_) => Vec::new(),
+            Err(flowgrid_domain::Error::Validation(errors)) => errors,
+            Err(other) => vec![FieldError::new("draft", other.to_string())],
+        },
+        Err(e) => vec![FieldError::new("draft", e.to_string())],
+    };
+    (agent, problems)
+}
+
+// ------------------------------------------------------------------------------------------
+// analyze-image
+
+/// The JSON body of `analyze-image`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AnalyzeImageBody {
+    /// The image, standard base64 (a `data:` URL is accepted too).
+    image: String,
+    /// Text known to be in the image (labels of a diagram), optional.
+    #[serde(default)]
+    text: Option<String>,
+    /// Which model reads it (default: offline).
+    #[serde(default)]
+    model: Option<ModelSettings>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredImage {
+    blob: String,
+    sha256: String,
+    media_type: &'static str,
+    bytes: usize,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DraftView {
+    /// An `AgentInput`: `POST /api/agents` accepts it as it is once its problems are fixed.
+    draft: Value,
+    /// Which element of the image led to which step or interaction.
+    provenance: Value,
+    /// What the Agents app's validators say of the draft (empty: it can be saved as it is).
+    problems: Vec<FieldError>,
+    image: StoredImage,
+    call: CallView,
+}
+
+/// Reads the image, its text and the model from a JSON or a multipart body.
+fn read_image_request(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Vec<u8>, Option<String>, ModelSettings)> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let lower = content_type.to_ascii_lowercase();
+    if lower.starts_with("application/json") {
+        let parsed: AnalyzeImageBody = serde_json::from_slice(body).map_err(|e| {
+            if e.is_data() {
+                Error::Validation(vec![FieldError::new("body", e.to_string())])
+            } else {
+                Error::BadRequest(format!("the body is not JSON: {e}"))
+            }
+        })?;
+        let b64 = parsed
+            .image
+            .rsplit_once(";base64,")
+            .map_or(parsed.image.as_str(), |(_, d)| d);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| Error::Validation(vec![FieldError::new("image", "is not base64")]))?;
+        Ok((bytes, parsed.text, parsed.model.unwrap_or_default()))
+    } else if let Some(boundary) = image::boundary(content_type) {
+        let parts = image::multipart(body, &boundary)?;
+        let mut image_bytes = None;
+        let (mut text, mut model) = (None, ModelSettings::default());
+        for part in parts {
+            match part.name.as_str() {
+                "image" => image_bytes = Some(part.body),
+                "text" => text = Some(String::from_utf8_lossy(&part.body).into_owned()),
+                "model" => {
+                    model = serde_json::from_slice(&part.body).map_err(|e| {
+                        Error::Validation(vec![FieldError::new("model", e.to_string())])
+                    })?
+                }
+                other => {
+                    return Err(Error::Validation(vec![FieldError::new(
+                        other,
+                        "is not a field of this form (image, text, model)",
+                    )])
+                    .into());
+                }
+            }
+        }
+        let bytes = image_bytes
+            .ok_or_else(|| Error::Validation(vec![FieldError::new("image", "is required")]))?;
+        Ok((bytes, text, model))
+    } else {
+        Err(Error::UnsupportedMediaType.into())
+    }
+}
+
+/// `POST /api/design/analyze-image`: stores the image (content-addressed) and drafts an agent
+/// from it. Writes no agent.
+async fn analyze_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<DraftView>> {
+    caller.require(Role::Editor)?;
+    let body = body.map_err(|_| Error::PayloadTooLarge {
+        limit_bytes: flowgrid_http::BODY_LIMIT_BYTES,
+    })?;
+    let (bytes, text, model) = read_image_request(&headers, &body)?;
+    let limit = state.settings.max_image_bytes;
+    if bytes.len() > limit {
+        return Err(Error::PayloadTooLarge { limit_bytes: limit }.into());
+    }
+    let kind = image::sniff(&bytes).ok_or_else(|| image::not_an_image("image"))?;
+    let sha256 = image::sha256_hex(&bytes);
+    let name = BlobName::parse(&format!("design/images/{sha256}.{}", kind.extension()))?;
+    let size = bytes.len();
+    let hint = text.or_else(|| {
+        (kind == image::Kind::Png)
+            .then(|| image::png_text(&bytes))
+            .flatten()
+    });
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    state
+        .stores
+        .blobs
+        .upload(
+            &caller.tenant,
+            &name,
+            kind.media_type(),
+            bytes_stream(bytes),
+        )
+        .await?;
+    let request = LlmRequest {
+        model,
+        system: DESIGNER.into(),
+        prompt: "Draft the agent this image shows.".into(),
+        max_tokens: Some(4000),
+        idempotency_key: format!("design:{sha256}"),
+        images: vec![ImageInput {
+            media_type: kind.media_type().into(),
+            base64: encoded,
+            text_hint: hint,
+        }],
+        schema: Some(OutputSchema {
+            name: DRAFT_SCHEMA.into(),
+            schema: draft_schema(),
+        }),
+    };
+    let answer = call(&state, &caller.tenant, &request).await?;
+    let raw = without_nulls(answer.json.clone().unwrap_or(Value::Null));
+    let (draft, problems) = check_draft(&raw);
+    Ok(Json(DraftView {
+        draft,
+        provenance: raw.get("provenance").cloned().unwrap_or(json!([])),
+        problems,
+        image: StoredImage {
+            blob: name.as_str().to_owned(),
+            sha256,
+            media_type: kind.media_type(),
+            bytes: size,
+        },
+        call: CallView::from(&answer),
+    }))
+}
+
+// ------------------------------------------------------------------------------------------
+// analyze-model
+
+/// The body of `analyze-model`: an agent, or model settings (with the capabilities needed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AnalyzeModelBody {
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    model: Option<ModelSettings>,
+    /// Capabilities wanted (`vision`, `tools`, `jsonSchema`); with an agent, its own.
+    #[serde(default)]
+    capabilities: Vec<String>,
+}
+
+/// One capability: whether the model has it, and how that is known.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Capability {
+    /// `None`: not known (not configured, no probe answered).
+    supported: Option<bool>,
+    /// `configuration`, `probe`, or both.
+    source: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Gap {
+    capability: String,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ModelView {
+    provider: String,
+    model: String,
+    vision: Capability,
+    tools: Capability,
+    json_schema: Capability,
+    context_tokens: Option<u64>,
+    needs: Vec<String>,
+    gaps: Vec<Gap>,
+}
+
+/// A probe call's verdict: `Some(true)` answered as asked, `Some(false)` the provider refused
+/// the feature, `None` no verdict (unreachable, budget, not configured).
+async fn probe(
+    state: &AppState,
+    tenant: &TenantId,
+    request: LlmRequest,
+) -> (Option<bool>, Option<String>) {
+    match call_model(state, tenant, &request).await {
+        Ok(_) => (Some(true), None),
+        Err(e) => match e.kind {
+            LlmErrorKind::Rejected | LlmErrorKind::BadAnswer | LlmErrorKind::Refusal => {
+                (Some(false), Some(e.message))
+            }
+            _ => (None, Some(e.message)),
+        },
+    }
+}
+
+const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+/// `POST /api/design/analyze-model`: which capabilities the model has, from the deployment's
+/// configuration and a probe call each for vision and JSON Schema output; gaps named.
+async fn analyze_model(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<AnalyzeModelBody>,
+) -> Result<Json<ModelView>> {
+    caller.require(Role::Editor)?;
+    let (model, mut needs) = match (&body.agent_id, body.model) {
+        (Some(id), None) => {
+            let id = AgentId::parse(id)?;
+            let agent = state.stores.agents.get(&caller.tenant, id).await?;
+            (
+                agent.definition.model.clone(),
+                agent.definition.capabilities.clone(),
+            )
+        }
+        (None, Some(model)) => (model, Vec::new()),
+        _ => {
+            return Err(Error::Validation(vec![FieldError::new(
+                "agentId",
+                "give either agentId or model",
+            )])
+            .into());
+        }
+    };
+    needs.extend(body.capabilities);
+    needs.sort();
+    needs.dedup();
+    let key = format!("{}/{}", model.provider, model.model);
+    let configured = state
+        .settings
+        .capabilities
+        .get(&key)
+        .cloned()
+        .unwrap_or_else(|| {
+            if model.provider == "offline" {
+                json!({"vision": true, "tools": false, "jsonSchema": true, "contextTokens": 8192})
+            } else {
+                Value::Null
+            }
+        });
+    let base = LlmRequest {
+        model: model.clone(),
+        system: String::new(),
+        prompt: "Reply with {\"ok\": true}.".into(),
+        max_tokens: Some(32),
+        idempotency_key: "design:probe".into(),
+        ..LlmRequest::default()
+    };
+    let schema_probe = LlmRequest {
+        schema: Some(OutputSchema {
+            name: "probe".into(),
+            schema: json!({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": false}),
+        }),
+        ..base.clone()
+    };
+    let vision_probe = LlmRequest {
+        prompt: "What colour is this image? One word.".into(),
+        images: vec![ImageInput {
+            media_type: "image/png".into(),
+            base64: PNG_1X1.into(),
+            text_hint: Some("a single pixel".into()),
+        }],
+        ..base.clone()
+    };
+    let (json_probe, json_detail) = probe(&state, &caller.tenant, schema_probe).await;
+    let (vision_seen, vision_detail) = probe(&state, &caller.tenant, vision_probe).await;
+    let from_config = |name: &str| configured.get(name).and_then(Value::as_bool);
+    let combine = |config: Option<bool>, probed: Option<bool>, detail: Option<String>| {
+        let mut source = Vec::new();
+        if config.is_some() {
+            source.push("configuration");
+        }
+        if probed.is_some() {
+            source.push("probe");
+        }
+        Capability {
+            supported: probed.or(config),
+            source,
+            detail: if probed.is_none() { detail } else { None },
+        }
+    };
+    let vision = combine(from_config("vision"), vision_seen, vision_detail);
+    let json_schema = combine(from_config("jsonSchema"), json_probe, json_detail);
+    let tools = combine(from_config("tools"), None, None);
+    let mut gaps = Vec::new();
+    for need in &needs {
+        let have = match need.as_str() {
+            "vision" => &vision,
+            "tools" => &tools,
+            "jsonSchema" | "json_schema" | "structuredOutput" => &json_schema,
+            _ => {
+                gaps.push(Gap {
+                    capability: need.clone(),
+                    reason: "not a capability Flowgrid knows (vision, tools, jsonSchema)".into(),
+                });
+                continue;
+            }
+        };
+        match have.supported {
+            Some(true) => {}
+            Some(false) => gaps.push(Gap { capability: need.clone(), reason: format!("{key} does not support it") }),
+            None => gaps.push(Gap { capability: need.clone(), reason: format!("unknown for {key}: not in FLOWGRID_DESIGN_MODEL_CAPABILITIES and no probe answered") }),
+        }
+    }
+    Ok(Json(ModelView {
+        provider: model.provider,
+        model: model.model,
+        vision,
+        tools,
+        json_schema,
+        context_tokens: configured.get("contextTokens").and_then(Value::as_u64),
+        needs,
+        gaps,
+    }))
+}
+
+// ------------------------------------------------------------------------------------------
+// generate-interactions
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct InteractionsBody {
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    model: Option<ModelSettings>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Rejected {
+    interaction: Value,
+    errors: Vec<FieldError>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InteractionsView {
+    /// Proposed interactions the Agents app's validators accept.
+    interactions: Vec<Interaction>,
+    /// Proposed ones they refuse, with why.
+    rejected: Vec<Rejected>,
+    call: CallView,
+}
+
+/// Checks one interaction with the Agents app's validators (on an otherwise minimal agent).
+fn check_interaction(i: &Value) -> std::result::Result<Interaction, Vec<FieldError>> {
+    let candidate =
+        json!({"name": "check", "definition": {"instructions": "check", "interactions": [i]}});
+    let input: AgentInput = serde_json::from_value(candidate)
+        .map_err(|e| vec![FieldError::new("interaction", e.to_string())])?;
+    match input.validate() {
+        Ok(_) => serde_json::from_value(i.clone())
+            .map_err(|e| vec![FieldError::new("interaction", e.to_string())]),
+        Err(flowgrid_domain::Error::Validation(errors)) => Err(errors),
+        Err(other) => Err(vec![FieldError::new("interaction", other.to_string())]),
+    }
+}
+
+/// `POST /api/design/generate-interactions`: proposed interactions (manual, schedule with a
+/// six-field cron, event) for an agent or a description, checked by the Agents app's validators.
+async fn generate_interactions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<InteractionsBody>,
+) -> Result<Json<InteractionsView>> {
+    caller.require(Role::Editor)?;
+    let (text, model) = match (&body.agent_id, &body.description) {
+        (Some(id), None) => {
+            let agent = state
+                .stores
+                .agents
+                .get(&caller.tenant, AgentId::parse(id)?)
+                .await?;
+            (
+                format!(
+                    "{}\n{}\n{}",
+                    agent.name, agent.description, agent.definition.instructions
+                ),
+                agent.definition.model.clone(),
+            )
+        }
+        (None, Some(d)) if !d.trim().is_empty() && d.len() <= 20_000 => {
+            (d.clone(), ModelSettings::default())
+        }
+        (None, Some(_)) => {
+            return Err(Error::Validation(vec![FieldError::new(
+                "description",
+                "must be 1 to 20000 characters",
+            )])
+            .into());
+        }
+        _ => {
+            return Err(Error::Validation(vec![FieldError::new(
+                "agentId",
+                "give either agentId or description",
+            )])
+            .into());
+        }
+    };
+    let request = LlmRequest {
+        model: body.model.unwrap_or(model),
+        system: DESIGNER.into(),
+        prompt: format!("Propose how this agent starts (its interactions):\n{text}"),
+        max_tokens: Some(2000),
+        idempotency_key: "design:interactions".into(),
+        schema: Some(OutputSchema {
+            name: DRAFT_SCHEMA.into(),
+            schema: draft_schema(),
+        }),
+        ..LlmRequest::default()
+    };
+    let answer = call(&state, &caller.tenant, &request).await?;
+    let raw = without_nulls(answer.json.clone().unwrap_or(Value::Null));
+    let proposed = raw["definition"]["interactions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let (mut interactions, mut rejected) = (Vec::new(), Vec::new());
+    for p in proposed {
+        match check_interaction(&p) {
+            Ok(i) => interactions.push(i),
+            Err(errors) => rejected.push(Rejected {
+                interaction: p,
+                errors,
+            }),
+        }
+    }
+    Ok(Json(InteractionsView {
+        interactions,
+        rejected,
+        call: CallView::from(&answer),
+    }))
+}
+
+// ------------------------------------------------------------------------------------------
+// compile
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CompiledView {
+    agent_id: AgentId,
+    agent_version: u32,
+    plan_format: u32,
+    compiler_version: String,
+    content_hash: String,
+    blob: String,
+    steps: usize,
+    event_id: String,
+    /// Whether this call stored the artifact (false: it was there already).
+    stored: bool,
+}
+
+/// `POST /api/design/compile/{id}`: compiles the agent's current version into an
+/// immutable artifact in Blob Storage, records the compiled version, and publishes
+/// `agent-compiled`. Again on an unchanged version: the same artifact and event id.
+async fn compile_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Id(id): Id<AgentId>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    caller.require(Role::Editor)?;
+    let current: Agent = state.stores.agents.get(&caller.tenant, id).await?;
+    // Recording a compile makes a version of its own (the Agent aggregate's rule): when nothing
+    // but that changed since the compiled version, that version is what is compiled again.
+    let agent = match current.compiled_version {
+        Some(v) if v != current.version => {
+            let compiled = state.stores.agents.version(&caller.tenant, id, v).await?;
+            if compiled.definition == current.definition && compiled.schedule == current.schedule {
+                compiled
+            } else {
+                current
+            }
+        }
+        _ => current,
+    };
+    let artifact = Artifact::of(plan::compile(&agent)?)?;
+    let name = artifact.blob_name()?;
+    let blobs = &state.stores.blobs;
+    let stored = match blobs.download(&caller.tenant, &name).await {
+        Ok(_) => false,
+        Err(flowgrid_domain::Error::NotFound) => {
+            blobs
+                .upload(
+                    &caller.tenant,
+                    &name,
+                    "application/json",
+                    bytes_stream(artifact.to_bytes()?),
+                )
+                .await?;
+            true
+        }
+        Err(e) => return Err(e.into()),
+    };
+    record_compiled(
+        state.stores.agents.as_ref(),
+        &caller.tenant,
+        id,
+        agent.version,
+    )
+    .await?;
+    let now = Utc::now();
+    let compiled = CloudEvent::new(
+        APP,
+        &caller.tenant,
+        now,
+        AgentCompiled {
+            agent_id: id,
+            version: agent.version,
+        },
+    );
+    let event_id = compiled.id.clone();
+    let platform = CloudEvent::new(
+        APP,
+        &caller.tenant,
+        now,
+        PlatformEvent::AgentCompiled {
+            agent_id: id,
+            version: agent.version,
+        },
+    );
+    let trace = Trace::from_headers(&headers);
+    let mut bindings = OutputBindings::default();
+    for e in trace.stamp(vec![compiled])? {
+        bindings.push(COMPILED, e);
+    }
+    for e in trace.stamp(vec![platform])? {
+        bindings.push(EVENTS, e);
+    }
+    let view = CompiledView {
+        agent_id: id,
+        agent_version: agent.version,
+        plan_format: artifact.plan_format,
+        compiler_version: artifact.compiler_version.clone(),
+        content_hash: artifact.content_hash.clone(),
+        blob: name.as_str().to_owned(),
+        steps: artifact.plan["steps"].as_array().map_or(0, Vec::len),
+        event_id,
+        stored,
+    };
+    let mut response = Json(view).into_response();
+    response.extensions_mut().insert(bindings);
+    Ok(response)
+}
+
+// ------------------------------------------------------------------------------------------
+// prompt-preview
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EstimatedTokens {
+    input: u64,
+    max_output: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EstimatedCost {
+    /// The most the call can cost (its prompt and `maxTokens`), USD.
+    max_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown_reason: Option<String>,
+    price_version: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StepPreview {
+    step_id: String,
+    provider: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    /// The exact body the provider would receive (for the sample input).
+    body: Value,
+    /// Whether every template rendered with the sample input (else the template text is shown).
+    rendered: bool,
+    estimated_tokens: EstimatedTokens,
+    estimated_cost: EstimatedCost,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PreviewView {
+    agent_id: AgentId,
+    agent_version: u32,
+    /// The input the templates were rendered with (from the agent's input schema).
+    sample_input: Value,
+    steps: Vec<StepPreview>,
+}
+
+/// A sample value of `schema`: each property named after itself.
+fn sample(schema: Option<&Value>, name: &str) -> Value {
+    let Some(s) = schema else { return json!({}) };
+    match s.get("type").and_then(Value::as_str) {
+        Some("object") | None if s.get("properties").is_some() => Value::Object(
+            s["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), sample(Some(v), k)))
+                .collect(),
+        ),
+        Some("array") => json!([sample(s.get("items"), name)]),
+        Some("integer") | Some("number") => json!(1),
+        Some("boolean") => json!(true),
+        Some("string") => json!(format!("<{name}>")),
+        _ => json!({}),
+    }
+}
+
+/// `GET /api/design/prompt-preview/{id}`: for each `llm` step, the exact request the
+/// provider would receive (secrets redacted), with estimated tokens and cost.
+async fn preview_prompts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Id(id): Id<AgentId>,
+) -> Result<Json<PreviewView>> {
+    caller.require(Role::Viewer)?;
+    let agent = state.stores.agents.get(&caller.tenant, id).await?;
+    let plan = plan::compile(&agent)?;
+    let input = sample(plan.input_schema.as_ref(), "input");
+    let context = json!({"input": input, "steps": {}});
+    let templates = Templates::new();
+    let mut steps = Vec::new();
+    for step in &plan.steps {
+        let StepAction::Llm {
+            prompt,
+            system,
+            max_tokens,
+        } = &step.action
+        else {
+            continue;
+        };
+        let mut rendered = true;
+        let mut render = |t: &str| match templates.render_str(t, &context) {
+            Ok(Value::String(s)) => s,
+            Ok(other) => other.to_string(),
+            Err(_) => {
+                rendered = false;
+                t.to_owned()
+            }
+        };
+        let request = LlmRequest {
+            model: plan.model.clone(),
+            system: render(system),
+            prompt: render(prompt),
+            max_tokens: max_tokens.or(plan.model.max_tokens),
+            idempotency_key: format!("{{jobId}}:{}", step.id),
+            ..LlmRequest::default()
+        };
+        let preview = state.llm.preview(&request).map_err(model_error)?;
+        let input_tokens = estimate_tokens(&request.system) + estimate_tokens(&request.prompt);
+        let max_output = request.max_tokens.unwrap_or(wire::DEFAULT_MAX_TOKENS) as u64;
+        let cost = prices::cost(
+            &plan.model.provider,
+            &plan.model.model,
+            &TokenUsage {
+                input: input_tokens,
+                cached_input: 0,
+                output: max_output,
+                reasoning: 0,
+            },
+        );
+        steps.push(StepPreview {
+            step_id: step.id.clone(),
+            provider: preview.provider,
+            url: preview.url,
+            headers: preview.headers,
+            body: preview.body,
+            rendered,
+            estimated_tokens: EstimatedTokens {
+                input: input_tokens,
+                max_output,
+            },
+            estimated_cost: EstimatedCost {
+                max_usd: cost.usd,
+                unknown_reason: cost.unknown_reason,
+                price_version: cost.price_version,
+            },
+        });
+    }
+    Ok(Json(PreviewView {
+        agent_id: id,
+        agent_version: agent.version,
+        sample_input: input,
+        steps,
+    }))
+}
