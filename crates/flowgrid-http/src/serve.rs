@@ -455,6 +455,10 @@ mod tests {
         let answer = exchange(addr, b"GET /nowhere HTTP/1.1\r\nhost: x\r\n\r\n").await;
         assert_problem(&answer, 404);
 
+        let answer = exchange(addr, b"GET /echo HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        assert_problem(&answer, 405);
+        assert!(answer.to_ascii_lowercase().contains("\r\nallow: post\r\n"), "{answer}");
+
         stop.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(5), server)
             .await
