@@ -4,7 +4,10 @@
 //! 2. the infrastructure (`az deployment group create` with `infra/main.bicep` and
 //!    `infra/main.parameters.json`), whose outputs drive the next steps;
 //! 3. the Key Vault secrets the apps read (`secrets` in `infra/apps.json`), created only when
-//!    absent: the key-encryption key is 32 random bytes, never replaced;
+//!    absent: the key-encryption key is 32 random bytes, never replaced; an AI provider's API key
+//!    (`FLOWGRID_AI_*_API_KEY`) is optional: when absent it is named and left unset (the app then
+//!    runs without that provider, the offline provider being the default); any other missing
+//!    secret stops the deployment, naming the command that sets it;
 //! 4. the packages (`flowgrid package`), then one deploy per app: a zip deploy on Flex
 //!    Consumption, an upload of the package blob and a restart on Elastic Premium;
 //! 5. a smoke call through the gateway: each app's liveness route.
@@ -332,6 +335,12 @@ fn secrets(manifest: &Value) -> Vec<(String, String)> {
     out
 }
 
+/// An AI provider's API key: the apps run without it (an unresolved Key Vault reference counts as
+/// no key, docs/ai-providers.md), so its absence is not an error.
+fn optional_secret(setting: &str) -> bool {
+    setting.starts_with("FLOWGRID_AI_") && setting.ends_with("_API_KEY")
+}
+
 /// Creates the secret when it does not exist; an existing one is never replaced. Waits for a
 /// fresh role assignment (403) to apply.
 fn ensure_secret(az: &Az, vault: &str, setting: &str, secret: &str) -> Result<()> {
@@ -357,6 +366,13 @@ fn ensure_secret(az: &Az, vault: &str, setting: &str, secret: &str) -> Result<()
         if stderr.contains("SecretNotFound") {
             let value = match setting {
                 "FLOWGRID_KEY_ENCRYPTION_KEY" => random_key()?,
+                _ if optional_secret(setting) => {
+                    println!(
+                        "    {secret} ({setting}): not set, optional (set it with az keyvault secret \
+                         set --vault-name {vault} --name {secret} --file <file> to use that provider)"
+                    );
+                    return Ok(());
+                }
                 _ => bail!(
                     "secret {secret} ({setting}) is missing from {vault}: set it with \
                      az keyvault secret set --vault-name {vault} --name {secret} --file <file>"

@@ -174,6 +174,12 @@ fn deploy_runs_every_step_on_flex_consumption_and_a_rerun_keeps_the_secret() {
     ] {
         assert!(create.contains(part), "{part} missing from {create}");
     }
+    // An AI provider's key is optional: named as not set, never invented.
+    assert!(
+        output.contains("openai-api-key (FLOWGRID_AI_OPENAI_API_KEY): not set, optional"),
+        "{output}"
+    );
+    assert_eq!(fake.secret("openai-api-key"), None);
     // The key-encryption key: created once, 32 random bytes in base64.
     let key = fake
         .secret("key-encryption-key")
