@@ -214,6 +214,12 @@ pub struct StepUsage {
     /// Cost in micro-dollars, for `llm` steps whose model has a known price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_micro_usd: Option<u64>,
+    /// The provider, for `llm` steps (Analytics' per-model rollups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The model or deployment, for `llm` steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// Everything published to `platform-events`, one variant per event type. Serialized with the
@@ -497,6 +503,8 @@ mod tests {
                         ..TokenUsage::default()
                     }),
                     cost_micro_usd: None,
+                    provider: None,
+                    model: None,
                 }],
             },
         );

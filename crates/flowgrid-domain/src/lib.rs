@@ -8,6 +8,7 @@
 //! shared by every layer above.
 
 pub mod agent;
+pub mod analytics;
 pub mod blob;
 pub mod config;
 pub mod error;

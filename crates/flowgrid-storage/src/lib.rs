@@ -16,8 +16,8 @@ use flowgrid_domain::Result;
 use flowgrid_domain::config::{Config, StoreKind};
 use flowgrid_domain::health::HealthCheck;
 use flowgrid_domain::store::{
-    AgentStore, ConnectionStore, JobStore, RevocationStore, SessionStore, SigningKeyStore,
-    SpendStore, TenantStore, UserStore,
+    AgentStore, AnalyticsStore, ConnectionStore, JobStore, RevocationStore, SessionStore,
+    SigningKeyStore, SpendStore, TenantStore, UserStore,
 };
 
 /// The document backend the configuration names. An app opens it once and takes only the
@@ -71,6 +71,8 @@ impl Backend {
         jobs: JobStore);
     accessor!(/// Integration connections and their health.
         connections: ConnectionStore);
+    accessor!(/// Analytics: raw events, stale hours and rollups.
+        analytics: AnalyticsStore);
     accessor!(/// The AI spend ledger (per tenant and month).
         spend: SpendStore);
     accessor!(/// Reachability of the backend, for readiness and deep health.

@@ -50,6 +50,8 @@ impl Job {
                     .map(|c| c.tokens)
                     .or(r.tokens.map(Into::into)),
                 cost_micro_usd: r.llm.as_ref().and_then(|c| c.cost_micro_usd),
+                provider: r.llm.as_ref().map(|c| c.provider.clone()),
+                model: r.llm.as_ref().map(|c| c.model.clone()),
             })
             .collect();
         let data = PlatformEvent::JobFinished {

@@ -6,6 +6,7 @@
 //! → [`Error::Conflict`], unreachable → [`Error::Unavailable`].
 
 mod agents;
+pub mod analytics;
 pub mod connections;
 mod identity;
 pub mod jobs;
@@ -15,6 +16,7 @@ pub use agents::{
     AgentDocument, AgentQuery, AgentStore, AgentVersionSummary, DueAgent, next_fire,
     record_compiled, update_agent,
 };
+pub use analytics::AnalyticsStore;
 pub use connections::{Connection, ConnectionHealth, ConnectionStore};
 pub use identity::{
     RevocationStore, SessionStore, SigningKeyStore, StoredSigningKey, TenantStore, UserStore,

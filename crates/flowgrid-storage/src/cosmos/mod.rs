@@ -23,6 +23,7 @@
 //! creation for accounts where the app's identity may not manage containers).
 
 mod agents;
+mod analytics;
 mod connections;
 mod document;
 mod jobs;
@@ -75,11 +76,21 @@ use flowgrid_domain::{Error, Result};
 ///
 /// Kinds of the design still to come (connections, events, usage) are added here as their
 /// storage traits gain a Cosmos implementation.
-pub const CONTAINERS: &[&str] = &[AGENTS, JOBS, TENANTS, USERS, SESSIONS, TOKENS, CONNECTIONS];
+pub const CONTAINERS: &[&str] = &[
+    AGENTS,
+    JOBS,
+    TENANTS,
+    USERS,
+    SESSIONS,
+    TOKENS,
+    CONNECTIONS,
+    EVENTS,
+    USAGE,
+];
 
 /// The containers whose documents expire (TTL on with no default: `defaultTtl` -1; each
 /// document sets its own `ttl`). The Bicep must set `defaultTtl: -1` on exactly these.
-pub const TTL_CONTAINERS: &[&str] = &[SESSIONS, TOKENS];
+pub const TTL_CONTAINERS: &[&str] = &[SESSIONS, TOKENS, EVENTS];
 
 /// Agents, their versions and their name reservations ([`agents`]).
 const AGENTS: &str = "agents";
@@ -97,6 +108,11 @@ const TOKENS: &str = "tokens";
 
 /// Integration connections and their health records ([`connections`]).
 const CONNECTIONS: &str = "connections";
+
+/// Analytics' raw events, each with its `ttl` (the retention) ([`analytics`]).
+const EVENTS: &str = "events";
+/// Analytics' rollups and stale-hour marks ([`analytics`]).
+const USAGE: &str = "usage";
 
 /// The partition key path of every container.
 pub const PARTITION_KEY: &str = "/tenantId";
@@ -136,6 +152,8 @@ struct Containers {
     sessions: ContainerClient,
     tokens: ContainerClient,
     connections: ContainerClient,
+    events: ContainerClient,
+    usage: ContainerClient,
 }
 
 impl Cosmos {
@@ -208,6 +226,8 @@ impl Cosmos {
                         sessions: open(SESSIONS).await?,
                         tokens: open(TOKENS).await?,
                         connections: open(CONNECTIONS).await?,
+                        events: open(EVENTS).await?,
+                        usage: open(USAGE).await?,
                         client,
                     })
                 })

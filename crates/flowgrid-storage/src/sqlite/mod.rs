@@ -11,6 +11,7 @@
 //! [`crate::codec`], pages by [`crate::keyset`].
 
 mod agents;
+mod analytics;
 mod connections;
 mod jobs;
 mod revocations;

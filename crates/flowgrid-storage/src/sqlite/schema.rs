@@ -2,7 +2,15 @@
 //! Append only; a released migration never changes.
 
 /// Every migration, in order.
-pub(super) const MIGRATIONS: &[&str] = &[AGENTS, IDENTITY, JOBS, CONNECTIONS, FIRE_TIMES, AI_SPEND];
+pub(super) const MIGRATIONS: &[&str] = &[
+    AGENTS,
+    IDENTITY,
+    JOBS,
+    CONNECTIONS,
+    FIRE_TIMES,
+    AI_SPEND,
+    ANALYTICS,
+];
 
 /// 1: agents and their version history.
 const AGENTS: &str = "
@@ -123,6 +131,37 @@ const FIRE_TIMES: &str = "
     CREATE INDEX agents_by_next_fire ON agents (next_fire_ms) WHERE next_fire_ms IS NOT NULL;
     UPDATE agents SET next_fire_ms = 0
         WHERE status = 'active' AND json_extract(doc, '$.schedule') IS NOT NULL;
+";
+
+/// 7: Analytics: raw events (one row per tenant and event id, expiring at `expires_ms`), the
+/// hours whose rollups are stale (`mark` changes on each ingestion into the hour), and the
+/// rollups by tenant, granularity, period and dimension.
+const ANALYTICS: &str = "
+    CREATE TABLE analytics_events (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        time_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX analytics_events_by_time ON analytics_events (tenant_id, time_ms);
+    CREATE INDEX analytics_events_by_expiry ON analytics_events (expires_ms);
+    CREATE TABLE analytics_stale (
+        tenant_id TEXT NOT NULL,
+        hour_ms INTEGER NOT NULL,
+        mark TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, hour_ms)
+    ) WITHOUT ROWID;
+    CREATE TABLE analytics_rollups (
+        tenant_id TEXT NOT NULL,
+        granularity TEXT NOT NULL,
+        period_ms INTEGER NOT NULL,
+        dimension TEXT NOT NULL,
+        key TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, granularity, period_ms, dimension, key)
+    ) WITHOUT ROWID;
 ";
 
 /// 6: the AI spend ledger, micro-dollars per tenant and calendar month (`YYYY-MM`).

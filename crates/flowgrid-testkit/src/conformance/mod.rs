@@ -2,6 +2,7 @@
 //! storage traits. A backend's test file instantiates it with [`agent_store_conformance!`].
 
 pub mod agents;
+pub mod analytics;
 pub mod blobs;
 pub mod connections;
 pub mod identity;
@@ -183,6 +184,31 @@ macro_rules! spend_store_conformance {
             async fn $name() {
                 let (store, _guard) = $make.await;
                 $crate::conformance::spend::$name(store.as_ref()).await;
+            }
+        )+
+    };
+}
+
+/// Generates one `#[tokio::test]` per analytics-store check, each on a store made by `$make`
+/// (an async expression yielding an `Arc` of a backend and a guard kept alive for the test).
+#[macro_export]
+macro_rules! analytics_store_conformance {
+    ($make:expr) => {
+        $crate::analytics_store_conformance!(@tests $make;
+            an_event_ingested_twice_is_counted_once,
+            hours_roll_up_into_days_and_months_exactly,
+            a_late_event_reopens_its_hour,
+            a_stale_mark_that_moved_on_is_not_cleared,
+            another_tenants_events_and_rollups_are_not_seen,
+            expired_events_are_purged,
+        );
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::conformance::analytics::$name(store.as_ref()).await;
             }
         )+
     };

@@ -9,6 +9,7 @@
 mod agents_on_cosmos;
 mod blob_conformance;
 mod cosmos_agents_conformance;
+mod cosmos_analytics_conformance;
 mod cosmos_connections_conformance;
 mod cosmos_identity_conformance;
 mod cosmos_jobs_conformance;
@@ -17,6 +18,7 @@ mod cosmos_throttling;
 mod helpers;
 mod identity_on_cosmos;
 mod sqlite_agents_conformance;
+mod sqlite_analytics_conformance;
 mod sqlite_connections_conformance;
 mod sqlite_identity_conformance;
 mod sqlite_jobs_conformance;
