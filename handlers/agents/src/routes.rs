@@ -100,13 +100,25 @@ async fn list_agents(
     ))
 }
 
+/// An agent body: every unknown field reported at once (reading with serde stops at the
+/// first), then read strictly as the kit reads every body.
+fn agent_input(body: &serde_json::Value) -> Result<AgentInput> {
+    let unknown = AgentInput::unknown_fields(body);
+    if !unknown.is_empty() {
+        return Err(Error::Validation(unknown).into());
+    }
+    let bytes = serde_json::to_vec(body).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(flowgrid_http::json::parse(&bytes)?)
+}
+
 /// Creates an agent at version 1.
 async fn create_agent(
     State(state): State<AppState>,
     caller: Caller,
-    Json(input): Json<AgentInput>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<Response> {
     caller.require(Role::Editor)?;
+    let input = agent_input(&body)?;
     let agent = Agent::create(
         caller.tenant.clone(),
         input.validate()?,
@@ -143,10 +155,10 @@ async fn replace_agent(
     caller: Caller,
     Id(id): Id<AgentId>,
     headers: HeaderMap,
-    Json(input): Json<AgentInput>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<Response> {
     caller.require(Role::Editor)?;
-    let input = input.validate()?;
+    let input = agent_input(&body)?.validate()?;
     let now = Utc::now();
     let agent = update_agent(
         state.stores.agents.as_ref(),

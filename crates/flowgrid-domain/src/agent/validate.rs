@@ -64,6 +64,61 @@ impl AgentInput {
     }
 }
 
+/// The fields of each object of an agent body, as serde names them (a test pins them against
+/// the structs' own `deny_unknown_fields` messages).
+const INPUT_FIELDS: &[&str] = &["name", "description", "status", "definition", "schedule"];
+const DEFINITION_FIELDS: &[&str] = &[
+    "instructions",
+    "model",
+    "inputSchema",
+    "capabilities",
+    "interactions",
+    "steps",
+    "integrations",
+];
+const MODEL_FIELDS: &[&str] = &["provider", "model", "temperature", "maxTokens", "baseUrl"];
+const INTERACTION_FIELDS: &[&str] = &["name", "trigger", "description", "schedule", "event"];
+
+impl AgentInput {
+    /// Every unknown field of an agent body at once (`POST`/`PUT /api/agents`), worded as serde
+    /// words the first one: reading the body with serde stops at the first. Empty when there is
+    /// none (or when the body is not even an object: reading it reports that).
+    pub fn unknown_fields(body: &Value) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        unknown_in(&mut errors, "", body, INPUT_FIELDS);
+        if let Some(definition) = body.get("definition") {
+            unknown_in(&mut errors, "definition.", definition, DEFINITION_FIELDS);
+            if let Some(model) = definition.get("model") {
+                unknown_in(&mut errors, "definition.model.", model, MODEL_FIELDS);
+            }
+            if let Some(Value::Array(items)) = definition.get("interactions") {
+                for (i, item) in items.iter().enumerate() {
+                    let at = format!("definition.interactions[{i}].");
+                    unknown_in(&mut errors, &at, item, INTERACTION_FIELDS);
+                }
+            }
+        }
+        errors
+    }
+}
+
+fn unknown_in(errors: &mut Vec<FieldError>, at: &str, value: &Value, known: &[&str]) {
+    let Some(object) = value.as_object() else {
+        return;
+    };
+    let expected = known
+        .iter()
+        .map(|f| format!("`{f}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for key in object.keys().filter(|k| !known.contains(&k.as_str())) {
+        errors.push(FieldError::new(
+            format!("{at}{key}"),
+            format!("unknown field `{key}`, expected one of {expected}"),
+        ));
+    }
+}
+
 #[cfg(test)]
 impl AgentInput {
     /// The input as it is, unchecked: for tests of what the compiler says about definitions
@@ -249,4 +304,50 @@ fn is_step_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod unknown_field_tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
+    /// serde's own message for one unknown field `zz` of `T`.
+    fn serde_says<T: DeserializeOwned + std::fmt::Debug>(body: Value) -> String {
+        let err = serde_json::from_value::<T>(body).unwrap_err().to_string();
+        err.split(" at line").next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn the_field_lists_are_the_structs_own() {
+        let errors = AgentInput::unknown_fields(&json!({
+            "zz": 1,
+            "definition": {"zz": 1, "model": {"zz": 1}, "interactions": [{"zz": 1}]}
+        }));
+        let by_field: HashMap<&str, &str> = errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            by_field["zz"],
+            serde_says::<AgentInput>(
+                json!({"name": "a", "definition": {"instructions": "x"}, "zz": 1})
+            )
+        );
+        assert_eq!(
+            by_field["definition.zz"],
+            serde_says::<AgentDefinition>(json!({"instructions": "x", "zz": 1}))
+        );
+        assert_eq!(
+            by_field["definition.model.zz"],
+            serde_says::<ModelSettings>(json!({"zz": 1}))
+        );
+        assert_eq!(
+            by_field["definition.interactions[0].zz"],
+            serde_says::<Interaction>(json!({"name": "n", "trigger": "manual", "zz": 1}))
+        );
+        assert_eq!(errors.len(), 4);
+    }
 }

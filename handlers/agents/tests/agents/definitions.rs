@@ -185,3 +185,39 @@ async fn restoring_a_version_that_no_longer_compiles_is_refused() {
     );
     error_at(&errors(&reply.body), "definition.steps[0].url");
 }
+
+#[tokio::test]
+async fn misspelt_fields_are_all_reported_at_once() {
+    let app = start_app().await;
+    let editor = app.token("acme", Role::Editor);
+    let reply = app
+        .post_json(
+            "/api/agents",
+            &editor,
+            json!({"name": "x", "descripton": "typo", "definition": {"instruction": "x", "instructions": "x",
+                   "model": {"temprature": 1}, "interactions": [{"name": "i", "trigger": "manual", "evnt": "e"}]}}),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        reply.body
+    );
+    let errors = errors(&reply.body);
+    for field in [
+        "descripton",
+        "definition.instruction",
+        "definition.model.temprature",
+        "definition.interactions[0].evnt",
+    ] {
+        assert!(
+            error_at(&errors, field)["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("unknown field"),
+            "{field}"
+        );
+    }
+    assert_eq!(errors.len(), 4);
+}
