@@ -46,6 +46,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "largest step output kept in the job record (larger: `null` and `outputTruncated`)",
     },
     Setting {
+        name: "FLOWGRID_RUN_INPUT_MAX_BYTES",
+        default: "262144",
+        meaning: "largest run input (as JSON) a submit or trigger may give a job; larger: 422 naming the setting",
+    },
+    Setting {
         name: "FLOWGRID_TEMPLATE_MAX_BYTES",
         default: "1048576",
         meaning: "largest value one template or expression of a step may yield (a step's whole rendered output counts); evaluation also stops once it has built four times this (docs/agents.md, Limits)",
@@ -69,6 +74,8 @@ pub struct Settings {
     pub step_output_max_bytes: usize,
     /// `FLOWGRID_TEMPLATE_MAX_BYTES`.
     pub template_max_bytes: usize,
+    /// `FLOWGRID_RUN_INPUT_MAX_BYTES`.
+    pub run_input_max_bytes: usize,
     /// How often a running step checks for a cancel (and renews the lease when due).
     pub cancel_poll: Duration,
     /// The model providers of `llm` steps.
@@ -85,6 +92,7 @@ impl Default for Settings {
             max_claims: 5,
             step_output_max_bytes: 64 * 1024,
             template_max_bytes: flowgrid_domain::plan::template::DEFAULT_MAX_BYTES,
+            run_input_max_bytes: 256 * 1024,
             cancel_poll: Duration::from_millis(250),
             ai: AiSettings::default(),
         }
@@ -150,6 +158,12 @@ impl Settings {
                 "FLOWGRID_TEMPLATE_MAX_BYTES",
                 d.template_max_bytes,
                 |n| (1024..=16 * 1024 * 1024).contains(n),
+            )?,
+            run_input_max_bytes: number(
+                &get,
+                "FLOWGRID_RUN_INPUT_MAX_BYTES",
+                d.run_input_max_bytes,
+                |n| (1024..=1024 * 1024).contains(n),
             )?,
             cancel_poll: d.cancel_poll,
             ai: AiSettings::from_lookup(&get)?,

@@ -384,6 +384,16 @@ impl Engine {
             }
             _ => agent.clone(),
         };
+        let size = serde_json::to_vec(&input).map_or(usize::MAX, |b| b.len());
+        if size > self.settings.run_input_max_bytes {
+            return Err(Error::Validation(vec![flowgrid_domain::FieldError::new(
+                "input",
+                format!(
+                    "is {size} bytes; a run input may be at most {} bytes (FLOWGRID_RUN_INPUT_MAX_BYTES)",
+                    self.settings.run_input_max_bytes
+                ),
+            )]));
+        }
         let plan = plan::compile(&source)?;
         crate::schema::validate(plan.input_schema.as_ref(), &input)?;
         let (queued, _) = self.stores.jobs.counts(&agent.tenant_id).await?;

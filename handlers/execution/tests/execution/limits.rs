@@ -63,3 +63,24 @@ async fn a_malformed_template_cap_is_refused_naming_the_setting() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_run_input_over_the_cap_is_refused_naming_the_setting_and_nothing_is_queued() {
+    let app = ExecApp::with(&[("FLOWGRID_RUN_INPUT_MAX_BYTES", "4096")]).await;
+    let agent = app.agent("t1", crate::engine::transform_agent()).await;
+    let token = app.token("t1", Role::Editor);
+    let big = "x".repeat(5000);
+    let res = app
+        .submit(&token, &agent, json!({"name": big, "n": 1}), None)
+        .await;
+    assert_eq!(res["statusCode"], 422, "{res}");
+    assert!(
+        res.to_string().contains("FLOWGRID_RUN_INPUT_MAX_BYTES"),
+        "{res}"
+    );
+    assert!(app.queue.lock().unwrap().is_empty(), "nothing queued");
+    let ok = app
+        .submit(&token, &agent, json!({"name": "Ada", "n": 1}), None)
+        .await;
+    assert_eq!(ok["statusCode"], 202, "{ok}");
+}
