@@ -1,10 +1,12 @@
 //! The end-to-end tests, one binary: the CLI's everyday loop and the dev host's guards and log
-//! (`cli`), `flowgrid dev` with the real Agents app (`dev_host_agents`),
+//! (`cli`), the bad-input suite over every route (`bad_input`), `flowgrid dev` with the real
+//! Agents app (`dev_host_agents`),
 //! with Auth and Agents (`dev_host_auth`), on the Cosmos emulator (`dev_host_cosmos`), a connection used by a run's integration step
 //! (`dev_host_integrations`), runs
 //! through Execution and the local Service Bus (`execution`), and the offline checks of the Azure
 //! deployment (`infra`).
 
+mod bad_input;
 mod cli;
 mod dev_host_agents;
 mod dev_host_auth;
