@@ -134,7 +134,7 @@ async fn run(calls: usize) -> anyhow::Result<()> {
         .collect();
     let (layer50, layer90) = summary("provider layer (HttpProvider::complete)", layer);
     let (raw50, raw90) = summary("bare reqwest, same body", raw);
-    let (own50, own90) = summary("llmock's own time per request", own);
+    let (own50, own90) = summary("llmock's own time (both kinds of request)", own);
     println!(
         "overhead of the layer over the fake's own time: p50 {:.3} ms, p90 {:.3} ms; over a bare client: p50 {:.3} ms, p90 {:.3} ms",
         (layer50.as_secs_f64() - own50.as_secs_f64()) * 1e3,
@@ -144,7 +144,7 @@ async fn run(calls: usize) -> anyhow::Result<()> {
     );
 
     println!("\n== Design app in process (SQLite, blob folder; {calls} requests each)");
-    let builder = TestApp::builder();
+    let builder = TestApp::builder().setting("FLOWGRID_AI_OPENAI_API_KEY", "sk-bench");
     let design_settings = flowgrid_design::Settings::from_lookup(|n| builder.get(n))?;
     let app = builder
         .start(

@@ -101,7 +101,9 @@ impl HttpProvider {
         })
     }
 
-    fn target(&self, request: &LlmRequest) -> Result<Target, LlmError> {
+    /// Where `request` goes. A missing key is an error, except for a preview (`preview`), which
+    /// shows the request without it.
+    fn target(&self, request: &LlmRequest, preview: bool) -> Result<Target, LlmError> {
         let m = &request.model;
         let custom = m
             .base_url
@@ -109,6 +111,9 @@ impl HttpProvider {
             .map(|u| u.trim_end_matches('/').to_owned());
         let s = &self.settings;
         let key = |k: &Option<super::settings::Secret>, name: &str| -> Result<String, LlmError> {
+            if preview && k.is_none() {
+                return Ok(String::new());
+            }
             k.as_ref().map(|k| k.expose().to_owned()).ok_or_else(|| {
                 not_configured(&format!(
                     "{} is not available in this deployment ({name} is not set)",
@@ -398,7 +403,7 @@ fn structured(text: &str, schema: &Value) -> Result<Value, LlmError> {
 #[async_trait::async_trait]
 impl LlmProvider for HttpProvider {
     async fn complete(&self, request: &LlmRequest) -> Result<LlmAnswer, LlmError> {
-        let t = self.target(request)?;
+        let t = self.target(request, false)?;
         let body = wire::body(t.api, t.body_model.as_deref(), request);
         let headers = self.headers(&t, request);
         let started = Instant::now();
@@ -508,7 +513,7 @@ impl LlmProvider for HttpProvider {
     }
 
     fn preview(&self, request: &LlmRequest) -> Result<RequestPreview, LlmError> {
-        let t = self.target(request)?;
+        let t = self.target(request, true)?;
         let mut headers: Vec<(String, String)> = self
             .headers(&t, request)
             .into_iter()
@@ -516,6 +521,9 @@ impl LlmProvider for HttpProvider {
             .collect();
         match &t.auth {
             Auth::None => {}
+            Auth::Bearer(k) | Auth::Header(_, k) if k.is_empty() => {
+                headers.push(("authorization".into(), "[no key configured]".into()))
+            }
             Auth::Bearer(_) | Auth::AzureIdentity => {
                 headers.push(("authorization".into(), "Bearer [redacted]".into()))
             }

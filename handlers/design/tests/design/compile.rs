@@ -205,6 +205,29 @@ async fn the_prompt_preview_shows_the_exact_body_with_estimates_and_no_secrets()
             .unwrap()
             .contains("our-finetune-7")
     );
+    // A deployment without the provider's key still previews, and says so.
+    let keyless = start(&[]).await;
+    let mut d = definition();
+    d["model"] = json!({"provider": "anthropic", "model": "claude-sonnet-4-5"});
+    let a = agent(&keyless, "t1", d).await;
+    let reply = keyless
+        .get(
+            &format!("/api/design/prompt-preview/{}", a.id),
+            &keyless.token("t1", Role::Viewer),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        reply.body["steps"][0]["url"],
+        "https://api.anthropic.com/v1/messages"
+    );
+    assert!(
+        reply.body["steps"][0]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[1] == "[no key configured]")
+    );
 }
 
 #[tokio::test]
