@@ -54,8 +54,10 @@ fn spawn_dev(data: &Path, port: u16, logs: &Path) -> Child {
 
 impl Host {
     async fn start() -> Host {
-        for app in ["agents", "auth", "execution"] {
-            let name = format!("flowgrid-{app}");
+        // Every app under functions/ (flowgrid dev starts them all).
+        let apps = std::fs::read_dir(root().join("functions")).expect("functions/");
+        for app in apps.filter_map(Result::ok).filter(|e| e.path().is_dir()) {
+            let name = format!("flowgrid-{}", app.file_name().to_string_lossy());
             workspace_bin(&name, &name);
         }
         let data = tempfile::tempdir().expect("data");
@@ -68,7 +70,8 @@ impl Host {
             data,
             logs,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // The banner comes once every app has settled (60 s at most).
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Ok(r) = reqwest::get(format!("{}/api/health", host.url())).await
                 && let Ok(h) = r.json::<Value>().await
@@ -81,7 +84,7 @@ impl Host {
             }
             assert!(
                 Instant::now() < deadline,
-                "flowgrid dev not ready within 60 s: {}",
+                "flowgrid dev not ready within 90 s: {}",
                 host.stderr()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
