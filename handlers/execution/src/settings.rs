@@ -46,6 +46,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "largest step output kept in the job record (larger: `null` and `outputTruncated`)",
     },
     Setting {
+        name: "FLOWGRID_JOB_RECORD_MAX_BYTES",
+        default: "1572864",
+        meaning: "largest job record (input, step records and outputs); a step output that would make it larger is kept as `null` with `outputTruncated` (Cosmos items hold at most 2 MB)",
+    },
+    Setting {
         name: "FLOWGRID_RUN_INPUT_MAX_BYTES",
         default: "262144",
         meaning: "largest run input (as JSON) a submit or trigger may give a job; larger: 422 naming the setting",
@@ -76,6 +81,8 @@ pub struct Settings {
     pub template_max_bytes: usize,
     /// `FLOWGRID_RUN_INPUT_MAX_BYTES`.
     pub run_input_max_bytes: usize,
+    /// `FLOWGRID_JOB_RECORD_MAX_BYTES`.
+    pub job_record_max_bytes: usize,
     /// How often a running step checks for a cancel (and renews the lease when due).
     pub cancel_poll: Duration,
     /// The model providers of `llm` steps.
@@ -93,6 +100,7 @@ impl Default for Settings {
             step_output_max_bytes: 64 * 1024,
             template_max_bytes: flowgrid_domain::plan::template::DEFAULT_MAX_BYTES,
             run_input_max_bytes: 256 * 1024,
+            job_record_max_bytes: 1536 * 1024,
             cancel_poll: Duration::from_millis(250),
             ai: AiSettings::default(),
         }
@@ -164,6 +172,12 @@ impl Settings {
                 "FLOWGRID_RUN_INPUT_MAX_BYTES",
                 d.run_input_max_bytes,
                 |n| (1024..=1024 * 1024).contains(n),
+            )?,
+            job_record_max_bytes: number(
+                &get,
+                "FLOWGRID_JOB_RECORD_MAX_BYTES",
+                d.job_record_max_bytes,
+                |n| (64 * 1024..=2_000_000).contains(n),
             )?,
             cancel_poll: d.cancel_poll,
             ai: AiSettings::from_lookup(&get)?,

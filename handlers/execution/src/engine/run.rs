@@ -240,9 +240,25 @@ impl Run<'_> {
         }
     }
 
-    /// Records the step's success (its output capped) and writes it with the next position.
+    /// Records the step's success (its output capped, and dropped when the record would pass
+    /// `FLOWGRID_JOB_RECORD_MAX_BYTES`) and writes it with the next position.
     async fn succeed(&mut self, step: &PlanStep, outcome: StepOutcome) -> Result<()> {
-        let (output, output_truncated) = self.engine.capped(&outcome.output);
+        let (mut output, mut output_truncated) = self.engine.capped(&outcome.output);
+        if !output_truncated {
+            // The output is kept twice: in the step's record and as the job's latest output
+            // (which it replaces); 1 KiB for the rest the step record gains (times, attempts).
+            let len = |v: &Value| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len());
+            let record = serde_json::to_vec(&self.job).map_or(usize::MAX, |b| b.len());
+            let replaced = self.job.output.as_ref().map_or(0, len);
+            let size = len(&output);
+            let after = record
+                .saturating_sub(replaced)
+                .saturating_add(size.saturating_mul(2))
+                .saturating_add(1024);
+            if after > self.engine.settings.job_record_max_bytes {
+                (output, output_truncated) = (Value::Null, true);
+            }
+        }
         let success = StepSuccess {
             output,
             output_truncated,

@@ -84,3 +84,42 @@ async fn a_run_input_over_the_cap_is_refused_naming_the_setting_and_nothing_is_q
         .await;
     assert_eq!(ok["statusCode"], 202, "{ok}");
 }
+
+#[tokio::test]
+async fn a_step_output_that_would_overfill_the_job_record_is_kept_as_null_and_the_run_goes_on() {
+    let app = ExecApp::with(&[("FLOWGRID_JOB_RECORD_MAX_BYTES", "65536")]).await;
+    let agent = app
+        .agent(
+            "t1",
+            json!({"instructions": "x", "steps": [
+                {"id": "a", "kind": "transform", "output": "{{ 'a' * 25000 }}"},
+                {"id": "b", "kind": "transform", "output": "{{ 'b' * 25000 }}"},
+                {"id": "c", "kind": "transform", "output": "{{ 'c' * 25000 }}"},
+                {"id": "d", "kind": "transform", "output": "{{ steps.c.output|length }}"}
+            ]}),
+        )
+        .await;
+    let token = app.token("t1", Role::Editor);
+    let id = job_id(&app.submit(&token, &agent, json!({}), None).await);
+    app.drain().await;
+    let job = app.job("t1", &id).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    // Which outputs are dropped depends on the record's own size; the first one fits, and at
+    // least one of the three large ones cannot.
+    assert!(!job.steps[0].output_truncated);
+    assert!(
+        job.steps[..3].iter().any(|s| s.output_truncated),
+        "{:?}",
+        job.steps
+    );
+    for s in job.steps.iter().filter(|s| s.output_truncated) {
+        assert_eq!(s.output, serde_json::Value::Null);
+    }
+    assert_eq!(
+        job.output,
+        Some(json!(25000)),
+        "later steps still saw the full output"
+    );
+    let size = serde_json::to_vec(&job).unwrap().len();
+    assert!(size <= 65536, "the record is {size} bytes");
+}
