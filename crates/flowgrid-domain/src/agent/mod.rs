@@ -52,7 +52,7 @@ impl AgentStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ModelSettings {
-    /// `offline` (default), `openai`, `azure-openai` or `anthropic`.
+    /// `offline` (default), `openai`, `openai-chat`, `azure-openai` or `anthropic`.
     #[serde(default = "default_provider")]
     pub provider: String,
     /// The provider's model name.
@@ -219,7 +219,7 @@ pub mod limits {
 
 /// Step kinds the compiler knows.
 pub const STEP_KINDS: [&str; 5] = ["llm", "integration", "http", "transform", "condition"];
-const PROVIDERS: [&str; 4] = ["offline", "openai", "azure-openai", "anthropic"];
+const PROVIDERS: [&str; 5] = ["offline", "openai", "openai-chat", "azure-openai", "anthropic"];
 
 mod validate;
 

@@ -221,3 +221,30 @@ async fn misspelt_fields_are_all_reported_at_once() {
     }
     assert_eq!(errors.len(), 4);
 }
+
+#[tokio::test]
+async fn every_provider_the_execution_app_calls_can_be_saved() {
+    let app = start_app().await;
+    let editor = app.token("acme", Role::Editor);
+    for provider in [
+        "offline",
+        "openai",
+        "openai-chat",
+        "azure-openai",
+        "anthropic",
+    ] {
+        let reply = app
+            .post_json(
+                "/api/agents",
+                &editor,
+                json!({"name": provider, "definition": {"instructions": "x", "model": {"provider": provider}}}),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "{provider}: {:?}",
+            reply.body
+        );
+    }
+}
