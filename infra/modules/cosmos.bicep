@@ -36,6 +36,11 @@ param principalIds array
 // refresh tokens carry `ttl` (their end plus an hour). tokens: the fixed partitions `_issuer`
 // (signing keys) and `_revoked` (the session denylist, with `ttl`), read by `c.type` and
 // `c.untilMs`; TTL on.
+// events (Analytics' raw events): `c.tenantId = @tenant AND c.type = @type AND c.timeMs` ranges,
+// the purge's cross-tenant `c.expiresMs < @now`; TTL on: each event carries `ttl` (the retention,
+// FLOWGRID_ANALYTICS_RETENTION_DAYS). usage (rollups and stale-hour marks): rollups by
+// `c.granularity`, `c.periodMs` and `c.dimension` in the tenant's partition, and the rollup
+// timer's cross-tenant `c.type = @type ORDER BY c.hourMs`; rollups are kept.
 var containers = [
   {
     name: 'agents'
@@ -111,6 +116,28 @@ var containers = [
     indexedPaths: [
       '/tenantId/?'
       '/type/?'
+    ]
+    defaultTtl: null
+  }
+  {
+    name: 'events'
+    indexedPaths: [
+      '/tenantId/?'
+      '/type/?'
+      '/timeMs/?'
+      '/expiresMs/?'
+    ]
+    defaultTtl: -1
+  }
+  {
+    name: 'usage'
+    indexedPaths: [
+      '/tenantId/?'
+      '/type/?'
+      '/granularity/?'
+      '/periodMs/?'
+      '/dimension/?'
+      '/hourMs/?'
     ]
     defaultTtl: null
   }

@@ -120,6 +120,7 @@ fn own_settings_of(app: &str) -> Vec<Setting> {
         ]
         .concat(),
         flowgrid_integrations::APP => flowgrid_integrations::settings(),
+        flowgrid_analytics::APP => flowgrid_analytics::SETTINGS.to_vec(),
         flowgrid_design::APP => [
             flowgrid_design::SETTINGS,
             flowgrid_design::settings::AI_SETTINGS,
