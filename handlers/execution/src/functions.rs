@@ -45,7 +45,8 @@ pub async fn execute_job(
         TenantId::parse(&msg.body.tenant_id),
         JobId::parse(&msg.body.job_id),
     ) else {
-        // A message that cannot be read will never be: complete it, with a log line.
+        // A message that cannot be read will never be: complete it, with a warning.
+        tracing::warn!("message completed unread: a malformed tenant or job id");
         return Ok(Outputs::new().log("ignored a message with a malformed tenant or job id"));
     };
     // The run is logged under the submitting request's correlation id (the message carries
