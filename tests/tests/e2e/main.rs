@@ -7,6 +7,7 @@
 //! through Execution and the local Service Bus (`execution`), and the offline checks of the Azure
 //! deployment (`infra`).
 
+mod analytics;
 mod bad_input;
 mod cli;
 mod dev_host_agents;
