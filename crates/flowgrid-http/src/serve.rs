@@ -61,8 +61,9 @@ pub struct ServerLimits {
     pub max_headers: usize,
     /// The most bytes of request line and headers together (at least 8 KiB).
     pub max_head_bytes: usize,
-    /// How long a client may take to send a request's head.
-    pub head_timeout: Duration,
+    /// How long a client may take to send a request's head (`None`: no limit). hyper may
+    /// also close a keep-alive connection that stays idle this long.
+    pub head_timeout: Option<Duration>,
 }
 
 impl ServerLimits {
@@ -71,14 +72,15 @@ impl ServerLimits {
     pub const HOST: ServerLimits = ServerLimits {
         max_headers: 100,
         max_head_bytes: 32 * 1024,
-        head_timeout: Duration::from_secs(30),
+        head_timeout: Some(Duration::from_secs(30)),
     };
     /// A handler's limits: a little above the host's, for the headers the host adds
-    /// (invocation id, host version, correlation id, traceparent, user agent).
+    /// (invocation id, host version, correlation id, traceparent, user agent). No head
+    /// timeout: its only client is the host, whose pooled connections stay open while idle.
     pub const HANDLER: ServerLimits = ServerLimits {
         max_headers: 128,
         max_head_bytes: 40 * 1024,
-        head_timeout: Duration::from_secs(30),
+        head_timeout: None,
     };
 }
 
@@ -131,9 +133,14 @@ async fn serve_connection(
         router.clone().oneshot(req.map(Body::new))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
+    if let Some(timeout) = limits.head_timeout {
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout);
+    } else {
+        builder.header_read_timeout(None);
+    }
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.head_timeout)
         .ignore_invalid_headers(true)
         .max_headers(limits.max_headers)
         .max_header_size(limits.max_head_bytes)
@@ -457,7 +464,10 @@ mod tests {
 
         let answer = exchange(addr, b"GET /echo HTTP/1.1\r\nhost: x\r\n\r\n").await;
         assert_problem(&answer, 405);
-        assert!(answer.to_ascii_lowercase().contains("\r\nallow: post\r\n"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("\r\nallow: post\r\n"),
+            "{answer}"
+        );
 
         stop.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(5), server)
