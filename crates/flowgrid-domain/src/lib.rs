@@ -11,6 +11,7 @@ pub mod agent;
 pub mod analytics;
 pub mod blob;
 pub mod config;
+pub mod definition;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -23,7 +24,8 @@ mod schedule;
 pub mod schema;
 pub mod store;
 
-pub use agent::{Agent, AgentDefinition, AgentInput, AgentStatus};
+pub use agent::{Agent, AgentInput, AgentStatus};
+pub use definition::AgentDefinition;
 pub use error::{Error, FieldError, Problem, Result};
 pub use identity::{
     Email, OneTimeToken, RefreshOutcome, RefreshToken, Session, Tenant, User, UserId,

@@ -11,8 +11,8 @@ use chrono::Utc;
 use flowgrid_domain::agent::{AgentInput, Interaction, ModelSettings};
 use flowgrid_domain::blob::{BlobName, bytes_stream};
 use flowgrid_domain::events::{AgentCompiled, CloudEvent, PlatformEvent, TokenUsage, topics};
+use flowgrid_domain::plan::StepAction;
 use flowgrid_domain::plan::template::Templates;
-use flowgrid_domain::plan::{self, StepAction};
 use flowgrid_domain::store::record_compiled;
 use flowgrid_domain::{Agent, AgentId, TenantId};
 use flowgrid_http::app::App;
@@ -744,7 +744,7 @@ async fn compile_agent(
         }
         _ => current,
     };
-    let artifact = Artifact::of(plan::compile(&agent)?)?;
+    let artifact = Artifact::of(agent.compile()?)?;
     let name = artifact.blob_name()?;
     let blobs = &state.stores.blobs;
     let stored = match blobs.download(&caller.tenant, &name).await {
@@ -887,7 +887,7 @@ async fn preview_prompts(
 ) -> Result<Json<PreviewView>> {
     caller.require(Role::Viewer)?;
     let agent = state.stores.agents.get(&caller.tenant, id).await?;
-    let plan = plan::compile(&agent)?;
+    let plan = agent.compile()?;
     let input = sample(plan.input_schema.as_ref(), "input");
     let context = json!({"input": input, "steps": {}});
     let templates = Templates::new();

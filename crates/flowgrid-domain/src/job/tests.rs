@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::events::PlatformEvent;
-use crate::plan::{self, Jump};
+use crate::plan::Jump;
 use crate::{Agent, AgentInput};
 
 fn lease() -> TimeDelta {
@@ -36,7 +36,7 @@ fn queued() -> Job {
         trigger: "manual".into(),
         input: json!({}),
         status: JobStatus::Queued,
-        plan: plan::compile(&agent).unwrap(),
+        plan: agent.compile().unwrap(),
         steps: Vec::new(),
         next_step: Some(0),
         output: None,

@@ -22,8 +22,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::agent::{AgentDefinition, ModelSettings};
-use crate::{Agent, AgentId};
+use crate::AgentId;
+use crate::definition::{AgentDefinition, ModelSettings};
 use crate::{Error, FieldError, Result};
 use template::{Scope, TemplateError, Templates};
 
@@ -167,10 +167,16 @@ pub struct Plan {
     pub steps: Vec<PlanStep>,
 }
 
-/// Compiles `agent` into a plan. Every problem is reported at once, as field errors that point
-/// at the step and field (`definition.steps[2].url`), with the template position when known.
-pub fn compile(agent: &Agent) -> Result<Plan> {
-    let (steps, mut errors) = compile_steps(&agent.definition);
+/// Compiles version `agent_version` of agent `agent_id`, whose definition is `definition`, into a
+/// plan (`Agent::compile` is the usual way in). Every problem is reported at once, as field
+/// errors that point at the step and field (`definition.steps[2].url`), with the template
+/// position when known.
+pub fn compile(
+    agent_id: AgentId,
+    agent_version: u32,
+    definition: &AgentDefinition,
+) -> Result<Plan> {
+    let (steps, mut errors) = compile_steps(definition);
     if steps.is_empty() && errors.is_empty() {
         errors.push(FieldError::new(
             "definition.steps",
@@ -182,11 +188,11 @@ pub fn compile(agent: &Agent) -> Result<Plan> {
     }
     Ok(Plan {
         format: PLAN_FORMAT,
-        agent_id: agent.id,
-        agent_version: agent.version,
-        instructions: agent.definition.instructions.clone(),
-        model: agent.definition.model.clone(),
-        input_schema: agent.definition.input_schema.clone(),
+        agent_id,
+        agent_version,
+        instructions: definition.instructions.clone(),
+        model: definition.model.clone(),
+        input_schema: definition.input_schema.clone(),
         steps,
     })
 }
@@ -548,8 +554,12 @@ impl StepReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AgentInput, TenantId};
+    use crate::{Agent, AgentInput, TenantId};
     use serde_json::json;
+
+    fn compile_agent(agent: &Agent) -> Result<Plan> {
+        agent.compile()
+    }
 
     fn agent(definition: Value) -> Agent {
         let input: AgentInput =
@@ -564,7 +574,7 @@ mod tests {
 
     #[test]
     fn a_definition_compiles_into_typed_steps() {
-        let plan = compile(&agent(json!({
+        let plan = compile_agent(&agent(json!({
             "instructions": "x",
             "integrations": ["jira"],
             "steps": [
@@ -605,7 +615,7 @@ mod tests {
 
     #[test]
     fn errors_point_at_the_step_and_field_with_the_template_position() {
-        let err = compile(&agent(json!({
+        let err = compile_agent(&agent(json!({
             "instructions": "x",
             "steps": [
                 {"id": "a", "kind": "transform", "output": {"x": "line\n{{ input.name "}},
@@ -637,7 +647,7 @@ mod tests {
 
     #[test]
     fn a_plan_needs_a_step() {
-        let err = compile(&agent(json!({"instructions": "x"}))).unwrap_err();
+        let err = compile_agent(&agent(json!({"instructions": "x"}))).unwrap_err();
         assert!(matches!(err, Error::Validation(e) if e[0].field == "definition.steps"));
     }
 

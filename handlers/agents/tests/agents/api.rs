@@ -695,7 +695,7 @@ async fn record_job(app: &TestApp<AppState>, tenant: &str, id: &str, i: usize, o
         trigger: "manual".into(),
         input: json!({}),
         status: JobStatus::Queued,
-        plan: flowgrid_domain::plan::compile(&with_step).expect("test setup"),
+        plan: with_step.compile().expect("test setup"),
         steps: Vec::new(),
         next_step: Some(0),
         output: None,

@@ -25,7 +25,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use flowgrid_domain::events::{CloudEvent, PlatformEvent};
 use flowgrid_domain::job::is_lease_lost;
-use flowgrid_domain::plan;
 use flowgrid_domain::store::jobs::Created;
 use flowgrid_domain::store::{self, DueAgent, Job, JobId, JobStatus, Versioned, update_with_retry};
 use flowgrid_domain::{Agent, AgentStatus, TenantId};
@@ -394,7 +393,7 @@ impl Engine {
                 ),
             )]));
         }
-        let plan = plan::compile(&source)?;
+        let plan = source.compile()?;
         crate::schema::validate(plan.input_schema.as_ref(), &input)?;
         let (queued, _) = self.stores.jobs.counts(&agent.tenant_id).await?;
         if queued >= self.settings.tenant_max_queued {
