@@ -392,8 +392,8 @@ async fn health(sh: &Shared, ctx: &CallContext) -> Response {
 /// One app's entry of the health answer, and whether the app is healthy.
 async fn app_health(sh: &Shared, app: &AppRt, ctx: &CallContext) -> (bool, Value) {
     let s = app.status.borrow().clone();
-    let mut entry =
-        json!({"state": s.state, "restarts": s.restarts, "reason": s.reason, "pid": s.pid});
+    let mut entry = json!({"state": s.state, "restarts": s.restarts, "reason": s.reason, "pid": s.pid,
+            "crashesInARow": s.crashes, "backoffMs": s.backoff_ms});
     let deep = deep_health(sh, app, &s, ctx).await;
     let ok = s.state == AppState::Ready
         && deep

@@ -355,6 +355,8 @@ fn spawn_app(
         pid: None,
         restarts: 0,
         reason: None,
+        crashes: 0,
+        backoff_ms: 0,
     });
     let restart = Arc::new(tokio::sync::Notify::new());
     let task = tokio::spawn(supervisor::supervise(

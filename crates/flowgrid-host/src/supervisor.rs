@@ -7,9 +7,13 @@
 //! - readiness: `GET http://127.0.0.1:{port}/` every 25 ms; any HTTP answer means ready; the
 //!   initialization timeout (default 30 s) counts as an error;
 //! - exit code 0: not restarted (the app is `stopped`); exit 200: restarted; any other exit or an
-//!   initialization timeout: an error, restarted; errors are bucketed (the bucket is cleared when
-//!   the last error is older than 30 minutes) and on the third the real host stops — here only
-//!   that app is marked `failed`, with the reason, and every other app keeps serving.
+//!   initialization timeout: an error, restarted. The real host stops after its third error
+//!   within 30 minutes and the platform recycles it; here the app is never abandoned: the first
+//!   error after a stable run restarts it at once, and errors in a row wait a capped exponential
+//!   backoff first ([`backoff`]: 250 ms, 500 ms, 1 s, 2 s, 4 s, then 5 s each), in state
+//!   `restarting`, with the reason, while every other app keeps serving. A handler that stays
+//!   ready for [`STABLE_AFTER`] clears the count. Only a handler that cannot be spawned at all
+//!   (no executable, no free port) is marked `failed`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,7 +37,9 @@ pub enum State {
     Ready,
     /// Exited with code 0: not restarted, as the real host.
     Stopped,
-    /// Given up on (third error, or it cannot be started at all).
+    /// Waiting out the backoff after errors in a row; started again when it ends.
+    Restarting,
+    /// Given up on: it cannot be spawned at all (no executable, no free port).
     Failed,
 }
 
@@ -51,6 +57,10 @@ pub struct Status {
     pub restarts: u32,
     /// Why it last exited or failed.
     pub reason: Option<String>,
+    /// Errors in a row (exits and initialization timeouts without a stable run between them).
+    pub crashes: u32,
+    /// The backoff before the current (or coming) start, in milliseconds.
+    pub backoff_ms: u64,
 }
 
 /// How to start one app's handler.
@@ -73,8 +83,21 @@ pub struct Launch {
     pub quiet_routes: Vec<String>,
 }
 
-const ERROR_WINDOW: Duration = Duration::from_secs(30 * 60);
-const ERRORS_BEFORE_FAILED: usize = 3;
+/// A handler ready for this long before it exits has its errors in a row cleared: its next
+/// error is an isolated one, restarted at once.
+pub const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// The longest wait before a restart.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The wait before restarting after `crashes` errors in a row: none for the first, then 250 ms
+/// doubling up to [`MAX_BACKOFF`].
+pub fn backoff(crashes: u32) -> Duration {
+    if crashes <= 1 {
+        return Duration::ZERO;
+    }
+    let ms = 250u64.saturating_mul(1u64 << (crashes - 2).min(16));
+    Duration::from_millis(ms).min(MAX_BACKOFF)
+}
 
 fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
@@ -89,7 +112,7 @@ pub async fn supervise(
     mut shutdown: watch::Receiver<bool>,
     restart: std::sync::Arc<tokio::sync::Notify>,
 ) {
-    let mut errors: Vec<Instant> = Vec::new();
+    let mut crashes = 0u32;
     let mut restarts = 0u32;
     loop {
         let port = match free_port() {
@@ -147,6 +170,7 @@ pub async fn supervise(
             restarts,
             previous_reason,
         );
+        set_crashes(&status, crashes, backoff(crashes));
 
         // Readiness: poll GET / every 25 ms until any HTTP answer, the child exits, or the timeout.
         let deadline = Instant::now() + launch.init_timeout;
@@ -166,9 +190,14 @@ pub async fn supervise(
                 _ = shutdown.changed() => { let _ = child.kill().await; return; }
             }
         }
+        let mut ready_at = None;
         let outcome = if ready {
-            tracing::info!(app = %launch.app, port, "handler ready");
-            mark(&status, State::Ready, Some(port), pid, restarts, None);
+            tracing::info!(app = %launch.app, port, restarts, "handler ready");
+            ready_at = Some(Instant::now());
+            // The reason of the last restart stays shown (health, console) while it serves.
+            let last = status.borrow().reason.clone();
+            mark(&status, State::Ready, Some(port), pid, restarts, last);
+            set_crashes(&status, crashes, backoff(crashes));
             tokio::select! {
                 r = child.wait() => r.ok(),
                 _ = shutdown.changed() => { let _ = child.kill().await; return; }
@@ -179,6 +208,7 @@ pub async fn supervise(
                     let reason = "restarted after a function timeout".to_owned();
                     tracing::warn!(app = %launch.app, "{reason}");
                     restarts += 1;
+                    set_crashes(&status, crashes, Duration::ZERO);
                     mark(&status, State::Starting, None, None, restarts, Some(reason));
                     continue;
                 }
@@ -215,26 +245,41 @@ pub async fn supervise(
                 tracing::info!(app = %launch.app, "handler asked for a restart (exit 200)");
             }
             _ => {
-                let now = Instant::now();
-                if errors
-                    .last()
-                    .is_some_and(|t| now.duration_since(*t) > ERROR_WINDOW)
-                {
-                    errors.clear();
+                if ready_at.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+                    crashes = 0;
                 }
-                errors.push(now);
-                if errors.len() >= ERRORS_BEFORE_FAILED {
-                    let reason = format!(
-                        "{reason}; {ERRORS_BEFORE_FAILED} errors within 30 minutes: the app is marked failed (the Functions host would stop here)"
+                crashes += 1;
+                let wait = backoff(crashes);
+                let reason = if wait.is_zero() {
+                    format!("{reason}; restarted at once")
+                } else {
+                    format!(
+                        "{reason}; {crashes} errors in a row: restarting in {} ms",
+                        wait.as_millis()
+                    )
+                };
+                tracing::warn!(app = %launch.app, crashes, backoff_ms = wait.as_millis() as u64, "{reason}");
+                if !wait.is_zero() {
+                    restarts += 1;
+                    set_crashes(&status, crashes, wait);
+                    mark(
+                        &status,
+                        State::Restarting,
+                        None,
+                        None,
+                        restarts,
+                        Some(reason),
                     );
-                    tracing::error!(app = %launch.app, "{reason}");
-                    mark(&status, State::Failed, None, None, restarts, Some(reason));
-                    return;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    continue;
                 }
-                tracing::warn!(app = %launch.app, "{reason}; restarting");
             }
         }
         restarts += 1;
+        set_crashes(&status, crashes, Duration::ZERO);
         mark(&status, State::Starting, None, None, restarts, Some(reason));
     }
 }
@@ -254,12 +299,25 @@ fn mark(
     restarts: u32,
     reason: Option<String>,
 ) {
+    let (crashes, backoff_ms) = {
+        let s = status.borrow();
+        (s.crashes, s.backoff_ms)
+    };
     status.send_replace(Status {
         state,
         port,
         pid,
         restarts,
         reason,
+        crashes,
+        backoff_ms,
+    });
+}
+
+fn set_crashes(status: &watch::Sender<Status>, crashes: u32, backoff: Duration) {
+    status.send_modify(|s| {
+        s.crashes = crashes;
+        s.backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
     });
 }
 
@@ -286,8 +344,9 @@ fn pipe_output<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     });
 }
 
-/// Waits until the app is ready (returns its port), or `None` when it is stopped or failed or
-/// the wait exceeds `timeout`.
+/// Waits until the app is ready (returns its port), or `None` when it is stopped, failed or
+/// waiting out a restart backoff (a crash loop answers 503 at once), or the wait exceeds
+/// `timeout`.
 pub async fn wait_ready(status: &mut watch::Receiver<Status>, timeout: Duration) -> Option<u16> {
     let fut = async {
         loop {
@@ -295,7 +354,7 @@ pub async fn wait_ready(status: &mut watch::Receiver<Status>, timeout: Duration)
                 let s = status.borrow_and_update();
                 match s.state {
                     State::Ready => return s.port,
-                    State::Stopped | State::Failed => return None,
+                    State::Stopped | State::Failed | State::Restarting => return None,
                     State::Starting => {}
                 }
             }

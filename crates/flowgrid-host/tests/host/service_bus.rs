@@ -351,7 +351,11 @@ async fn a_function_timeout_restarts_the_handler_and_the_message_is_delivered_ag
             .find(|s| s.restarts >= 1 && s.state == flowgrid_host::supervisor::State::Ready)
     })
     .await;
-    assert_eq!(status.reason, None);
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("restarted after a function timeout"),
+        "the last restart's reason stays shown while it serves"
+    );
     let redelivered = eventually("a second delivery", || async {
         let m = host.bus().peek("work", false, 1).unwrap();
         m.first().filter(|m| m.delivery_count >= 2).cloned()

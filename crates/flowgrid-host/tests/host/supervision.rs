@@ -5,8 +5,29 @@ use serde_json::{Value, json};
 use crate::apps::{echo_app, work_app};
 use crate::common::{AppRoot, eventually, header, http_fn, request};
 
+use std::time::{Duration, Instant};
+
+use flowgrid_host::supervisor::State;
+
+fn sigkill(pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill(1) runs")
+        .success();
+    assert!(ok, "kill -KILL {pid}");
+}
+
+fn status_of(host: &flowgrid_host::Host, app: &str) -> flowgrid_host::supervisor::Status {
+    host.statuses()
+        .into_iter()
+        .find(|(n, _)| n == app)
+        .map(|(_, s)| s)
+        .expect("the app exists")
+}
+
 #[tokio::test]
-async fn one_app_crashing_is_marked_failed_while_the_other_apps_keep_serving() {
+async fn a_crash_looping_app_is_never_abandoned_while_the_other_apps_keep_serving() {
     let root = AppRoot::new(
         &[
             ("edge", echo_app()),
@@ -15,20 +36,23 @@ async fn one_app_crashing_is_marked_failed_while_the_other_apps_keep_serving() {
         json!({"FIXTURE_EXIT_APPS": "crashy"}),
     );
     let host = root.start().await;
-    let status = eventually("crashy to fail", || async {
-        host.statuses()
-            .into_iter()
-            .find(|(n, s)| n == "crashy" && s.state == flowgrid_host::supervisor::State::Failed)
-            .map(|(_, s)| s)
+    // Far past the three errors after which the old host gave up, it keeps restarting, waiting
+    // longer each time.
+    let status = eventually("crashy to restart five times", || async {
+        Some(status_of(&host, "crashy")).filter(|s| s.restarts >= 5)
     })
     .await;
-    assert_eq!(
-        status.restarts, 2,
-        "three errors: two restarts, then failed"
-    );
+    assert_ne!(status.state, State::Failed, "{status:?}");
+    assert!(status.crashes >= 5, "{status:?}");
     assert!(status.reason.unwrap().contains("exited with code 1"));
     let (s, _, _) = request("GET", &format!("{}/api/echo/still", host.url()), &[], None).await;
     assert_eq!(s, 200, "the other app keeps serving");
+    // While it waits out its backoff, a request is a 503 at once, not a hang.
+    let s = eventually("crashy in its backoff", || async {
+        Some(status_of(&host, "crashy")).filter(|s| s.state == State::Restarting)
+    })
+    .await;
+    assert!(s.backoff_ms >= 250, "{s:?}");
     let (s, hs, _) = request("GET", &format!("{}/api/crash", host.url()), &[], None).await;
     assert_eq!(s, 503);
     assert_eq!(
@@ -38,12 +62,126 @@ async fn one_app_crashing_is_marked_failed_while_the_other_apps_keep_serving() {
     let (s, _, body) = request("GET", &format!("{}/api/health", host.url()), &[], None).await;
     assert_eq!(s, 503);
     let h: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(h["apps"]["crashy"]["state"], "failed");
-    assert_eq!(h["apps"]["crashy"]["restarts"], 2);
+    assert_ne!(h["apps"]["crashy"]["state"], "failed");
+    assert!(
+        h["apps"]["crashy"]["restarts"].as_u64().unwrap() >= 5,
+        "{h}"
+    );
+    assert!(
+        h["apps"]["crashy"]["crashesInARow"].as_u64().unwrap() >= 5,
+        "{h}"
+    );
+    assert!(
+        h["apps"]["crashy"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("errors in a row: restarting in"),
+        "{h}"
+    );
     assert_eq!(h["apps"]["edge"]["state"], "ready");
     assert_eq!(h["apps"]["edge"]["health"]["status"], 200);
     assert_eq!(h["apps"]["edge"]["health"]["body"]["app"], "edge");
     host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_handler_killed_once_answers_again_at_once_and_health_says_why() {
+    let root = AppRoot::new(&[("edge", echo_app())], json!({}));
+    let host = root.start().await;
+    let url = format!("{}/api/echo/k", host.url());
+    let (s, _, _) = request("GET", &url, &[], None).await;
+    assert_eq!(s, 200);
+    let before = status_of(&host, "edge");
+    sigkill(before.pid.unwrap());
+    let killed = Instant::now();
+    // An isolated crash is restarted without a backoff; a request sent meanwhile waits for it.
+    let back = eventually("the handler to be restarted", || async {
+        Some(status_of(&host, "edge")).filter(|s| s.state == State::Ready && s.pid != before.pid)
+    })
+    .await;
+    let (s, _, _) = request("GET", &url, &[], None).await;
+    assert_eq!(s, 200);
+    eprintln!(
+        "figure: SIGKILL to answering again: {} ms",
+        killed.elapsed().as_millis()
+    );
+    assert_eq!(back.restarts, 1);
+    assert_eq!(back.crashes, 1);
+    assert_eq!(back.backoff_ms, 0, "an isolated crash waits for nothing");
+    let (s, _, body) = request("GET", &format!("{}/api/health", host.url()), &[], None).await;
+    assert_eq!(s, 200, "{body}");
+    let h: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["apps"]["edge"]["state"], "ready");
+    assert_eq!(h["apps"]["edge"]["restarts"], 1);
+    assert!(
+        h["apps"]["edge"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("killed"),
+        "{h}"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_handler_killed_over_and_over_backs_off_then_comes_back_when_the_killing_stops() {
+    let root = AppRoot::new(&[("edge", echo_app())], json!({}));
+    let host = root.start().await;
+    let url = format!("{}/api/echo/loop", host.url());
+    let mut last_pid = None;
+    let mut backoffs = Vec::new();
+    for i in 1..=5u32 {
+        let s = eventually("the handler to be ready", || async {
+            Some(status_of(&host, "edge")).filter(|s| s.state == State::Ready && s.pid != last_pid)
+        })
+        .await;
+        assert_eq!(s.restarts, i - 1);
+        last_pid = s.pid;
+        sigkill(s.pid.unwrap());
+        let after = eventually("the kill to be seen", || async {
+            Some(status_of(&host, "edge")).filter(|s| s.restarts == i)
+        })
+        .await;
+        assert_eq!(after.crashes, i, "{after:?}");
+        backoffs.push(after.backoff_ms);
+    }
+    assert_eq!(
+        backoffs,
+        [0, 250, 500, 1000, 2000],
+        "capped exponential backoff"
+    );
+    let stopped = Instant::now();
+    let back = eventually("the handler back after the loop", || async {
+        Some(status_of(&host, "edge")).filter(|s| s.state == State::Ready && s.pid != last_pid)
+    })
+    .await;
+    let (s, _, _) = request("GET", &url, &[], None).await;
+    assert_eq!(s, 200);
+    eprintln!(
+        "figure: after the last of 5 SIGKILLs in a row, answering again in {} ms",
+        stopped.elapsed().as_millis()
+    );
+    assert_eq!(back.restarts, 5);
+    let (_, _, body) = request("GET", &format!("{}/api/health", host.url()), &[], None).await;
+    let h: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["apps"]["edge"]["restarts"], 5, "{h}");
+    assert_eq!(h["apps"]["edge"]["crashesInARow"], 5, "{h}");
+    assert!(
+        h["apps"]["edge"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("killed"),
+        "{h}"
+    );
+    host.shutdown().await;
+}
+
+#[test]
+fn the_backoff_doubles_from_250_ms_and_stops_at_5_s() {
+    use flowgrid_host::supervisor::backoff;
+    let ms: Vec<u128> = (1..=9).map(|n| backoff(n).as_millis()).collect();
+    assert_eq!(ms, [0, 250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
+    assert_eq!(backoff(u32::MAX), Duration::from_secs(5));
 }
 
 #[tokio::test]
@@ -104,30 +242,26 @@ async fn exit_code_200_is_an_intentional_restart_that_never_marks_the_app_failed
             .find(|s| s.restarts >= 5)
     })
     .await;
-    assert_ne!(
-        status.state,
-        flowgrid_host::supervisor::State::Failed,
-        "{status:?}"
-    );
+    assert_ne!(status.state, State::Failed, "{status:?}");
     host.shutdown().await;
 }
 
 #[tokio::test]
-async fn a_handler_that_never_answers_within_the_initialization_timeout_is_restarted_then_failed() {
+async fn a_handler_that_never_answers_within_the_initialization_timeout_keeps_being_restarted() {
     let root = AppRoot::with_host_json(
         &[("silent", vec![("S", http_fn("s", &["get"]))])],
         json!({"FIXTURE_SILENT_APPS": "silent"}),
         json!({"customHandler": {"initializationTimeout": "00:00:00.300"}}),
     );
     let host = root.start().await;
-    let status = eventually("silent to fail", || async {
+    let status = eventually("silent restarted three times", || async {
         host.statuses()
             .into_iter()
             .map(|(_, s)| s)
-            .find(|s| s.state == flowgrid_host::supervisor::State::Failed)
+            .find(|s| s.restarts >= 3)
     })
     .await;
-    assert_eq!(status.restarts, 2);
+    assert_ne!(status.state, State::Failed, "{status:?}");
     assert!(status.reason.unwrap().contains("initialization timeout"));
     host.shutdown().await;
 }
