@@ -32,8 +32,8 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "FLOWGRID_JOB_LEASE_SECS",
-        default: "60",
-        meaning: "how long a worker's claim on a job lasts without renewal (renewed every step and every third of it during a step)",
+        default: "8",
+        meaning: "how long a worker's claim on a job lasts without renewal (renewed every step and every third of it during a step); a job whose worker died is taken over by the reaper (every 5 s) once it ends",
     },
     Setting {
         name: "FLOWGRID_JOB_MAX_CLAIMS",
@@ -95,7 +95,7 @@ impl Default for Settings {
             tenant_max_running: 4,
             tenant_max_queued: 1000,
             outbound: OutboundPolicy::default(),
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(8),
             max_claims: 5,
             step_output_max_bytes: 64 * 1024,
             template_max_bytes: flowgrid_domain::plan::template::DEFAULT_MAX_BYTES,
@@ -149,9 +149,12 @@ impl Settings {
             outbound: OutboundPolicy::parse(
                 &get("FLOWGRID_OUTBOUND_ALLOWLIST").unwrap_or_default(),
             )?,
-            lease: Duration::from_secs(number(&get, "FLOWGRID_JOB_LEASE_SECS", 60u64, |n| {
-                (5..=600).contains(n)
-            })?),
+            lease: Duration::from_secs(number(
+                &get,
+                "FLOWGRID_JOB_LEASE_SECS",
+                d.lease.as_secs(),
+                |n| (5..=600).contains(n),
+            )?),
             max_claims: number(&get, "FLOWGRID_JOB_MAX_CLAIMS", d.max_claims, |n| {
                 (1..=100).contains(n)
             })?,

@@ -37,10 +37,12 @@ pub struct Seen {
     pub slow_completed: usize,
     /// Requests to `/fail` answered 500.
     pub failures: usize,
+    /// Per `Idempotency-Key`, the requests `/stall-once` answered (the side effect applied).
+    pub applied: HashMap<String, usize>,
 }
 
 /// A local HTTP server: `/ok` echoes, `/fail` answers 500, `/slow` waits 30 s, `/gate` waits
-/// for [`TestServer::open_gate`].
+/// for [`TestServer::open_gate`], `/stall-once` stalls the first request of each key.
 #[derive(Clone)]
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -109,6 +111,25 @@ impl TestServer {
                 }),
             )
             .route(
+                // The first request of each key stalls (until its caller goes away); later ones
+                // with the same key are answered and counted as applied.
+                "/stall-once",
+                get(|State(s): State<ServerState>, headers: HeaderMap| async move {
+                    count(&s, &headers);
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    let first = s.seen.lock().unwrap().by_key.get(&key).copied() == Some(1);
+                    if first {
+                        std::future::pending::<()>().await;
+                    }
+                    *s.seen.lock().unwrap().applied.entry(key).or_default() += 1;
+                    axum::Json(json!({"applied": true}))
+                }),
+            )
+            .route(
                 "/redirect",
                 get(|| async { (StatusCode::FOUND, [("location", "http://169.254.169.254/")], "") }),
             )
@@ -130,6 +151,17 @@ impl TestServer {
             .lock()
             .unwrap()
             .by_key
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How often `/stall-once` answered (applied) requests with `key`.
+    pub fn applied(&self, key: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .applied
             .get(key)
             .copied()
             .unwrap_or(0)

@@ -11,4 +11,5 @@ mod events;
 mod helpers;
 mod limits;
 mod models;
+mod recovery;
 mod timers;
