@@ -15,6 +15,9 @@
 //! - `cargo run --release -p flowgrid-bench -- ai [--calls 200]`: the provider layer's overhead
 //!   per model call over llmock's own latency, and the Design app's prompt-preview and compile
 //!   latency (see [`ai`]).
+//! - `cargo run --release -p flowgrid-bench -- analytics [--events 20000] [--workers 4]
+//!   [--seed 1000000] [--requests 300]`: Analytics' ingestion through the local queue and its
+//!   usage and dashboard latency over rollups of a million events (see [`analytics`]).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use anyhow::{Context, bail};
 
 mod agents;
 mod ai;
+mod analytics;
 mod execution;
 mod load;
 mod node;
@@ -41,8 +45,11 @@ fn main() -> anyhow::Result<()> {
         Some("profile") => profile::main(rest),
         Some("execution") => execution::main(rest),
         Some("ai") => ai::main(rest),
+        Some("analytics") => analytics::main(rest),
         _ => {
-            bail!("usage: flowgrid-bench agents|profile|execution|ai [options] (see the crate doc)")
+            bail!(
+                "usage: flowgrid-bench agents|profile|execution|ai|analytics [options] (see the crate doc)"
+            )
         }
     }
 }

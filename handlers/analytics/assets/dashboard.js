@@ -55,10 +55,14 @@
 
     const b = d.budget;
     const budget = document.getElementById("budget");
-    budget.appendChild(el("div", { "data-metric": "budget.spentMicroUsd" }, b.spentMicroUsd));
-    budget.appendChild(
-      el("div", { "data-metric": "budget.budgetMicroUsd" }, b.budgetMicroUsd === null ? "no limit" : b.budgetMicroUsd)
-    );
+    const line = (label, metric, value) => {
+      const p = el("div", {}, label + " ");
+      p.appendChild(el("span", { "data-metric": metric }, value));
+      budget.appendChild(p);
+    };
+    budget.appendChild(el("div", {}, "plan " + b.plan + ", " + b.month));
+    line("spent (µ$):", "budget.spentMicroUsd", b.spentMicroUsd);
+    line("budget (µ$):", "budget.budgetMicroUsd", b.budgetMicroUsd === null ? "no limit" : b.budgetMicroUsd);
     if (b.used !== null) {
       const g = el("div", { class: "gauge", role: "meter", "aria-valuenow": String(b.used) });
       const fill = el("div");
