@@ -84,7 +84,10 @@ pub async fn an_event_ingested_twice_is_counted_once(store: &dyn AnalyticsStore)
         9,
     );
     assert_eq!(
-        store.ingest(std::slice::from_ref(&e), RETENTION).await.expect("ingest"),
+        store
+            .ingest(std::slice::from_ref(&e), RETENTION)
+            .await
+            .expect("ingest"),
         1
     );
     assert_eq!(
