@@ -44,7 +44,9 @@ fn record(line: &str) {
             .append(true)
             .open(path)
     {
-        let _ = writeln!(f, "{line}");
+        // One write of the whole line: fixtures of several apps append to the same file, and
+        // `writeln!` would write the line and its newline separately, so two lines could mix.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
 }
 
