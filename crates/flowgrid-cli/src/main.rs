@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use flowgrid_host::config::check::AppSettings;
+use flowgrid_providers::outbound::OutboundPolicy;
 
 #[derive(Parser)]
 #[command(
@@ -60,7 +61,8 @@ enum Command {
 }
 
 /// The apps' own settings, checked by `flowgrid dev` before anything starts (the shared ones
-/// are always checked; an app not listed here has only those).
+/// are always checked; an app not listed here has only those: Agents reads no setting of its
+/// own).
 fn app_settings() -> BTreeMap<String, AppSettings> {
     fn names(settings: &[flowgrid_domain::config::Setting]) -> Vec<&'static str> {
         settings.iter().map(|s| s.name).collect()
@@ -83,6 +85,51 @@ fn app_settings() -> BTreeMap<String, AppSettings> {
             names: names(flowgrid_auth::SETTINGS),
             check: |get| {
                 flowgrid_auth::settings_keys(get)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        },
+    );
+    apps.insert(
+        "design".to_owned(),
+        AppSettings {
+            names: names(flowgrid_design::SETTINGS)
+                .into_iter()
+                .chain(names(flowgrid_design::settings::AI_SETTINGS))
+                .collect(),
+            check: |get| {
+                flowgrid_design::Settings::from_lookup(get)
+                    .and_then(|s| OutboundPolicy::parse(&s.outbound_allowlist))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        },
+    );
+    apps.insert(
+        "integrations".to_owned(),
+        AppSettings {
+            names: flowgrid_integrations::settings()
+                .iter()
+                .map(|s| s.name)
+                .collect(),
+            check: |get| {
+                flowgrid_providers::integrations::call::CallSettings::from_lookup(get)
+                    .and_then(|_| {
+                        OutboundPolicy::parse(
+                            &get("FLOWGRID_OUTBOUND_ALLOWLIST").unwrap_or_default(),
+                        )
+                    })
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        },
+    );
+    apps.insert(
+        "analytics".to_owned(),
+        AppSettings {
+            names: names(flowgrid_analytics::SETTINGS),
+            check: |get| {
+                flowgrid_analytics::retention_from_lookup(get)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             },

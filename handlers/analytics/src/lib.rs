@@ -36,10 +36,17 @@ pub const SETTINGS: &[Setting] = &[Setting {
 
 /// How long raw events are kept: `FLOWGRID_ANALYTICS_RETENTION_DAYS` (default 90, 1-3650).
 pub fn retention_from_env() -> flowgrid_domain::Result<Duration> {
+    retention_from_lookup(|name| std::env::var(name).ok())
+}
+
+/// [`retention_from_env`] through `get` (what `flowgrid dev` checks before anything starts).
+pub fn retention_from_lookup(
+    get: impl Fn(&str) -> Option<String>,
+) -> flowgrid_domain::Result<Duration> {
     const NAME: &str = "FLOWGRID_ANALYTICS_RETENTION_DAYS";
-    match std::env::var(NAME) {
-        Err(_) => Ok(Duration::days(90)),
-        Ok(v) => v
+    match get(NAME) {
+        None => Ok(Duration::days(90)),
+        Some(v) => v
             .trim()
             .parse::<i64>()
             .ok()

@@ -158,3 +158,78 @@ fn package_no_build_says_nothing_about_building_and_writes_local_settings_for_fu
     assert_eq!(settings["Values"]["FUNCTIONS_WORKER_RUNTIME"], "custom");
     assert_eq!(settings["Values"]["FLOWGRID_STORE"], "sqlite");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn dev_refuses_malformed_integrations_and_analytics_settings_with_one_line_each_and_starts_nothing()
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for app in ["integrations", "analytics"] {
+        copy_dir(
+            &repo.join("functions").join(app),
+            &root.join("functions").join(app),
+        );
+    }
+    std::fs::copy(repo.join("host.json"), root.join("host.json")).expect("host.json");
+    // The example settings (every other value well formed), with two malformed ones.
+    let mut settings: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo.join("local.settings.example.json")).expect("example settings"),
+    )
+    .expect("example settings are JSON");
+    let values = settings["Values"].as_object_mut().expect("Values");
+    values.insert("FLOWGRID_INTEGRATION_TIMEOUT_MS".into(), "soon".into());
+    values.insert("FLOWGRID_ANALYTICS_RETENTION_DAYS".into(), "0".into());
+    std::fs::write(
+        root.join("local.settings.json"),
+        serde_json::to_vec(&settings).expect("json"),
+    )
+    .expect("settings");
+    let out = Command::new(env!("CARGO_BIN_EXE_flowgrid"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["dev", "--no-build", "--port", "0", "--root"])
+        .arg(&root)
+        .arg("--bin-dir")
+        .arg(dir.path().join("no-binaries-here"))
+        .env_remove("FLOWGRID_INTEGRATION_TIMEOUT_MS")
+        .env_remove("FLOWGRID_ANALYTICS_RETENTION_DAYS")
+        .output()
+        .expect("running flowgrid dev");
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let named = |setting: &str, app: &str| {
+        err.lines()
+            .filter(|l| l.contains(&format!("setting {setting}")))
+            .filter(|l| l.contains(&format!("read by app {app}")))
+            .count()
+    };
+    assert_eq!(
+        named("FLOWGRID_INTEGRATION_TIMEOUT_MS", "integrations"),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        named("FLOWGRID_ANALYTICS_RETENTION_DAYS", "analytics"),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("nothing was started"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
