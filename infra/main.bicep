@@ -91,6 +91,9 @@ param revocationCacheSeconds int = 5
 @description('External OpenID Connect issuers whose tokens are accepted (FLOWGRID_OIDC_ISSUERS): [{issuer, audience, tenantClaim?, rolesClaim?}]. The gateway validates only the built-in issuer\'s tokens and passes the others to the apps.')
 param oidcIssuers array = []
 
+@description('Model providers this deployment offers (FLOWGRID_AI_PROVIDERS of the Agents and Design apps): comma-separated of offline, openai, openai-chat, azure-openai, anthropic. Widen it when the Execution app gets the provider\'s key (docs/ai-providers.md); agents naming another provider are refused when saved.')
+param aiProviders string = 'offline'
+
 @description('Log filter of the handlers (FLOWGRID_LOG).')
 param logFilter string = 'info'
 
@@ -262,7 +265,7 @@ module functionApps 'modules/functionapp.bicep' = [for (app, i) in apps: {
     serviceBusConnections: app.serviceBusConnections
     serviceBusNamespace: hasServiceBus ? serviceBus.outputs.fullyQualifiedNamespace : ''
     secrets: app.secrets
-    ownSettings: app.settings
+    ownSettings: contains(app.settings, 'FLOWGRID_AI_PROVIDERS') ? union(app.settings, { FLOWGRID_AI_PROVIDERS: aiProviders }) : app.settings
     keyVaultName: keyVault.outputs.name
     flowgridSettings: {
       FLOWGRID_DATA_DIR: '/tmp/flowgrid'

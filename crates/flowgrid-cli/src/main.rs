@@ -61,8 +61,7 @@ enum Command {
 }
 
 /// The apps' own settings, checked by `flowgrid dev` before anything starts (the shared ones
-/// are always checked; an app not listed here has only those: Agents reads no setting of its
-/// own).
+/// are always checked; an app not listed here has only those).
 fn app_settings() -> BTreeMap<String, AppSettings> {
     fn names(settings: &[flowgrid_domain::config::Setting]) -> Vec<&'static str> {
         settings.iter().map(|s| s.name).collect()
@@ -85,6 +84,17 @@ fn app_settings() -> BTreeMap<String, AppSettings> {
             names: names(flowgrid_auth::SETTINGS),
             check: |get| {
                 flowgrid_auth::settings_keys(get)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        },
+    );
+    apps.insert(
+        "agents".to_owned(),
+        AppSettings {
+            names: names(flowgrid_agents::SETTINGS),
+            check: |get| {
+                flowgrid_domain::agent::OfferedProviders::from_lookup(get)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             },

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::FromRef;
+use flowgrid_domain::agent::OfferedProviders;
 use flowgrid_domain::config::Config;
 use flowgrid_domain::health::HealthCheck;
 use flowgrid_domain::store::{AgentStore, JobStore};
@@ -17,6 +18,10 @@ use flowgrid_storage::Backend;
 
 /// The app's name: its folder under `functions/`, its binary `flowgrid-agents`.
 pub const APP: &str = "agents";
+
+/// Every setting the app reads on top of the shared ones.
+pub const SETTINGS: &[flowgrid_domain::config::Setting] =
+    &[flowgrid_domain::agent::PROVIDERS_SETTING];
 
 /// The stores the Agents app uses: its agents, and jobs for the run figures of an agent's
 /// status (read only).
@@ -48,6 +53,8 @@ pub struct AppState {
     pub stores: Stores,
     /// Bearer token verification.
     pub verifier: Arc<TokenVerifier>,
+    /// The model providers this deployment offers (`FLOWGRID_AI_PROVIDERS`).
+    pub providers: OfferedProviders,
 }
 
 impl FromRef<AppState> for Arc<TokenVerifier> {
@@ -57,11 +64,24 @@ impl FromRef<AppState> for Arc<TokenVerifier> {
 }
 
 impl AppState {
-    /// Opens storage and loads the token keys the configuration names.
+    /// Opens storage and loads the token keys the configuration names; the offered providers
+    /// from the environment.
     pub async fn from_config(config: &Config) -> flowgrid_domain::Result<AppState> {
+        Self::with_providers(config, OfferedProviders::from_env()?).await
+    }
+
+    /// [`AppState::from_config`] with the offered `providers` given.
+    pub async fn with_providers(
+        config: &Config,
+        providers: OfferedProviders,
+    ) -> flowgrid_domain::Result<AppState> {
         let verifier = Arc::new(TokenVerifier::from_config(config)?);
         let stores = Stores::of(&Backend::open(config).await?);
-        Ok(AppState { stores, verifier })
+        Ok(AppState {
+            stores,
+            verifier,
+            providers,
+        })
     }
 }
 

@@ -121,7 +121,7 @@ async fn create_agent(
     let input = agent_input(&body)?;
     let agent = Agent::create(
         caller.tenant.clone(),
-        input.validate()?,
+        input.validate_offered(&state.providers)?,
         &caller.subject,
         Utc::now(),
     );
@@ -158,7 +158,7 @@ async fn replace_agent(
     Json(body): Json<serde_json::Value>,
 ) -> Result<Response> {
     caller.require(Role::Editor)?;
-    let input = agent_input(&body)?.validate()?;
+    let input = agent_input(&body)?.validate_offered(&state.providers)?;
     let now = Utc::now();
     let agent = update_agent(
         state.stores.agents.as_ref(),
@@ -278,7 +278,8 @@ async fn restore_agent_version(
             let next = current.restored_from(&old, &caller.subject, now);
             // Saved versions were checked by the rules of their day: a restore is a save, so
             // it passes today's compiler (one 422 with every error).
-            let errors = flowgrid_domain::plan::check(&next.definition);
+            let mut errors = flowgrid_domain::plan::check(&next.definition);
+            errors.extend(state.providers.check(&next.definition));
             if errors.is_empty() {
                 Ok(next)
             } else {

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::Utc;
-use flowgrid_domain::agent::{AgentInput, Interaction, ModelSettings};
+use flowgrid_domain::agent::{AgentInput, Interaction, ModelSettings, OfferedProviders};
 use flowgrid_domain::blob::{BlobName, bytes_stream};
 use flowgrid_domain::events::{AgentCompiled, CloudEvent, PlatformEvent, TokenUsage, topics};
 use flowgrid_domain::plan::StepAction;
@@ -210,8 +210,8 @@ fn without_nulls(v: Value) -> Value {
 }
 
 /// A draft's agent part (name, description, definition, schedule) and what the Agents app's
-/// validators say of it.
-fn check_draft(draft: &Value) -> (Value, Vec<FieldError>) {
+/// validators say of it, with the providers this deployment `offered`.
+fn check_draft(draft: &Value, offered: &OfferedProviders) -> (Value, Vec<FieldError>) {
     let mut agent = Map::new();
     for key in ["name", "description", "definition", "schedule"] {
         if let Some(v) = draft.get(key).filter(|v| !v.is_null()) {
@@ -220,7 +220,7 @@ fn check_draft(draft: &Value) -> (Value, Vec<FieldError>) {
     }
     let agent = Value::Object(agent);
     let problems = match serde_json::from_value::<AgentInput>(agent.clone()) {
-        Ok(input) => match input.validate() {
+        Ok(input) => match input.validate_offered(offered) {
             Ok(_) => Vec::new(),
             Err(flowgrid_domain::Error::Validation(errors)) => errors,
             Err(other) => vec![FieldError::new("draft", other.to_string())],
@@ -380,7 +380,7 @@ async fn analyze_image(
     };
     let answer = call(&state, &caller.tenant, &request).await?;
     let raw = without_nulls(answer.json.clone().unwrap_or(Value::Null));
-    let (draft, problems) = check_draft(&raw);
+    let (draft, problems) = check_draft(&raw, &state.settings.providers);
     Ok(Json(DraftView {
         draft,
         provenance: raw.get("provenance").cloned().unwrap_or(json!([])),
@@ -955,4 +955,28 @@ async fn preview_prompts(
         sample_input: input,
         steps,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_draft_naming_a_provider_the_deployment_does_not_offer_has_that_problem() {
+        let draft = json!({"name": "triage", "definition": {
+            "instructions": "Triage tickets.",
+            "model": {"provider": "anthropic", "model": "claude-sonnet-4-5"}
+        }});
+        let (_, problems) = check_draft(&draft, &OfferedProviders::default());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "definition.model.provider");
+        assert!(
+            problems[0]
+                .message
+                .contains("FLOWGRID_AI_PROVIDERS lists offline"),
+            "{problems:?}"
+        );
+        let (_, problems) = check_draft(&draft, &OfferedProviders::all());
+        assert_eq!(problems, Vec::<FieldError>::new());
+    }
 }

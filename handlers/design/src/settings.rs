@@ -1,6 +1,7 @@
 //! The Design app's own settings (on top of the shared `Config`), and the model providers'.
 
 use flowgrid_domain::Result;
+use flowgrid_domain::agent::OfferedProviders;
 use flowgrid_domain::config::{Setting, setting_error};
 use flowgrid_providers::llm::settings::AiSettings;
 
@@ -19,6 +20,7 @@ pub const SETTINGS: &[Setting] = &[
         default: "{}",
         meaning: "what each model or deployment supports, as configured: JSON `{\"<provider>/<model>\": {\"vision\": bool, \"tools\": bool, \"jsonSchema\": bool, \"contextTokens\": n}}`; `analyze-model` reports it and confirms vision and JSON Schema output by a probe call",
     },
+    flowgrid_domain::agent::PROVIDERS_SETTING,
     Setting {
         name: "FLOWGRID_OUTBOUND_ALLOWLIST",
         default: "(empty)",
@@ -37,6 +39,9 @@ pub struct Settings {
     pub outbound_allowlist: String,
     /// The providers.
     pub ai: AiSettings,
+    /// `FLOWGRID_AI_PROVIDERS`: the providers this deployment offers (a draft naming another
+    /// is reported with the Agents app's problem).
+    pub providers: OfferedProviders,
 }
 
 impl Default for Settings {
@@ -46,6 +51,7 @@ impl Default for Settings {
             capabilities: serde_json::Map::new(),
             outbound_allowlist: String::new(),
             ai: AiSettings::default(),
+            providers: OfferedProviders::default(),
         }
     }
 }
@@ -92,6 +98,7 @@ impl Settings {
             capabilities,
             outbound_allowlist: get("FLOWGRID_OUTBOUND_ALLOWLIST").unwrap_or_default(),
             ai: AiSettings::from_lookup(&get)?,
+            providers: OfferedProviders::from_lookup(&get)?,
         })
     }
 }

@@ -17,6 +17,7 @@ async fn an_llm_step_through_flowgrid_dev_records_tokens_and_cost_from_the_fake(
         &[
             ("FLOWGRID_AI_OPENAI_BASE_URL", &base),
             ("FLOWGRID_AI_OPENAI_API_KEY", "sk-e2e-never-shown"),
+            ("FLOWGRID_AI_PROVIDERS", "offline,openai"),
         ],
     )
     .await;

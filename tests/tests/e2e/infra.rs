@@ -110,8 +110,7 @@ fn bicep_files() -> Vec<PathBuf> {
 /// The settings each app reads on top of the shared library's: its `SETTINGS`.
 fn own_settings_of(app: &str) -> Vec<Setting> {
     match app {
-        // The Agents app reads the shared settings only.
-        "agents" => Vec::new(),
+        flowgrid_agents::APP => flowgrid_agents::SETTINGS.to_vec(),
         flowgrid_auth::APP => flowgrid_auth::SETTINGS.to_vec(),
         flowgrid_execution::APP => [
             flowgrid_execution::SETTINGS,

@@ -129,7 +129,10 @@ const PROVIDERS: [&str; 5] = [
     "anthropic",
 ];
 
+mod offered;
 mod validate;
+
+pub use offered::{OfferedProviders, PROVIDERS_SETTING};
 
 /// Input that passed validation.
 #[derive(Debug, Clone)]

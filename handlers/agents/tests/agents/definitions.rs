@@ -223,8 +223,9 @@ async fn misspelt_fields_are_all_reported_at_once() {
 }
 
 #[tokio::test]
-async fn every_provider_the_execution_app_calls_can_be_saved() {
-    let app = start_app().await;
+async fn every_provider_the_execution_app_calls_can_be_saved_where_the_deployment_offers_it() {
+    let app =
+        crate::common::start_offering("offline,openai,openai-chat,azure-openai,anthropic").await;
     let editor = app.token("acme", Role::Editor);
     for provider in [
         "offline",

@@ -1,9 +1,10 @@
 //! The Agents app's integration tests, one binary: the routes in-process (`api`), problem bodies
 //! pinned by snapshots (`problems`), and the real executable spawned as the host spawns it
-//! (`process`).
+//! (`process`); the model providers a deployment offers (`providers`).
 
 mod api;
 mod common;
 mod definitions;
 mod problems;
 mod process;
+mod providers;
