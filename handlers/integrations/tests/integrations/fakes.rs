@@ -82,7 +82,15 @@ pub fn steady(spec: &Path) -> Steady {
     let modules = installed();
     assert!(spec.exists(), "{} is missing", spec.display());
     let port = free_port();
-    let mut child = Command::new(modules.join(".bin/steady"))
+    // The package's launcher (`.bin/steady`, a Node script) starts a platform binary as a child
+    // of its own, which killing the launcher would leave running: start the binary itself.
+    let binary = std::fs::read_dir(modules.join("@stdy"))
+        .expect("@stdy installed")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/steady"))
+        .find(|p| p.exists())
+        .expect("the @stdy/cli platform binary for this machine");
+    let mut child = Command::new(binary)
         .args(["-p", &port.to_string(), "--host", "127.0.0.1", "-q"])
         .arg(spec)
         .stdout(Stdio::piped())
