@@ -48,41 +48,6 @@ pub fn openai_spec() -> PathBuf {
     spec
 }
 
-/// Runs `make` once across test processes (a lock file), unless `done` exists.
-fn once(done: &Path, lock: &Path, what: &str, make: impl FnOnce()) {
-    if done.exists() {
-        return;
-    }
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(lock)
-        {
-            Ok(_) => break,
-            Err(_) if done.exists() => return,
-            Err(_) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "waited 15 min for {} ({what}); remove it if stale",
-                    lock.display()
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-    if !done.exists() {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(make));
-        let _ = std::fs::remove_file(lock);
-        if let Err(p) = result {
-            std::panic::resume_unwind(p);
-        }
-    } else {
-        let _ = std::fs::remove_file(lock);
-    }
-}
-
 fn run(cmd: &mut Command, what: &str) {
     match cmd.stdout(Stdio::null()).status() {
         Ok(s) if s.success() => {}
@@ -96,35 +61,28 @@ fn run(cmd: &mut Command, what: &str) {
 /// Installs the npm packages and the Python venv from their pinned versions.
 pub fn ensure_installed() -> PathBuf {
     let d = dir();
-    once(
-        &d.join("node_modules/.package-lock.json"),
-        &d.join(".npm.lock"),
-        "npm ci",
+    crate::tools::npm_ci(&d, "the AI provider tests");
+    let marker = d.join(".venv/.installed");
+    crate::tools::once(
+        || marker.exists(),
+        &d.join(".venv.lock"),
+        "pip install",
         || {
             run(
-                Command::new("npm")
-                    .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-                    .arg(&d),
-                "`npm ci --prefix tools/ai-fakes`",
+                Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(d.join(".venv")),
+                "`python3 -m venv tools/ai-fakes/.venv`",
             );
+            run(
+                Command::new(d.join(".venv/bin/pip"))
+                    .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                    .arg(d.join("requirements.txt")),
+                "`pip install -r tools/ai-fakes/requirements.txt`",
+            );
+            std::fs::write(&marker, b"").expect("venv marker");
         },
     );
-    let marker = d.join(".venv/.installed");
-    once(&marker, &d.join(".venv.lock"), "pip install", || {
-        run(
-            Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(d.join(".venv")),
-            "`python3 -m venv tools/ai-fakes/.venv`",
-        );
-        run(
-            Command::new(d.join(".venv/bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-                .arg(d.join("requirements.txt")),
-            "`pip install -r tools/ai-fakes/requirements.txt`",
-        );
-        std::fs::write(&marker, b"").expect("venv marker");
-    });
     d
 }
 

@@ -119,51 +119,8 @@ fn workspace_root() -> PathBuf {
 /// may get here at once: a lock file makes one of them install while the others wait.
 pub fn ensure_installed() -> PathBuf {
     let tools = workspace_root().join("tools");
-    let dir = tools.join("emulators");
-    let marker = dir.join("node_modules").join(".package-lock.json");
-    if marker.exists() {
-        return tools;
-    }
-    assert!(
-        dir.join("package-lock.json").exists(),
-        "{} is missing: the emulators cannot be installed",
-        dir.join("package-lock.json").display()
-    );
-    let lock = dir.join(".install.lock");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-        {
-            Ok(_) => break,
-            Err(_) if marker.exists() => return tools,
-            Err(_) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "waited 10 min for {} to go (another npm ci?); remove it if stale",
-                    lock.display()
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .status();
-    let _ = std::fs::remove_file(&lock);
-    match status {
-        Ok(s) if s.success() => tools,
-        Ok(s) => panic!(
-            "`npm ci --prefix tools/emulators` failed ({s}): the storage tests need the emulators"
-        ),
-        Err(e) => panic!(
-            "cannot run npm ({e}): the storage tests need Node.js and npm to install the emulators"
-        ),
-    }
+    crate::tools::npm_ci(&tools.join("emulators"), "the storage tests' emulators");
+    tools
 }
 
 /// Starts `node tools/<script> <port> <args> --exit-with-stdin` and waits for `ready` on its

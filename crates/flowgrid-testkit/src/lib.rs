@@ -11,6 +11,7 @@ pub mod conformance;
 pub mod emulators;
 pub mod modules;
 mod process;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 

@@ -19,23 +19,6 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `npm ci` in `dir` unless its `node_modules` matches the lockfile already.
-pub fn npm_ci(dir: &Path) {
-    let lock = std::fs::read(dir.join("package-lock.json")).expect("lockfile");
-    let installed = std::fs::read(dir.join("node_modules/.package-lock.json")).ok();
-    let stamp = dir.join("node_modules/.flowgrid-lock");
-    if installed.is_some() && std::fs::read(&stamp).ok().as_deref() == Some(&lock[..]) {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
-        .current_dir(dir)
-        .status()
-        .expect("npm (Node.js) must be installed");
-    assert!(status.success(), "npm ci in {} failed", dir.display());
-    std::fs::write(&stamp, &lock).expect("stamp");
-}
-
 /// Debian's Chromium, installed with apt-get when missing.
 fn chromium() {
     if Path::new("/usr/bin/chromium").exists() {
@@ -58,7 +41,7 @@ fn chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_page_shows_the_apis_numbers_in_headless_chromium() {
     let tools = root().join("tools/dashboard");
-    npm_ci(&tools);
+    flowgrid_testkit::tools::npm_ci(&tools, "the dashboard tests");
     chromium();
 
     let app = start().await;

@@ -31,7 +31,7 @@ async fn the_page_and_its_assets_are_served_from_the_binary_and_other_names_are_
 #[test]
 fn the_checked_in_chart_library_is_the_pinned_npm_package() {
     let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/dashboard");
-    crate::browser::npm_ci(&tools);
+    flowgrid_testkit::tools::npm_ci(&tools, "the dashboard tests");
     let dist = tools.join("node_modules/uplot/dist");
     for (name, _, body) in page_assets() {
         if !name.starts_with("uPlot") {

@@ -19,44 +19,10 @@ fn root() -> PathBuf {
 /// from the lockfile when missing.
 pub fn installed() -> PathBuf {
     let dir = root().join("tools/integration-fakes");
-    let modules = dir.join("node_modules");
-    if modules.join(".package-lock.json").exists() {
-        return modules;
-    }
-    let lock = dir.join(".install.lock");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-        {
-            Ok(_) => break,
-            Err(_) if modules.join(".package-lock.json").exists() => return modules,
-            Err(_) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "waited 10 min for {} to go",
-                    lock.display()
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .status();
-    let _ = std::fs::remove_file(&lock);
-    match status {
-        Ok(s) if s.success() => modules,
-        Ok(s) => panic!("`npm ci --prefix tools/integration-fakes` failed ({s})"),
-        Err(e) => panic!("cannot run npm ({e}): the integration tests need Node.js and npm"),
-    }
+    flowgrid_testkit::tools::npm_ci(&dir, "the integration tests");
+    dir.join("node_modules")
 }
 
-/// A running steady mock, stopped on drop.
 pub struct Steady {
     child: Child,
     pub url: String,
