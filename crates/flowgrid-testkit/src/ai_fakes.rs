@@ -165,14 +165,7 @@ pub fn llmock(latency_ms: u64) -> Fake {
 pub fn steady_with(spec: &Path) -> Fake {
     let d = ensure_installed();
     let port = free_port();
-    // The package's launcher (`steady.js`) starts a platform binary as a child of its own,
-    // which a kill of the launcher would leave running: start the binary itself.
-    let binary = std::fs::read_dir(d.join("node_modules/@stdy"))
-        .expect("@stdy installed")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("bin/steady"))
-        .find(|p| p.exists())
-        .expect("the @stdy/cli platform binary for this machine");
+    let binary = crate::tools::steady_binary(&d.join("node_modules"));
     let child = Command::new(binary)
         .args([
             "-p",

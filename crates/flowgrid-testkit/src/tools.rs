@@ -2,7 +2,7 @@
 //! on first use. Several test processes may get there at once: a lock file makes one of them
 //! install while the others wait.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,4 +67,16 @@ pub fn npm_ci(dir: &Path, needed_by: &str) {
         }
         std::fs::write(&stamp, &lock).expect("write the install stamp");
     });
+}
+
+/// The platform binary of steady (`@stdy/cli`) installed under `node_modules`. Tests start it
+/// directly: the package's launcher (a Node script) starts it as a child of its own, which
+/// killing the launcher would leave running.
+pub fn steady_binary(node_modules: &Path) -> PathBuf {
+    std::fs::read_dir(node_modules.join("@stdy"))
+        .expect("@stdy/cli installed")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/steady"))
+        .find(|p| p.exists())
+        .expect("the @stdy/cli platform binary for this machine")
 }

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flowgrid_testkit::free_port;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -35,27 +37,12 @@ impl Drop for Steady {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("test fixture")
-        .local_addr()
-        .expect("test fixture")
-        .port()
-}
-
 /// Starts steady on `spec` and waits until it answers.
 pub fn steady(spec: &Path) -> Steady {
     let modules = installed();
     assert!(spec.exists(), "{} is missing", spec.display());
     let port = free_port();
-    // The package's launcher (`.bin/steady`, a Node script) starts a platform binary as a child
-    // of its own, which killing the launcher would leave running: start the binary itself.
-    let binary = std::fs::read_dir(modules.join("@stdy"))
-        .expect("@stdy installed")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("bin/steady"))
-        .find(|p| p.exists())
-        .expect("the @stdy/cli platform binary for this machine");
+    let binary = flowgrid_testkit::tools::steady_binary(&modules);
     let mut child = Command::new(binary)
         .args(["-p", &port.to_string(), "--host", "127.0.0.1", "-q"])
         .arg(spec)
