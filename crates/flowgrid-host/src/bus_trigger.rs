@@ -1,6 +1,7 @@
-//! The Service Bus trigger: one pump per function receives under a peek-lock while the app is
-//! ready and a `maxConcurrentCalls` permit is free; the lock is renewed while the handler works;
-//! success completes the message, failure abandons it.
+//! The Service Bus trigger: one pump per function and instance (competing consumers) receives
+//! under a peek-lock while the instance is ready and one of its `maxConcurrentCalls` permits is
+//! free; the lock is renewed while the handler works; success completes the message, failure
+//! abandons it.
 
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -13,13 +14,15 @@ use tokio::task::JoinHandle;
 
 use crate::bus::Message;
 use crate::config::{FunctionDef, Trigger};
+use crate::instances::Instance;
 use crate::invoke;
-use crate::runtime::{AppRt, Shared, background_context, call_and_send, ready_port};
+use crate::runtime::{AppRt, Shared, background_context, call_and_send};
 use crate::supervisor::State as AppState;
 
-/// The Service Bus trigger of one function: peek-lock receive while the app is ready and a
-/// `maxConcurrentCalls` permit is free; success completes, failure abandons.
-pub(crate) async fn pump(sh: Arc<Shared>, ai: usize, fi: usize) {
+/// The Service Bus trigger of one function on one instance: peek-lock receive while the
+/// instance is ready (and not retired) and one of its `maxConcurrentCalls` permits is free;
+/// success completes, failure abandons.
+pub(crate) async fn pump(sh: Arc<Shared>, ai: usize, fi: usize, inst: Arc<Instance>) {
     let app = &sh.apps[ai];
     let f = &app.functions[fi];
     let Trigger::ServiceBus { entity, .. } = &f.trigger else {
@@ -28,10 +31,10 @@ pub(crate) async fn pump(sh: Arc<Shared>, ai: usize, fi: usize) {
     let notify = sh.bus.notifier(entity);
     let mut stop = sh.shutdown.clone();
     loop {
-        let Some(port) = ready_port(&sh, app).await else {
+        let Some(port) = inst.ready_port(&sh.shutdown).await else {
             return;
         };
-        let Ok(permit) = app.calls.clone().acquire_owned().await else {
+        let Ok(permit) = inst.calls.clone().acquire_owned().await else {
             return;
         };
         let notified = notify.notified();
@@ -43,8 +46,9 @@ pub(crate) async fn pump(sh: Arc<Shared>, ai: usize, fi: usize) {
         match received {
             Ok(Ok(Some(m))) => {
                 let sh2 = sh.clone();
+                let inst2 = inst.clone();
                 tokio::spawn(async move {
-                    process(&sh2, ai, fi, port, m).await;
+                    process(&sh2, ai, fi, &inst2, port, m).await;
                     drop(permit);
                 });
             }
@@ -106,7 +110,7 @@ async fn back_off(
 
 /// One received message: the envelope to the handler under a renewed lock, then complete or
 /// abandon.
-async fn process(sh: &Arc<Shared>, ai: usize, fi: usize, port: u16, m: Message) {
+async fn process(sh: &Arc<Shared>, ai: usize, fi: usize, inst: &Instance, port: u16, m: Message) {
     let app = &sh.apps[ai];
     let f = &app.functions[fi];
     let Trigger::ServiceBus { name, binary, .. } = &f.trigger else {
@@ -122,9 +126,9 @@ async fn process(sh: &Arc<Shared>, ai: usize, fi: usize, port: u16, m: Message) 
     let envelope = invoke::service_bus_envelope(&f.name, name, *binary, &m);
 
     let renewer = renew_lock(sh, seq, &token);
-    let result = call_and_send(sh, app, port, f, &ctx, &envelope).await;
+    let result = call_and_send(sh, app, inst, port, f, &ctx, &envelope).await;
     if result.is_err() && !sh.client.probe(port).await {
-        wait_for_restart(sh, app, port).await;
+        wait_for_restart(sh, inst, port).await;
     }
     renewer.abort();
     settle(sh, app, f, &m, token, result).await;
@@ -183,8 +187,8 @@ fn renew_lock(sh: &Shared, seq: i64, token: &str) -> JoinHandle<()> {
 /// The handler died with the message: hold the lock until the supervisor has noticed and
 /// restarted it, so that the redelivery goes to the new process instead of burning delivery
 /// attempts against a dead port.
-async fn wait_for_restart(sh: &Shared, app: &AppRt, port: u16) {
-    let mut status = app.status.clone();
+async fn wait_for_restart(sh: &Shared, inst: &Instance, port: u16) {
+    let mut status = inst.status.clone();
     let _ = tokio::time::timeout(
         sh.config.host.initialization_timeout,
         status.wait_for(|s| s.state != AppState::Ready || s.port != Some(port)),

@@ -38,6 +38,15 @@ pub struct DevArgs {
     /// `auto` (pretty on a terminal, else JSON).
     #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+    /// Instances of an app: `app=min..max` or `app=n` (repeatable; a bare `min..max` is every
+    /// app). Over the FLOWGRID_INSTANCES setting; default one instance each.
+    #[arg(long, value_name = "APP=MIN..MAX")]
+    pub instances: Vec<String>,
+    /// How an app's HTTP requests are spread over its instances: `app=round-robin`,
+    /// `least-connections`, `ip-hash` or `weighted-round-robin:<w0>:<w1>…` (repeatable). Over
+    /// the FLOWGRID_BALANCE setting; default round-robin.
+    #[arg(long, value_name = "APP=STRATEGY")]
+    pub balance: Vec<String>,
 }
 
 /// `flowgrid package`.
@@ -236,6 +245,10 @@ pub fn dev(
             data_dir: data_dir.to_owned(),
             listen: SocketAddr::new(args.bind, args.port),
             app_settings,
+            scaling: crate::config::scaling::ScaleOverrides {
+                instances: args.instances.clone(),
+                balance: args.balance.clone(),
+            },
         };
         let host = Host::start(opts, &mut |n| eprintln!("flowgrid: {n}")).await?;
         lock.publish(&DevState {
@@ -289,9 +302,19 @@ fn print_banner(host: &Host, data_dir: &Path) {
     b.push_str(&format!("\nFlowgrid is running at {url}\n"));
     b.push_str(&format!("  health of every app: {url}/api/health\n"));
     b.push_str(&format!("  data folder:         {data_arg}\n\nApps:\n"));
+    let instances = host.instances();
     for (name, s) in host.statuses() {
         let extra = s.reason.map(|r| format!(" ({r})")).unwrap_or_default();
-        b.push_str(&format!("  {name:<14} {:?}{extra}\n", s.state));
+        let n = instances
+            .iter()
+            .find(|(a, _)| *a == name)
+            .map_or(1, |(_, i)| i.len());
+        let count = if n > 1 {
+            format!(", {n} instances")
+        } else {
+            String::new()
+        };
+        b.push_str(&format!("  {name:<14} {:?}{count}{extra}\n", s.state));
     }
     b.push_str("\nRoutes:\n");
     for (app, methods, path) in host.routes() {

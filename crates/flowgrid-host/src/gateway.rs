@@ -1,6 +1,8 @@
 //! The HTTP gateway: every request gets a correlation id, is routed to a function, checked
-//! against the body limit and the rate limit, then forwarded as is or wrapped in the invocation
-//! envelope; `GET /api/health` reports every app. One access-log line per request.
+//! against the body limit and the rate limit, sent to one of the app's instances (the app's
+//! balancing strategy; an idempotent request whose instance died is retried on another), then
+//! forwarded as is or wrapped in the invocation envelope; `GET /api/health` reports every app
+//! and its instances. One access-log line per request.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,9 +19,10 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use crate::config::{FunctionDef, Trigger};
+use crate::instances::Lease;
 use crate::invoke::{self, CallContext};
 use crate::runtime::{AppRt, RouteEntry, Shared, call, send_all};
-use crate::supervisor::{self, State as AppState, Status};
+use crate::supervisor::{State as AppState, Status};
 
 /// Every request: correlation id, routing, limits, then forwarding or the envelope; one access-log line.
 pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
@@ -89,14 +92,11 @@ async fn serve(sh: &Arc<Shared>, req: Request, ctx: &CallContext) -> Served {
     if let Err(refused) = check_limits(sh, req.headers()).await {
         return (refused, target);
     }
-    let port = match running_port(sh, app).await {
-        Ok(port) => port,
-        Err(refused) => return (refused, target),
-    };
+    let client = client_key(req.headers());
     let response = if f.forwarded {
-        forward(sh, port, req, ctx).await
+        forward(sh, app, req, ctx, client.as_deref()).await
     } else {
-        envelope_http(sh, app, f, port, req, params, ctx).await
+        envelope_http(sh, app, f, req, params, ctx, client.as_deref()).await
     };
     (response, target)
 }
@@ -180,16 +180,51 @@ async fn check_limits(sh: &Shared, headers: &HeaderMap) -> Result<(), Response> 
     Ok(())
 }
 
-/// The app's port once it is ready, or the 503 when it does not get ready in time.
-async fn running_port(sh: &Shared, app: &AppRt) -> Result<u16, Response> {
-    let mut status = app.status.clone();
-    let wait = sh.config.host.initialization_timeout * 4;
-    let Some(port) = supervisor::wait_ready(&mut status, wait).await else {
-        let s = app.status.borrow().clone();
-        tracing::warn!(app = %app.name, "app is {:?}: {}", s.state, s.reason.unwrap_or_default());
-        return Err(Error::Unavailable(format!("app {} is not running", app.name)).into_response());
+/// Tries of one request: the first instance and at most two others.
+const MAX_ATTEMPTS: usize = 3;
+
+/// An instance of the app for this request once one is ready (the app's strategy chooses), or
+/// the 503 when none gets ready in time (at once when every instance is restarting, stopped or
+/// failed). `tried` are the (instance, process) pairs that already failed this request.
+async fn lease(
+    sh: &Shared,
+    app: &AppRt,
+    client: Option<&str>,
+    tried: &[(usize, Option<u32>)],
+) -> Result<Lease, Response> {
+    let init = sh.config.host.initialization_timeout;
+    let wait = if tried.is_empty() { init * 4 } else { init };
+    match app.pool.lease(client, tried, wait).await {
+        Ok(lease) => Ok(lease),
+        Err(_) => {
+            let s = app.pool.status();
+            tracing::warn!(app = %app.name, "app is {:?}: {}", s.state, s.reason.unwrap_or_default());
+            Err(Error::Unavailable(format!("app {} is not running", app.name)).into_response())
+        }
+    }
+}
+
+/// A request that may be sent twice: GET, HEAD, PUT, DELETE (idempotent by RFC 9110), or one
+/// carrying an `Idempotency-Key`.
+fn retryable(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+    ) || headers.contains_key("idempotency-key")
+}
+
+/// The client an IP-hash app keeps on one instance: the first `X-Forwarded-For` address, else
+/// `X-Real-IP` (every local client is 127.0.0.1, so behind a proxy this is the client).
+fn client_key(headers: &HeaderMap) -> Option<String> {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     };
-    Ok(port)
+    first("x-forwarded-for").or_else(|| first("x-real-ip"))
 }
 
 fn allow(mut r: Response, methods: &str) -> Response {
@@ -228,30 +263,75 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Forwarding mode: same method, original path and query, all headers, the body only when
-/// `Content-Length > 0`; the answer is returned as is.
-async fn forward(sh: &Shared, port: u16, req: Request, ctx: &CallContext) -> Response {
+/// `Content-Length > 0`; the answer is returned as is. A transport failure counts against the
+/// instance (`max_fails`); an idempotent request is then sent to another instance (its body was
+/// kept for that), up to [`MAX_ATTEMPTS`] in all.
+async fn forward(
+    sh: &Shared,
+    app: &AppRt,
+    req: Request,
+    ctx: &CallContext,
+    client: Option<&str>,
+) -> Response {
     let (parts, body) = req.into_parts();
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let has_body = content_length(&parts.headers).is_some_and(|n| n > 0);
-    let mut builder = hyper::Request::builder()
-        .method(parts.method.clone())
-        .uri(format!("http://127.0.0.1:{port}{pq}"));
-    if let Some(h) = builder.headers_mut() {
-        forwarded_headers(h, &parts.headers, has_body, ctx);
-    }
-    let Ok(out) = builder.body(if has_body { body } else { Body::empty() }) else {
-        return Error::BadRequest("the request cannot be forwarded".into()).into_response();
-    };
-    match sh.client.send(out).await {
-        Ok(res) => {
-            let (mut parts, body) = res.into_parts();
-            for h in HOP_BY_HOP {
-                parts.headers.remove(h);
-            }
-            parts.extensions.insert(crate::output::AnsweredByHandler);
-            Response::from_parts(parts, Body::new(body))
+    let again = retryable(&parts.method, &parts.headers);
+    let mut stream = Some(body);
+    let kept = if again && has_body {
+        match read_body(stream.take().unwrap_or_default(), sh.gateway.body_limit).await {
+            Ok(b) => Some(b),
+            Err(refused) => return refused,
         }
-        Err(e) => Error::Internal(format!("forwarding to the handler failed: {e}")).into_response(),
+    } else {
+        None
+    };
+    let mut tried = Vec::new();
+    loop {
+        let lease = match lease(sh, app, client, &tried).await {
+            Ok(l) => l,
+            Err(refused) => return refused,
+        };
+        let mut builder = hyper::Request::builder()
+            .method(parts.method.clone())
+            .uri(format!("http://127.0.0.1:{}{pq}", lease.port));
+        if let Some(h) = builder.headers_mut() {
+            forwarded_headers(h, &parts.headers, has_body, ctx);
+        }
+        let body = match (&kept, has_body) {
+            (Some(b), _) => Body::from(b.clone()),
+            (None, true) => stream.take().unwrap_or_default(),
+            (None, false) => Body::empty(),
+        };
+        let Ok(out) = builder.body(body) else {
+            return Error::BadRequest("the request cannot be forwarded".into()).into_response();
+        };
+        match sh.client.send(out).await {
+            Ok(res) => {
+                lease.instance.succeeded();
+                let (mut parts, body) = res.into_parts();
+                for h in HOP_BY_HOP {
+                    parts.headers.remove(h);
+                }
+                parts.extensions.insert(crate::output::AnsweredByHandler);
+                // In flight on its instance until the answer's body has been sent.
+                let body = body.map_frame(move |frame| {
+                    let _held = &lease;
+                    frame
+                });
+                return Response::from_parts(parts, Body::new(body));
+            }
+            Err(e) => {
+                lease.instance.failed(app.pool.fail_policy());
+                tried.push((lease.instance.ordinal, lease.pid));
+                if !again || tried.len() >= MAX_ATTEMPTS {
+                    return Error::Internal(format!("forwarding to the handler failed: {e}"))
+                        .into_response();
+                }
+                tracing::warn!(app = %app.name, instance = lease.instance.ordinal,
+                    "{} {pq}: {e}; idempotent, sent again to another instance", parts.method);
+            }
+        }
     }
 }
 
@@ -290,10 +370,10 @@ async fn envelope_http(
     sh: &Shared,
     app: &AppRt,
     f: &FunctionDef,
-    port: u16,
     req: Request,
     params: BTreeMap<String, String>,
     ctx: &CallContext,
+    client: Option<&str>,
 ) -> Response {
     let Trigger::Http { name: binding, .. } = &f.trigger else {
         return Error::Internal("not an http function".into()).into_response();
@@ -313,11 +393,33 @@ async fn envelope_http(
         body: has_length.then_some(&bytes[..]),
     };
     let envelope = invoke::http_envelope(&f.name, binding, &input);
-    let answer = match call(sh, app, port, f, ctx, &envelope).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(app = %app.name, function = %f.name, invocation_id = %ctx.invocation_id, "invocation failed: {e}");
-            return Error::Internal(format!("invocation failed: {e}")).into_response();
+    let again = retryable(&parts.method, &parts.headers);
+    let mut tried = Vec::new();
+    let answer = loop {
+        let lease = match lease(sh, app, client, &tried).await {
+            Ok(l) => l,
+            Err(refused) => return refused,
+        };
+        match call(sh, app, &lease.instance, lease.port, f, ctx, &envelope).await {
+            Ok(a) => {
+                lease.instance.succeeded();
+                break a;
+            }
+            // An idempotent request whose instance died is invoked again on another.
+            Err(e)
+                if again
+                    && tried.len() + 1 < MAX_ATTEMPTS
+                    && !sh.client.probe(lease.port).await =>
+            {
+                lease.instance.failed(app.pool.fail_policy());
+                tried.push((lease.instance.ordinal, lease.pid));
+                tracing::warn!(app = %app.name, function = %f.name, instance = lease.instance.ordinal,
+                    "invocation failed: {e}; idempotent, invoked again on another instance");
+            }
+            Err(e) => {
+                tracing::error!(app = %app.name, function = %f.name, invocation_id = %ctx.invocation_id, "invocation failed: {e}");
+                return Error::Internal(format!("invocation failed: {e}")).into_response();
+            }
         }
     };
     let writes = match invoke::writes(f, &answer) {
@@ -391,7 +493,7 @@ async fn health(sh: &Shared, ctx: &CallContext) -> Response {
 
 /// One app's entry of the health answer, and whether the app is healthy.
 async fn app_health(sh: &Shared, app: &AppRt, ctx: &CallContext) -> (bool, Value) {
-    let s = app.status.borrow().clone();
+    let s = app.pool.status();
     let mut entry = json!({"state": s.state, "restarts": s.restarts, "reason": s.reason, "pid": s.pid,
             "crashesInARow": s.crashes, "backoffMs": s.backoff_ms});
     let deep = deep_health(sh, app, &s, ctx).await;
@@ -403,6 +505,8 @@ async fn app_health(sh: &Shared, app: &AppRt, ctx: &CallContext) -> (bool, Value
     if let Some(obj) = entry.as_object_mut() {
         obj.insert("healthy".into(), Value::Bool(ok));
         obj.insert("health".into(), deep);
+        obj.insert("instances".into(), app.pool.instances_json());
+        obj.insert("scale".into(), app.pool.scale_json());
     }
     (ok, entry)
 }

@@ -1,4 +1,4 @@
-//! The running host: one listener serving every app's routes, one supervised handler per app,
+//! The running host: one listener serving every app's routes, each app's supervised instances,
 //! the Service Bus pumps and the timers. Start-up is in `startup`, the HTTP gateway in `gateway`,
 //! the Service Bus trigger in `bus_trigger`, the timers in `timer_trigger`; the state they share
 //! in `runtime`.
@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::bus::Bus;
 use crate::runtime::Shared;
 use crate::startup::{self, Started};
-use crate::supervisor::{State as AppState, Status};
+use crate::supervisor::Status;
 
 pub use crate::runtime::GatewaySettings;
 pub use crate::startup::HostOptions;
@@ -68,12 +68,22 @@ impl Host {
         self.shared.bus.clone()
     }
 
-    /// App names with their current status.
+    /// App names with their current status: instance 0's, with `state` ready when any
+    /// instance is and the restarts of every instance added up.
     pub fn statuses(&self) -> Vec<(String, Status)> {
         self.shared
             .apps
             .iter()
-            .map(|a| (a.name.clone(), a.status.borrow().clone()))
+            .map(|a| (a.name.clone(), a.pool.status()))
+            .collect()
+    }
+
+    /// App names with the status of each of their instances (by ordinal).
+    pub fn instances(&self) -> Vec<(String, Vec<Status>)> {
+        self.shared
+            .apps
+            .iter()
+            .map(|a| (a.name.clone(), a.pool.statuses()))
             .collect()
     }
 
@@ -104,9 +114,7 @@ impl Host {
     /// Waits until every app is ready, stopped or failed (or `timeout` passes).
     pub async fn settle(&self, timeout: Duration) {
         for app in &self.shared.apps {
-            let mut rx = app.status.clone();
-            let _ =
-                tokio::time::timeout(timeout, rx.wait_for(|s| s.state != AppState::Starting)).await;
+            app.pool.settle(timeout).await;
         }
     }
 

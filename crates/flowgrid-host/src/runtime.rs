@@ -7,23 +7,21 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use flowgrid_http::auth::TokenVerifier;
 use flowgrid_http::correlation;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::bus::{Bus, Outgoing, Target};
 use crate::client::HttpClient;
 use crate::config::{Config, FunctionDef};
+use crate::instances::{Instance, Pool};
 use crate::invoke::{self, CallContext};
 use crate::ratelimit::RateLimiter;
 use crate::route::RouteTemplate;
-use crate::supervisor::{State as AppState, Status};
 
 /// One app at run time.
 pub(crate) struct AppRt {
     pub(crate) name: String,
-    pub(crate) status: watch::Receiver<Status>,
-    /// Asks the supervisor to kill and restart the handler (after a function timeout).
-    pub(crate) restart: Arc<tokio::sync::Notify>,
-    pub(crate) calls: Arc<Semaphore>,
+    /// Its instances (handler processes).
+    pub(crate) pool: Arc<Pool>,
     pub(crate) functions: Vec<FunctionDef>,
 }
 
@@ -62,22 +60,21 @@ pub(crate) fn background_context(correlation_id: String) -> CallContext {
     CallContext::new(correlation_id, correlation::traceparent(&HeaderMap::new()))
 }
 
-/// Waits for the app to be ready; `None` when shutting down.
-pub(crate) async fn ready_port(sh: &Shared, app: &AppRt) -> Option<u16> {
-    let mut status = app.status.clone();
+/// Waits for a ready instance of the app (chosen by its strategy); `None` when shutting down.
+pub(crate) async fn ready_instance(sh: &Shared, app: &AppRt) -> Option<(Arc<Instance>, u16)> {
     let mut stop = sh.shutdown.clone();
     loop {
-        if *stop.borrow() {
-            return None;
-        }
+        match app
+            .pool
+            .lease(None, &[], std::time::Duration::from_secs(3600))
+            .await
         {
-            let s = status.borrow_and_update();
-            if s.state == AppState::Ready {
-                return s.port;
-            }
+            Ok(lease) => return Some((lease.instance.clone(), lease.port)),
+            Err(crate::instances::NoInstance::ShuttingDown) => return None,
+            Err(crate::instances::NoInstance::Unavailable) => {}
         }
         tokio::select! {
-            r = status.changed() => if r.is_err() { return None },
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
             _ = stop.changed() => return None,
         }
     }
@@ -87,6 +84,7 @@ pub(crate) async fn ready_port(sh: &Shared, app: &AppRt) -> Option<u16> {
 pub(crate) async fn call(
     sh: &Shared,
     app: &AppRt,
+    inst: &Instance,
     port: u16,
     f: &FunctionDef,
     ctx: &CallContext,
@@ -99,7 +97,7 @@ pub(crate) async fn call(
             Ok(r) => r?,
             Err(_) => {
                 // As the host: a function timeout restarts the handler process.
-                app.restart.notify_waiters();
+                inst.restart.notify_waiters();
                 return Err(format!(
                     "function timeout ({} s): the handler is restarted",
                     limit.as_secs_f64()
@@ -121,12 +119,13 @@ pub(crate) async fn call(
 pub(crate) async fn call_and_send(
     sh: &Shared,
     app: &AppRt,
+    inst: &Instance,
     port: u16,
     f: &FunctionDef,
     ctx: &CallContext,
     envelope: &flowgrid_http::invocation::InvokeRequest,
 ) -> Result<(), String> {
-    match call(sh, app, port, f, ctx, envelope).await {
+    match call(sh, app, inst, port, f, ctx, envelope).await {
         Ok(answer) => match invoke::writes(f, &answer) {
             Ok(w) => send_all(sh, w.messages).await,
             Err(e) => Err(e),

@@ -1,5 +1,6 @@
 //! Start-up: the configuration and the settings, the bus and its entities, the token verifier,
-//! one supervised handler per app, the route table, the trigger tasks and the listener.
+//! each app's pool of supervised handler instances, the route table, the trigger tasks, the
+//! scale controllers and the listener.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,18 +10,20 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use flowgrid_http::auth::TokenVerifier;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::bus::{Bus, BusSettings};
-use crate::bus_trigger::pump;
 use crate::client::HttpClient;
 use crate::config::check::{self, AppSettings};
+use crate::config::scaling::{ScaleOverrides, Scaling};
 use crate::config::{AppDef, Config, OutputKind, Trigger};
 use crate::gateway::handle;
+use crate::instances::{Pool, PoolSettings};
 use crate::ratelimit::RateLimiter;
 use crate::runtime::{AppRt, GatewaySettings, RouteEntry, Shared};
-use crate::supervisor::{self, Launch, State as AppState, Status};
+use crate::scale::Rules;
+use crate::supervisor::Launch;
 use crate::timer_trigger::timer_loop;
 
 /// How to run a host.
@@ -36,6 +39,8 @@ pub struct HostOptions {
     pub listen: SocketAddr,
     /// The apps' own settings, checked before anything starts (the shared ones always are).
     pub app_settings: BTreeMap<String, AppSettings>,
+    /// Instances and balancing given on the command line (over the settings).
+    pub scaling: ScaleOverrides,
 }
 
 /// What a started host is made of.
@@ -54,6 +59,8 @@ pub(crate) async fn start(opts: HostOptions, notice: &mut dyn FnMut(String)) -> 
     let data_dir = absolute(&opts.data_dir)?;
     let bus_settings = bus_settings(&config)?;
     let gateway = gateway_settings(&config)?;
+    let app_names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
+    let scaling = Scaling::read(&|n| config.setting(n), &app_names, &opts.scaling)?;
     // The port first: nothing is started when it is taken.
     let listener = bind(opts.listen).await?;
     let addr = listener.local_addr()?;
@@ -71,6 +78,7 @@ pub(crate) async fn start(opts: HostOptions, notice: &mut dyn FnMut(String)) -> 
     let apps = start_apps(
         &opts,
         &config,
+        &scaling,
         &data_dir,
         &client,
         &shutdown_rx,
@@ -91,6 +99,13 @@ pub(crate) async fn start(opts: HostOptions, notice: &mut dyn FnMut(String)) -> 
         shutdown: shutdown_rx.clone(),
     });
     spawn_triggers(&shared, &mut tasks);
+    for ai in 0..shared.apps.len() {
+        tasks.push(tokio::spawn(crate::scale::run(
+            shared.clone(),
+            ai,
+            scaling.interval,
+        )));
+    }
     serve(listener, &shared, shutdown_rx, &mut tasks);
     Ok(Started {
         addr,
@@ -272,10 +287,15 @@ fn handler_client(config: &Config) -> HttpClient {
     HttpClient::new(timeout)
 }
 
-/// Starts one supervised handler per app.
+/// Starts each app's pool with its minimum of instances.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "start-up's parts, each used once"
+)]
 fn start_apps(
     opts: &HostOptions,
     config: &Config,
+    scaling: &Scaling,
     data_dir: &Path,
     client: &HttpClient,
     shutdown: &watch::Receiver<bool>,
@@ -285,12 +305,32 @@ fn start_apps(
     let mut apps = Vec::new();
     for app in &config.apps {
         let launch = launch(app, opts, config, data_dir)?;
+        let Some(s) = scaling.apps.get(&app.name) else {
+            anyhow::bail!("no scaling for app {}", app.name);
+        };
+        let range = if s.min == s.max {
+            format!("{} instance(s)", s.min)
+        } else {
+            format!("{}..{} instances", s.min, s.max)
+        };
         notice(format!(
-            "starting app {} ({})",
+            "starting app {} ({}, {range}, {})",
             app.name,
-            launch.program.display()
+            launch.program.display(),
+            s.strategy.name()
         ));
-        let (rt, task) = spawn_app(app, launch, config, client, shutdown);
+        let settings = PoolSettings {
+            rules: Rules {
+                min: s.min,
+                max: s.max,
+                http_concurrency: s.http_concurrency,
+                max_concurrent_calls: config.host.max_concurrent_calls,
+                scale_in_after: scaling.scale_in_after,
+            },
+            strategy: s.strategy.clone(),
+            fail: scaling.fail,
+        };
+        let (rt, task) = spawn_app(app, launch, settings, client, shutdown);
         tasks.push(task);
         apps.push(rt);
     }
@@ -341,36 +381,24 @@ fn handler_env(config: &Config, data_dir: &Path, root: &Path) -> BTreeMap<String
     env
 }
 
-/// Starts the supervisor of one app's handler.
+/// Starts the pool of one app; the task returned stops its instances at the shutdown.
 fn spawn_app(
     app: &AppDef,
     launch: Launch,
-    config: &Config,
+    settings: PoolSettings,
     client: &HttpClient,
     shutdown: &watch::Receiver<bool>,
 ) -> (AppRt, JoinHandle<()>) {
-    let (tx, rx) = watch::channel(Status {
-        state: AppState::Starting,
-        port: None,
-        pid: None,
-        restarts: 0,
-        reason: None,
-        crashes: 0,
-        backoff_ms: 0,
+    let pool = Pool::start(launch, client.clone(), settings, shutdown.clone());
+    let stopper = pool.clone();
+    let mut stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let _ = stop.wait_for(|s| *s).await;
+        stopper.stop_all().await;
     });
-    let restart = Arc::new(tokio::sync::Notify::new());
-    let task = tokio::spawn(supervisor::supervise(
-        launch,
-        client.clone(),
-        tx,
-        shutdown.clone(),
-        restart.clone(),
-    ));
     let rt = AppRt {
         name: app.name.clone(),
-        status: rx,
-        restart,
-        calls: Arc::new(Semaphore::new(config.host.max_concurrent_calls)),
+        pool,
         functions: app.functions.clone(),
     };
     (rt, task)
@@ -395,14 +423,15 @@ fn route_table(apps: &[AppRt]) -> Vec<RouteEntry> {
     routes
 }
 
-/// One pump per Service Bus trigger, one loop per timer trigger.
+/// One pump per Service Bus trigger and instance, one loop per timer trigger.
 fn spawn_triggers(shared: &Arc<Shared>, tasks: &mut Vec<JoinHandle<()>>) {
     for (ai, app) in shared.apps.iter().enumerate() {
+        for inst in app.pool.instances() {
+            crate::instances::start_receivers(shared, ai, &inst);
+        }
         for (fi, f) in app.functions.iter().enumerate() {
             match &f.trigger {
-                Trigger::ServiceBus { .. } => {
-                    tasks.push(tokio::spawn(pump(shared.clone(), ai, fi)))
-                }
+                Trigger::ServiceBus { .. } => {}
                 Trigger::Timer { .. } => {
                     tasks.push(tokio::spawn(timer_loop(shared.clone(), ai, fi)))
                 }

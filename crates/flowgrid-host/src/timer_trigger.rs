@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use crate::bus::TimerStatus;
 use crate::config::Trigger;
 use crate::invoke;
-use crate::runtime::{Shared, background_context, call_and_send, ready_port};
+use crate::runtime::{Shared, background_context, call_and_send, ready_instance};
 use crate::timer::Schedule;
 
 /// A timer trigger: fires at each due time (one firing per due time), `runOnStartup`, and —
@@ -39,7 +39,7 @@ pub(crate) async fn timer_loop(sh: Arc<Shared>, ai: usize, fi: usize) {
         sched,
         use_monitor: *use_monitor,
     };
-    if ready_port(&sh, app).await.is_none() {
+    if ready_instance(&sh, app).await.is_none() {
         return;
     }
     let Some((due, status)) = timer.start(*run_on_startup).await else {
@@ -100,7 +100,7 @@ impl Timer<'_> {
         let mut stop = self.sh.shutdown.clone();
         loop {
             if sleep_until(due, &mut stop).await.is_break()
-                || ready_port(self.sh, app).await.is_none()
+                || ready_instance(self.sh, app).await.is_none()
             {
                 return;
             }
@@ -186,12 +186,13 @@ async fn fire(
 ) {
     let app = &sh.apps[ai];
     let f = &app.functions[fi];
-    let Some(port) = ready_port(sh, app).await else {
+    // One firing per due time, on one instance (the app's strategy chooses it).
+    let Some((inst, port)) = ready_instance(sh, app).await else {
         return;
     };
     let ctx = background_context(uuid::Uuid::new_v4().to_string());
     let envelope = invoke::timer_envelope(&f.name, binding, status, past_due);
-    let result = call_and_send(sh, app, port, f, &ctx, &envelope).await;
+    let result = call_and_send(sh, app, &inst, port, f, &ctx, &envelope).await;
     if let Err(e) = result {
         tracing::error!(app = %app.name, function = %f.name, invocation_id = %ctx.invocation_id, "timer invocation failed: {e}");
     }

@@ -93,6 +93,7 @@ async fn main() -> Result<()> {
             data_dir: root.join("data"),
             listen: "127.0.0.1:0".parse()?,
             app_settings: Default::default(),
+            scaling: Default::default(),
         },
         &mut |n| eprintln!("{n}"),
     )

@@ -29,6 +29,17 @@ impl Bus {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The length of `entity` as the scale controller reads it: the messages that are not dead
+    /// and not scheduled for later (locked ones included, as Service Bus's active count).
+    pub fn active_count(&self, entity: &str) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM messages WHERE entity = ?1 AND dead = 0 AND visible_at <= ?2",
+            params![entity, now_ms()],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     fn check_entity(&self, entity: &str) -> Result<()> {
         let found: Option<String> = self
             .conn()

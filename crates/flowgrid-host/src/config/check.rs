@@ -112,6 +112,7 @@ pub fn known_names(
         .map(|s| s.name.to_owned())
         .collect();
     known.extend(HOST_SETTINGS.iter().map(|s| (*s).to_owned()));
+    known.extend(super::scaling::SETTINGS.iter().map(|s| (*s).to_owned()));
     known.extend(RUNTIME_SETTINGS.iter().map(|s| (*s).to_owned()));
     for rules in app_settings.values() {
         known.extend(rules.names.iter().map(|s| (*s).to_owned()));

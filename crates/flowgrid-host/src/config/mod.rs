@@ -6,6 +6,7 @@ pub mod check;
 mod files;
 mod function_json;
 mod host_json;
+pub mod scaling;
 mod settings;
 
 use std::collections::BTreeMap;

@@ -77,6 +77,7 @@ impl AppRoot {
             data_dir: self.root().join("data"),
             listen: "127.0.0.1:0".parse().unwrap(),
             app_settings: Default::default(),
+            scaling: Default::default(),
         }
     }
 

@@ -1,0 +1,558 @@
+//! An app's instances: each one handler process on its own port, supervised on its own
+//! (restart and backoff per instance, [`crate::supervisor`]), with its own `maxConcurrentCalls`
+//! and its own Service Bus receivers (competing consumers). The pool picks the instance of each
+//! HTTP request with the app's [`Strategy`], counts what is in flight, takes failing instances
+//! out (`max_fails`/`fail_timeout`), and adds and removes instances for the scale controller.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::balance::{Balancer, Candidate, FailPolicy, FailState, Strategy};
+use crate::client::HttpClient;
+use crate::config::Trigger;
+use crate::runtime::Shared;
+use crate::scale::{Decision, Rules, ScaleView};
+use crate::supervisor::{self, Launch, State, Status};
+
+/// One handler process of an app (restarted in place when it dies).
+pub(crate) struct Instance {
+    /// 0, 1, …: its place in the app (weights follow it).
+    pub(crate) ordinal: usize,
+    pub(crate) status: watch::Receiver<Status>,
+    /// Asks the supervisor to kill and restart the handler (after a function timeout).
+    pub(crate) restart: Arc<Notify>,
+    /// `maxConcurrentCalls` of this instance.
+    pub(crate) calls: Arc<Semaphore>,
+    max_calls: usize,
+    /// HTTP requests in flight to it.
+    pub(crate) in_flight: AtomicUsize,
+    fail: Mutex<FailState>,
+    /// Taken out of the pool: it receives nothing new and stops once idle.
+    retiring: AtomicBool,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Instance {
+    fn snapshot(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Nothing in flight: no HTTP request and no message.
+    fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0
+            && self.calls.available_permits() == self.max_calls
+    }
+
+    /// Whether it was taken out of the pool (scale in).
+    pub(crate) fn retiring(&self) -> bool {
+        self.retiring.load(Ordering::SeqCst)
+    }
+
+    /// Waits until this instance is ready (its port); `None` when it is retired or the host
+    /// shuts down.
+    pub(crate) async fn ready_port(&self, shutdown: &watch::Receiver<bool>) -> Option<u16> {
+        let mut status = self.status.clone();
+        let mut stop = shutdown.clone();
+        loop {
+            if *stop.borrow() || self.retiring() {
+                return None;
+            }
+            {
+                let s = status.borrow_and_update();
+                if s.state == State::Ready {
+                    return s.port;
+                }
+                if matches!(s.state, State::Stopped | State::Failed) {
+                    return None;
+                }
+            }
+            tokio::select! {
+                r = status.changed() => if r.is_err() { return None },
+                _ = stop.changed() => return None,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// A failed attempt (a transport error): may take it out for `fail_timeout`.
+    pub(crate) fn failed(&self, policy: FailPolicy) {
+        let mut f = self
+            .fail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if f.failed(policy, Instant::now()) {
+            tracing::warn!(
+                instance = self.ordinal,
+                "instance {} taken out for {} s after {} failed attempt(s)",
+                self.ordinal,
+                policy.fail_timeout.as_secs_f64(),
+                policy.max_fails
+            );
+        }
+    }
+
+    /// A successful answer.
+    pub(crate) fn succeeded(&self) {
+        let mut f = self
+            .fail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if f.down_until().is_some() {
+            f.succeeded();
+        }
+    }
+
+    fn available(&self, now: Instant) -> bool {
+        self.fail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .available(now)
+    }
+}
+
+/// An HTTP request's hold on an instance: counted in flight until dropped.
+pub(crate) struct Lease {
+    pub(crate) instance: Arc<Instance>,
+    pub(crate) port: u16,
+    pub(crate) pid: Option<u32>,
+    pool_in_flight: Arc<AtomicUsize>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.instance.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.pool_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Why no instance could be leased.
+pub(crate) enum NoInstance {
+    /// Every instance is restarting, stopped or failed (or none got ready in time).
+    Unavailable,
+    /// The host is shutting down.
+    ShuttingDown,
+}
+
+/// How an app's instances are run and chosen.
+pub(crate) struct PoolSettings {
+    pub(crate) rules: Rules,
+    pub(crate) strategy: Strategy,
+    pub(crate) fail: FailPolicy,
+}
+
+/// One app's instances.
+pub(crate) struct Pool {
+    pub(crate) app: String,
+    launch: Launch,
+    client: HttpClient,
+    rules: Rules,
+    balancer: Balancer,
+    fail: FailPolicy,
+    instances: RwLock<Vec<Arc<Instance>>>,
+    retired: Mutex<Vec<Arc<Instance>>>,
+    /// Bumped whenever an instance changes state or the membership changes.
+    version: Arc<watch::Sender<u64>>,
+    http_in_flight: Arc<AtomicUsize>,
+    view: Mutex<ScaleView>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Pool {
+    /// A pool with its minimum of instances started.
+    pub(crate) fn start(
+        launch: Launch,
+        client: HttpClient,
+        settings: PoolSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        let (version, _) = watch::channel(0u64);
+        let pool = Arc::new(Self {
+            app: launch.app.clone(),
+            launch,
+            client,
+            rules: settings.rules,
+            balancer: Balancer::new(settings.strategy),
+            fail: settings.fail,
+            instances: RwLock::new(Vec::new()),
+            retired: Mutex::new(Vec::new()),
+            version: Arc::new(version),
+            http_in_flight: Arc::new(AtomicUsize::new(0)),
+            view: Mutex::new(ScaleView::default()),
+            shutdown,
+        });
+        for _ in 0..pool.rules.min.max(1) {
+            pool.spawn_instance();
+        }
+        pool.view_mut().target = pool.len();
+        pool
+    }
+
+    fn view_mut(&self) -> std::sync::MutexGuard<'_, ScaleView> {
+        self.view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The scaling rules.
+    pub(crate) fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The nginx-style failure policy.
+    pub(crate) fn fail_policy(&self) -> FailPolicy {
+        self.fail
+    }
+
+    /// What health shows of the scaling.
+    pub(crate) fn view(&self) -> ScaleView {
+        self.view_mut().clone()
+    }
+
+    pub(crate) fn record(&self, d: &Decision, applied: usize) {
+        self.view_mut().record(d, applied);
+    }
+
+    /// The instances in the pool (not the retiring ones), by ordinal.
+    pub(crate) fn instances(&self) -> Vec<Arc<Instance>> {
+        self.instances
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Instances in the pool.
+    pub(crate) fn len(&self) -> usize {
+        self.instances
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// HTTP requests in flight to the app.
+    pub(crate) fn http_in_flight(&self) -> usize {
+        self.http_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Starts one more instance (the lowest free ordinal) and returns it.
+    pub(crate) fn spawn_instance(&self) -> Arc<Instance> {
+        let mut list = self
+            .instances
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ordinal = (0..)
+            .find(|o| !list.iter().any(|i| i.ordinal == *o))
+            .unwrap_or(list.len());
+        let mut launch = self.launch.clone();
+        if ordinal > 0 {
+            launch.app = format!("{}#{ordinal}", self.app);
+        }
+        launch
+            .env
+            .insert("FLOWGRID_INSTANCE".into(), ordinal.to_string());
+        let (tx, rx) = watch::channel(Status {
+            state: State::Starting,
+            port: None,
+            pid: None,
+            restarts: 0,
+            reason: None,
+            crashes: 0,
+            backoff_ms: 0,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let restart = Arc::new(Notify::new());
+        let max_calls = self.rules.max_concurrent_calls.max(1);
+        let task = tokio::spawn(supervisor::supervise(
+            launch,
+            self.client.clone(),
+            tx,
+            stop_rx,
+            restart.clone(),
+        ));
+        let inst = Arc::new(Instance {
+            ordinal,
+            status: rx.clone(),
+            restart,
+            calls: Arc::new(Semaphore::new(max_calls)),
+            max_calls,
+            in_flight: AtomicUsize::new(0),
+            fail: Mutex::new(FailState::default()),
+            retiring: AtomicBool::new(false),
+            stop: stop_tx,
+            task: Mutex::new(Some(task)),
+        });
+        // Every state change of the instance wakes those waiting for the pool.
+        let version = self.version.clone();
+        let mut watched = rx;
+        tokio::spawn(async move {
+            while watched.changed().await.is_ok() {
+                version.send_modify(|v| *v += 1);
+            }
+        });
+        list.push(inst.clone());
+        list.sort_by_key(|i| i.ordinal);
+        drop(list);
+        self.version.send_modify(|v| *v += 1);
+        inst
+    }
+
+    /// Takes up to `n` idle instances out of the pool (the highest ordinals first, never below
+    /// the minimum) and stops them; returns the instance count after.
+    pub(crate) fn retire_idle(&self, n: usize) -> usize {
+        let mut list = self
+            .instances
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut removed = Vec::new();
+        while removed.len() < n && list.len() > self.rules.min.max(1) {
+            let Some(pos) = list.iter().rposition(|i| i.idle()) else {
+                break;
+            };
+            // Only the highest idle ordinals: keep ordinals contiguous where possible.
+            let inst = list.remove(pos);
+            inst.retiring.store(true, Ordering::SeqCst);
+            removed.push(inst);
+        }
+        let after = list.len();
+        drop(list);
+        for inst in removed {
+            self.retired
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(inst.clone());
+            tokio::spawn(async move {
+                // Let what it holds finish (its receivers stop taking messages at once).
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !inst.idle() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                inst.stop.send_replace(true);
+            });
+        }
+        self.version.send_modify(|v| *v += 1);
+        after
+    }
+
+    /// Waits for an instance to lease for one HTTP request, chosen by the app's strategy among
+    /// the ready ones (those taken out by failures only when no other is ready); `exclude`
+    /// holds (ordinal, pid) pairs that already failed this request.
+    pub(crate) async fn lease(
+        &self,
+        client: Option<&str>,
+        exclude: &[(usize, Option<u32>)],
+        wait: Duration,
+    ) -> Result<Lease, NoInstance> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut version = self.version.subscribe();
+        let mut stop = self.shutdown.clone();
+        loop {
+            version.borrow_and_update();
+            if *stop.borrow() {
+                return Err(NoInstance::ShuttingDown);
+            }
+            match self.try_lease(client, exclude) {
+                Ok(lease) => return Ok(lease),
+                Err(false) => return Err(NoInstance::Unavailable),
+                Err(true) => {}
+            }
+            tokio::select! {
+                r = version.changed() => if r.is_err() { return Err(NoInstance::ShuttingDown) },
+                _ = stop.changed() => return Err(NoInstance::ShuttingDown),
+                () = tokio::time::sleep_until(deadline) => return Err(NoInstance::Unavailable),
+            }
+        }
+    }
+
+    /// A lease now, or whether waiting may help (`Err(true)`: an instance is starting).
+    fn try_lease(
+        &self,
+        client: Option<&str>,
+        exclude: &[(usize, Option<u32>)],
+    ) -> Result<Lease, bool> {
+        let list = self.instances();
+        let now = Instant::now();
+        let mut ready = Vec::new();
+        let mut starting = false;
+        for inst in &list {
+            let s = inst.snapshot();
+            match s.state {
+                State::Ready if !exclude.contains(&(inst.ordinal, s.pid)) => {
+                    if let Some(port) = s.port {
+                        ready.push((inst.clone(), port, s.pid));
+                    }
+                }
+                // A process that failed this request and is still seen as ready is about to
+                // be seen dead: wait for its restart.
+                State::Ready | State::Starting => starting = true,
+                _ => {}
+            }
+        }
+        let up: Vec<_> = ready
+            .iter()
+            .filter(|(i, _, _)| i.available(now))
+            .cloned()
+            .collect();
+        let chosen_from = if up.is_empty() { ready } else { up };
+        if chosen_from.is_empty() {
+            return Err(starting);
+        }
+        let candidates: Vec<Candidate> = chosen_from
+            .iter()
+            .map(|(i, _, _)| Candidate {
+                ordinal: i.ordinal,
+                in_flight: i.in_flight.load(Ordering::SeqCst),
+            })
+            .collect();
+        let k = self
+            .balancer
+            .choose(&candidates, client, list.len())
+            .unwrap_or(0);
+        let (inst, port, pid) = chosen_from[k].clone();
+        inst.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.http_in_flight.fetch_add(1, Ordering::SeqCst);
+        Ok(Lease {
+            instance: inst,
+            port,
+            pid,
+            pool_in_flight: self.http_in_flight.clone(),
+        })
+    }
+
+    /// The status every caller sees of the app: instance 0's, with `state` ready when any
+    /// instance is, and the restarts of every instance added up.
+    pub(crate) fn status(&self) -> Status {
+        let list = self.instances();
+        let mut s = list.first().map_or_else(
+            || Status {
+                state: State::Stopped,
+                port: None,
+                pid: None,
+                restarts: 0,
+                reason: None,
+                crashes: 0,
+                backoff_ms: 0,
+            },
+            |i| i.snapshot(),
+        );
+        let all: Vec<Status> = list.iter().map(|i| i.snapshot()).collect();
+        if s.state != State::Ready
+            && let Some(r) = all.iter().find(|x| x.state == State::Ready)
+        {
+            // Answering through another instance: its port serves the deep health.
+            s.state = State::Ready;
+            s.port = r.port;
+        }
+        s.restarts = all.iter().map(|x| x.restarts).sum();
+        s
+    }
+
+    /// Every instance's status, by ordinal.
+    pub(crate) fn statuses(&self) -> Vec<Status> {
+        self.instances().iter().map(|i| i.snapshot()).collect()
+    }
+
+    /// Waits until no instance is starting (or `timeout`).
+    pub(crate) async fn settle(&self, timeout: Duration) {
+        for inst in self.instances() {
+            let mut rx = inst.status.clone();
+            let _ =
+                tokio::time::timeout(timeout, rx.wait_for(|s| s.state != State::Starting)).await;
+        }
+    }
+
+    /// The health entry of each instance.
+    pub(crate) fn instances_json(&self) -> Value {
+        let now = Instant::now();
+        Value::Array(
+            self.instances()
+                .iter()
+                .map(|i| {
+                    let s = i.snapshot();
+                    let down = i
+                        .fail
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .down_until()
+                        .filter(|t| *t > now)
+                        .map(|t| t.duration_since(now).as_millis() as u64);
+                    json!({
+                        "instance": i.ordinal,
+                        "state": s.state,
+                        "port": s.port,
+                        "pid": s.pid,
+                        "restarts": s.restarts,
+                        "reason": s.reason,
+                        "crashesInARow": s.crashes,
+                        "backoffMs": s.backoff_ms,
+                        "inFlight": i.in_flight.load(Ordering::SeqCst),
+                        "messagesInFlight": i.max_calls - i.calls.available_permits(),
+                        "weight": self.balancer.strategy().weight(i.ordinal),
+                        "takenOutForMs": down,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// The app's scaling in health.
+    pub(crate) fn scale_json(&self) -> Value {
+        let view = self.view();
+        json!({
+            "instances": self.len(),
+            "min": self.rules.min,
+            "max": self.rules.max,
+            "target": view.target,
+            "reason": view.reason,
+            "httpInFlight": self.http_in_flight(),
+            "httpConcurrency": self.rules.http_concurrency,
+            "maxConcurrentCalls": self.rules.max_concurrent_calls,
+            "balance": self.balancer.strategy().name(),
+            "decisions": view.decisions,
+        })
+    }
+
+    /// Stops every instance (the host's shutdown) and waits for their supervisors.
+    pub(crate) async fn stop_all(&self) {
+        let mut all = self.instances();
+        all.extend(
+            self.retired
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .cloned(),
+        );
+        for i in &all {
+            i.stop.send_replace(true);
+        }
+        for i in all {
+            let task = i
+                .task
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(t) = task {
+                let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+            }
+        }
+    }
+}
+
+/// Adds an instance to app `ai` and starts its Service Bus receivers.
+pub(crate) fn add_instance(sh: &Arc<Shared>, ai: usize) {
+    let inst = sh.apps[ai].pool.spawn_instance();
+    start_receivers(sh, ai, &inst);
+}
+
+/// One pump per Service Bus trigger of the app on this instance (competing consumers).
+pub(crate) fn start_receivers(sh: &Arc<Shared>, ai: usize, inst: &Arc<Instance>) {
+    for (fi, f) in sh.apps[ai].functions.iter().enumerate() {
+        if let Trigger::ServiceBus { .. } = &f.trigger {
+            tokio::spawn(crate::bus_trigger::pump(sh.clone(), ai, fi, inst.clone()));
+        }
+    }
+}
