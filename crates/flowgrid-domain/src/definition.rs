@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Model settings of an agent's LLM steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ModelSettings {
     /// `offline` (default), `openai`, `openai-chat`, `azure-openai` or `anthropic`.
@@ -47,7 +47,7 @@ impl Default for ModelSettings {
 }
 
 /// How an interaction starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerKind {
     /// Started by a user or an API call.
@@ -59,7 +59,7 @@ pub enum TriggerKind {
 }
 
 /// One way users or systems interact with the agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Interaction {
     /// Name, unique within the agent.
@@ -78,7 +78,7 @@ pub struct Interaction {
 }
 
 /// What an agent is: instructions, model, inputs, capabilities, interactions, steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AgentDefinition {
     /// The system instructions.

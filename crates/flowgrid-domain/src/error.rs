@@ -14,7 +14,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// A validation failure on one input field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Dotted path of the field in the request (`definition.instructions`, `steps[2].id`).
     pub field: String,
@@ -220,7 +220,7 @@ impl Error {
 }
 
 /// An RFC 9457 problem details body.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
     /// Stable problem type URI (`urn:flowgrid:problem:<slug>`).

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// A tenant id: 1–64 characters of `[A-Za-z0-9_-]`. It always comes from a verified token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "String", into = "String")]
+#[schema(value_type = String)]
 pub struct TenantId(String);
 
 impl TenantId {
@@ -48,7 +49,19 @@ impl std::fmt::Display for TenantId {
 }
 
 /// An agent id: a UUID (v7 for new agents, so ids sort by creation time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(transparent)]
 pub struct AgentId(uuid::Uuid);
 

@@ -13,21 +13,27 @@
 //! functions (Service Bus and timer triggers, HTTP functions with output bindings) are served at
 //! `POST /<FunctionName>` as the custom-handler contract says. [`App::functions`] lists every
 //! declaration, so a test can check them against the `function.json` files (routes declared
-//! once), and the health functions (`HealthLive`, `HealthReady`, `HealthDeep`) come with every
-//! app.
+//! once), and the health functions (`HealthLive`, `HealthReady`, `HealthDeep`) and the app's
+//! OpenAPI document (`OpenApi`, `GET /api/openapi/<app>.json`) come with every app.
+//!
+//! A handler passed as `routes!(handler)` (see [`crate::openapi`]) is documented: the app
+//! collects an OpenAPI 3.1 document ([`App::openapi`]) whose operation ids are the function
+//! names; [`App::undocumented`] lists the HTTP functions that are not.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::handler::Handler;
-use axum::routing::{MethodFilter, on, post};
+use axum::routing::{MethodFilter, get, post};
 use flowgrid_domain::health::HealthCheck;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::auth::TokenVerifier;
-use crate::{envelope, health, with_common_layers};
+use crate::openapi::{Endpoint, HandlerDoc};
+use crate::{envelope, health, openapi, with_common_layers};
 
 /// The route prefix of every HTTP function (`extensions.http.routePrefix` in host.json).
 pub const ROUTE_PREFIX: &str = "api";
@@ -74,6 +80,13 @@ pub struct App<S> {
     invocations: Router<S>,
     envelope_http: Vec<&'static str>,
     functions: Vec<Function>,
+    /// The documentation of each documented HTTP function, by function name and method.
+    docs: Vec<(String, String, HandlerDoc)>,
+}
+
+/// The route of an app's OpenAPI document, as in `function.json`.
+pub fn openapi_route(app: &str) -> String {
+    format!("openapi/{app}.json")
 }
 
 /// Invocation envelopes carry their body base64-encoded inside JSON: allow for the growth.
@@ -104,7 +117,8 @@ pub fn axum_path(route: &str) -> String {
     out
 }
 
-fn filter(method: &str) -> MethodFilter {
+/// The axum method filter of a lower-case method name.
+pub(crate) fn method_filter(method: &str) -> MethodFilter {
     match method {
         "post" => MethodFilter::POST,
         "put" => MethodFilter::PUT,
@@ -121,7 +135,7 @@ where
 {
     /// An app named `name` (its folder under `functions/`, its binary `flowgrid-<name>`).
     pub fn new(name: &'static str) -> Self {
-        let functions = ["HealthLive", "HealthReady", "HealthDeep"]
+        let functions = ["HealthLive", "HealthReady", "HealthDeep", "OpenApi"]
             .into_iter()
             .map(|function| Function {
                 name: function.to_owned(),
@@ -130,6 +144,7 @@ where
                     route: match function {
                         "HealthLive" => format!("health/{name}/live"),
                         "HealthReady" => format!("health/{name}/ready"),
+                        "OpenApi" => openapi_route(name),
                         _ => format!("health/{name}"),
                     },
                 },
@@ -142,6 +157,7 @@ where
             invocations: Router::new(),
             envelope_http: Vec::new(),
             functions,
+            docs: Vec::new(),
         }
     }
 
@@ -155,21 +171,23 @@ where
         &self.functions
     }
 
-    /// An HTTP function `name` answering `method` on `route` with `handler`.
-    pub fn http<H, T>(
+    /// An HTTP function `name` answering `method` on `route` with `handler` (a bare handler,
+    /// or `routes!(handler)` for a documented one).
+    pub fn http<E, M>(
         mut self,
         method: &'static str,
         name: &'static str,
         route: &'static str,
-        handler: H,
+        handler: E,
     ) -> Self
     where
-        H: Handler<T, S>,
-        T: 'static,
+        E: Endpoint<S, M>,
     {
-        self.router = self
-            .router
-            .route(&axum_path(route), on(filter(method), handler));
+        let (method_router, doc) = handler.into_endpoint(method);
+        self.router = self.router.route(&axum_path(route), method_router);
+        if let Some(doc) = doc {
+            self.docs.push((name.to_owned(), method.to_owned(), doc));
+        }
         self.functions.push(Function {
             name: name.to_owned(),
             trigger: Trigger::Http {
@@ -182,51 +200,51 @@ where
     }
 
     /// `GET route` → `handler`, as function `name`.
-    pub fn get<H: Handler<T, S>, T: 'static>(
+    pub fn get<E: Endpoint<S, M>, M>(
         self,
         name: &'static str,
         route: &'static str,
-        handler: H,
+        handler: E,
     ) -> Self {
         self.http("get", name, route, handler)
     }
 
     /// `POST route` → `handler`, as function `name`.
-    pub fn post<H: Handler<T, S>, T: 'static>(
+    pub fn post<E: Endpoint<S, M>, M>(
         self,
         name: &'static str,
         route: &'static str,
-        handler: H,
+        handler: E,
     ) -> Self {
         self.http("post", name, route, handler)
     }
 
     /// `PUT route` → `handler`, as function `name`.
-    pub fn put<H: Handler<T, S>, T: 'static>(
+    pub fn put<E: Endpoint<S, M>, M>(
         self,
         name: &'static str,
         route: &'static str,
-        handler: H,
+        handler: E,
     ) -> Self {
         self.http("put", name, route, handler)
     }
 
     /// `PATCH route` → `handler`, as function `name`.
-    pub fn patch<H: Handler<T, S>, T: 'static>(
+    pub fn patch<E: Endpoint<S, M>, M>(
         self,
         name: &'static str,
         route: &'static str,
-        handler: H,
+        handler: E,
     ) -> Self {
         self.http("patch", name, route, handler)
     }
 
     /// `DELETE route` → `handler`, as function `name`.
-    pub fn delete<H: Handler<T, S>, T: 'static>(
+    pub fn delete<E: Endpoint<S, M>, M>(
         self,
         name: &'static str,
         route: &'static str,
-        handler: H,
+        handler: E,
     ) -> Self {
         self.http("delete", name, route, handler)
     }
@@ -253,17 +271,19 @@ where
     /// at `POST /<name>`, which is replayed through the app's own routes; `handler` also answers
     /// the route directly (forwarded requests, tests). The handler sets the outputs in the
     /// response the envelope adapter turns into `Outputs`.
-    pub fn http_envelope<H: Handler<T, S>, T: 'static>(
+    pub fn http_envelope<E: Endpoint<S, M>, M>(
         mut self,
         method: &'static str,
         name: &'static str,
         route: &'static str,
         outputs: &[(&'static str, &'static str)],
-        handler: H,
+        handler: E,
     ) -> Self {
-        self.router = self
-            .router
-            .route(&axum_path(route), on(filter(method), handler));
+        let (method_router, doc) = handler.into_endpoint(method);
+        self.router = self.router.route(&axum_path(route), method_router);
+        if let Some(doc) = doc {
+            self.docs.push((name.to_owned(), method.to_owned(), doc));
+        }
         self.envelope_http.push(name);
         self.functions.push(Function {
             name: name.to_owned(),
@@ -276,12 +296,195 @@ where
         self
     }
 
+    /// The app's OpenAPI 3.1 document: every documented HTTP function (operation id = the
+    /// function name, completed as [`openapi::complete`] says), the health functions and the
+    /// document itself.
+    pub fn openapi(&self) -> Value {
+        let mut paths: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+        let mut schemas: BTreeMap<String, Value> = openapi::kit_schemas().into_iter().collect();
+        for (function, method, doc) in &self.docs {
+            let Some(route) = self.route_of(function, method) else {
+                continue;
+            };
+            let path = axum_path(&route);
+            let op = openapi::complete(self.name, function, &path, doc.operation.clone());
+            paths.entry(path).or_default().insert(method.clone(), op);
+            for (name, schema) in &doc.schemas {
+                schemas.insert(name.clone(), schema.clone());
+            }
+        }
+        for (function, op) in self.kit_operations() {
+            if let Some(route) = self.route_of(function, "get") {
+                let op = openapi::complete(self.name, function, &axum_path(&route), op);
+                paths
+                    .entry(axum_path(&route))
+                    .or_default()
+                    .insert("get".into(), op);
+            }
+        }
+        openapi::document(self.name, paths, schemas)
+    }
+
+    /// The route of the HTTP function `name` answering `method`.
+    fn route_of(&self, name: &str, method: &str) -> Option<String> {
+        self.functions.iter().find_map(|f| match &f.trigger {
+            Trigger::Http { method: m, route } | Trigger::HttpEnvelope { method: m, route }
+                if f.name == name && m == method =>
+            {
+                Some(route.clone())
+            }
+            _ => None,
+        })
+    }
+
+    /// The operations of the functions every app has: health and the document itself.
+    fn kit_operations(&self) -> Vec<(&'static str, Value)> {
+        let report = json!({
+            "description": "The app's health report.",
+            "content": {"application/json": {"schema": {
+                "type": "object",
+                "required": ["app", "status"],
+                "properties": {
+                    "app": {"type": "string"},
+                    "status": {"type": "string", "enum": ["ok", "failing"]},
+                    "version": {"type": "string"},
+                    "checks": {"type": "object", "additionalProperties": {
+                        "type": "object",
+                        "required": ["status"],
+                        "properties": {
+                            "status": {"type": "string", "enum": ["ok", "failing"]},
+                            "durationMs": {"type": "number"}
+                        }
+                    }}
+                }
+            }}}
+        });
+        let checked = |summary: &str| {
+            json!({
+                "summary": summary,
+                "security": [],
+                "responses": {"200": report, "503": {
+                    "description": "A check is failing: the same report, with the failing check.",
+                    "content": report["content"].clone()
+                }}
+            })
+        };
+        vec![
+            (
+                "HealthLive",
+                json!({
+                    "summary": "Liveness: the process answers.",
+                    "security": [],
+                    "responses": {"200": report}
+                }),
+            ),
+            (
+                "HealthReady",
+                checked("Readiness: the app's dependencies answer."),
+            ),
+            (
+                "HealthDeep",
+                checked("Deep health: every dependency, with timings."),
+            ),
+            (
+                "OpenApi",
+                json!({
+                    "summary": "This app's OpenAPI 3.1 document.",
+                    "security": [],
+                    "responses": {"200": {
+                        "description": "The document.",
+                        "content": {"application/json": {"schema": {"type": "object"}}}
+                    }}
+                }),
+            ),
+        ]
+    }
+
+    /// What keeps the document from describing every HTTP function: a function without
+    /// documentation, documentation whose attribute names another path or method than the
+    /// declaration, or a path parameter the operation does not declare. Empty when complete.
+    pub fn undocumented(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in &self.functions {
+            let (Trigger::Http { method, route } | Trigger::HttpEnvelope { method, route }) =
+                &f.trigger
+            else {
+                continue;
+            };
+            if ["HealthLive", "HealthReady", "HealthDeep", "OpenApi"].contains(&f.name.as_str()) {
+                continue;
+            }
+            let Some((_, _, doc)) = self
+                .docs
+                .iter()
+                .find(|(name, m, _)| *name == f.name && m == method)
+            else {
+                out.push(format!(
+                    "{} ({} {route}) is not documented: pass routes!(handler) with a #[utoipa::path]",
+                    f.name,
+                    method.to_uppercase()
+                ));
+                continue;
+            };
+            let path = axum_path(route);
+            if doc.path != path {
+                out.push(format!(
+                    "{}: #[utoipa::path] says path = {:?}, the declaration {path:?}",
+                    f.name, doc.path
+                ));
+            }
+            if doc.methods != [method.clone()] {
+                out.push(format!(
+                    "{}: #[utoipa::path] says {:?}, the declaration {method}",
+                    f.name, doc.methods
+                ));
+            }
+            let declared: Vec<&str> = doc.operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            for param in openapi::path_parameters(&path) {
+                if !declared.contains(&param) {
+                    out.push(format!(
+                        "{}: the path parameter {{{param}}} is not in params(...)",
+                        f.name
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// The app's router over `state`: its functions, the health routes over `checks`, and the
     /// common layers (problem+json fallbacks, body limit, correlation ids, access log).
     pub fn router(self, state: S, checks: Vec<Arc<dyn HealthCheck>>) -> Router {
         let health = health::routes(self.name, checks);
+        let document: Arc<[u8]> = serde_json::to_vec(&self.openapi())
+            .unwrap_or_default()
+            .into();
+        let doc_route = Router::new().route(
+            &axum_path(&openapi_route(self.name)),
+            get(move || {
+                let body = document.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            axum::http::HeaderValue::from_static("application/json"),
+                        )],
+                        axum::body::Bytes::from(body.to_vec()),
+                    )
+                }
+            }),
+        );
         let api = with_common_layers(
-            self.router.with_state(state.clone()).merge(health),
+            self.router
+                .with_state(state.clone())
+                .merge(health)
+                .merge(doc_route),
             self.name,
         );
         let mut invocations = self.invocations.with_state(state);

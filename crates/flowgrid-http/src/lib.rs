@@ -14,6 +14,7 @@ pub mod health;
 pub mod invocation;
 pub mod json;
 mod middleware;
+pub mod openapi;
 mod query;
 mod serve;
 mod strict;

@@ -4,11 +4,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use flowgrid_domain::store::{AgentQuery, Page, paging, update_agent};
+use flowgrid_domain::store::{AgentQuery, AgentVersionSummary, Page, paging, update_agent};
 use flowgrid_domain::{Agent, AgentId, AgentInput, AgentStatus};
 use flowgrid_http::app::App;
 use flowgrid_http::auth::{Caller, Role};
 use flowgrid_http::extract::{Id, Version};
+use flowgrid_http::openapi::routes;
 use flowgrid_http::{Error, Result};
 use flowgrid_http::{Json, Query, RawJson, etag};
 use serde::{Deserialize, Serialize};
@@ -18,47 +19,62 @@ use crate::AppState;
 /// Every function of the Agents app: `functions/agents/<Name>/function.json` declares the same.
 pub fn app() -> App<AppState> {
     App::new(crate::APP)
-        .get("ListAgents", "agents", list_agents)
-        .post("CreateAgent", "agents", create_agent)
-        .get("GetAgent", "agents/{id}", get_agent)
-        .put("ReplaceAgent", "agents/{id}", replace_agent)
-        .delete("DeleteAgent", "agents/{id}", delete_agent)
-        .get("GetAgentStatus", "agents/{id}/status", get_agent_status)
+        .get("ListAgents", "agents", routes!(list_agents))
+        .post("CreateAgent", "agents", routes!(create_agent))
+        .get("GetAgent", "agents/{id}", routes!(get_agent))
+        .put("ReplaceAgent", "agents/{id}", routes!(replace_agent))
+        .delete("DeleteAgent", "agents/{id}", routes!(delete_agent))
+        .get(
+            "GetAgentStatus",
+            "agents/{id}/status",
+            routes!(get_agent_status),
+        )
         .get(
             "ListAgentVersions",
             "agents/{id}/versions",
-            list_agent_versions,
+            routes!(list_agent_versions),
         )
         .get(
             "GetAgentVersion",
             "agents/{id}/versions/{version:int}",
-            get_agent_version,
+            routes!(get_agent_version),
         )
         .post(
             "RestoreAgentVersion",
             "agents/{id}/versions/{version:int}/restore",
-            restore_agent_version,
+            routes!(restore_agent_version),
         )
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /api/agents`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only agents in this status.
+    #[param(value_type = Option<AgentStatus>)]
     status: Option<String>,
+    /// Only agents whose name contains this text (case-insensitive).
     q: Option<String>,
+    /// Page size: 50 when absent, at most 200 (larger is clamped, 0 is 1).
     limit: Option<u32>,
+    /// Where the previous page stopped, as it gave it.
     continuation_token: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Paging of a listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct PageParams {
+    /// Page size: 50 when absent, at most 200 (larger is clamped, 0 is 1).
     limit: Option<u32>,
+    /// Where the previous page stopped, as it gave it.
     continuation_token: Option<String>,
 }
 
 /// `GET /api/agents/{id}/status`: lifecycle status, versions and run figures.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AgentStatusView {
     id: AgentId,
@@ -79,6 +95,8 @@ fn with_etag(status: StatusCode, agent: Agent) -> Response {
 }
 
 /// Lists the caller's agents, newest first, filtered by `status` and `q`, paged.
+#[utoipa::path(get, path = "/api/agents", params(ListParams),
+    responses((status = 200, description = "One page of the caller's agents, newest first.", body = Page<Agent>)))]
 async fn list_agents(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,6 +130,24 @@ fn agent_input(body: &serde_json::Value) -> Result<AgentInput> {
 }
 
 /// Creates an agent at version 1.
+#[utoipa::path(post, path = "/api/agents",
+    request_body(content = AgentInput, description = "The new agent.", example = json!({
+            "name": "Ticket triage",
+            "description": "Sorts new tickets by urgency.",
+            "definition": {
+                "instructions": "Classify the ticket {{ input.title }} by urgency.",
+                "model": {"provider": "offline", "model": "offline"},
+                "steps": [{"id": "classify", "kind": "llm", "prompt": "Urgency of {{ input.title }}?"}]
+            }
+        })),
+    responses(
+        (status = 201, description = "Created at version 1.", body = Agent,
+            headers(("ETag" = String, description = "The agent's concurrency token."),
+                ("Location" = String, description = "`/api/agents/{id}`.")),
+            links(("GetAgent" = (operation_id = "GetAgent", parameters(("id" = "$response.body#/id")))), ("ReplaceAgent" = (operation_id = "ReplaceAgent", parameters(("id" = "$response.body#/id")))), ("DeleteAgent" = (operation_id = "DeleteAgent", parameters(("id" = "$response.body#/id")))), ("GetAgentStatus" = (operation_id = "GetAgentStatus", parameters(("id" = "$response.body#/id")))), ("ListAgentVersions" = (operation_id = "ListAgentVersions", parameters(("id" = "$response.body#/id")))))),
+        (status = 403, description = "The editor role is required."),
+        (status = 409, description = "The tenant has an agent of that name."),
+    ))]
 async fn create_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,6 +170,12 @@ async fn create_agent(
 }
 
 /// Reads one agent, as the store keeps its JSON; `If-None-Match` with its current ETag gives 304.
+#[utoipa::path(get, path = "/api/agents/{id}",
+    params(("id" = AgentId, Path, description = "The agent's id (a UUID)."), ("If-None-Match" = Option<String>, Header, description = "304 if the agent's current ETag is this one.")),
+    responses(
+        (status = 200, description = "The agent.", body = Agent, headers(("ETag" = String, description = "The agent's current concurrency token."))),
+        (status = 304, description = "Unchanged since the ETag given in `If-None-Match`.", headers(("ETag" = String, description = "The agent's current concurrency token."))),
+    ))]
 async fn get_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -150,6 +192,23 @@ async fn get_agent(
 }
 
 /// Replaces an agent's content as its next version; honours `If-Match`.
+#[utoipa::path(put, path = "/api/agents/{id}",
+    params(("id" = AgentId, Path, description = "The agent's id (a UUID)."), ("If-Match" = Option<String>, Header, description = "Apply only if the agent's current ETag is this one (412 otherwise).")),
+    request_body(content = AgentInput, description = "The agent's new content.", example = json!({
+            "name": "Ticket triage",
+            "description": "Sorts new tickets by urgency.",
+            "definition": {
+                "instructions": "Classify the ticket {{ input.title }} by urgency.",
+                "model": {"provider": "offline", "model": "offline"},
+                "steps": [{"id": "classify", "kind": "llm", "prompt": "Urgency of {{ input.title }}?"}]
+            }
+        })),
+    responses(
+        (status = 200, description = "Saved as the next version.", body = Agent, headers(("ETag" = String, description = "The agent's current concurrency token."))),
+        (status = 403, description = "The editor role is required."),
+        (status = 409, description = "The tenant has another agent of that name."),
+        (status = 412, description = "`If-Match` does not match the agent's current ETag."),
+    ))]
 async fn replace_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -172,6 +231,13 @@ async fn replace_agent(
 }
 
 /// Deletes an agent and its history; honours `If-Match`.
+#[utoipa::path(delete, path = "/api/agents/{id}",
+    params(("id" = AgentId, Path, description = "The agent's id (a UUID)."), ("If-Match" = Option<String>, Header, description = "Apply only if the agent's current ETag is this one (412 otherwise).")),
+    responses(
+        (status = 204, description = "Deleted, with its history."),
+        (status = 403, description = "The admin role is required."),
+        (status = 412, description = "`If-Match` does not match the agent's current ETag."),
+    ))]
 async fn delete_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -189,6 +255,9 @@ async fn delete_agent(
 
 /// Lifecycle status, current and compiled version, and run figures from the jobs store: last
 /// run, runs in the last 24 h, their success rate (null until one has finished), running count.
+#[utoipa::path(get, path = "/api/agents/{id}/status",
+    params(("id" = AgentId, Path, description = "The agent's id (a UUID).")),
+    responses((status = 200, description = "Status, versions and run figures.", body = AgentStatusView)))]
 async fn get_agent_status(
     State(state): State<AppState>,
     caller: Caller,
@@ -218,6 +287,11 @@ async fn get_agent_status(
 }
 
 /// The agent's versions, newest first, paged.
+#[utoipa::path(get, path = "/api/agents/{id}/versions",
+    params(("id" = AgentId, Path, description = "The agent's id (a UUID)."), PageParams),
+    responses((status = 200, description = "One page of versions, newest first.", body = Page<AgentVersionSummary>,
+        links(("GetAgentVersion" = (operation_id = "GetAgentVersion",
+            parameters(("id" = "$request.path.id"), ("version" = "$response.body#/items/0/version"))))))))]
 async fn list_agent_versions(
     State(state): State<AppState>,
     caller: Caller,
@@ -239,6 +313,9 @@ async fn list_agent_versions(
 }
 
 /// The agent as it was at one version.
+#[utoipa::path(get, path = "/api/agents/{id}/versions/{version}",
+    params(("id" = AgentId, Path, description = "The agent's id (a UUID)."), ("version" = u32, Path, minimum = 1, description = "A version number: 1, 2, ...")),
+    responses((status = 200, description = "The agent as it was at that version.", body = Agent)))]
 async fn get_agent_version(
     State(state): State<AppState>,
     caller: Caller,
@@ -255,6 +332,13 @@ async fn get_agent_version(
 }
 
 /// Makes a new version whose content equals version `n`, if its definition still compiles.
+#[utoipa::path(post, path = "/api/agents/{id}/versions/{version}/restore",
+    params(("id" = AgentId, Path, description = "The agent's id (a UUID)."), ("version" = u32, Path, minimum = 1, description = "A version number: 1, 2, ..."), ("If-Match" = Option<String>, Header, description = "Apply only if the agent's current ETag is this one (412 otherwise).")),
+    responses(
+        (status = 200, description = "Saved as the next version, with that version's content.", body = Agent, headers(("ETag" = String, description = "The agent's current concurrency token."))),
+        (status = 403, description = "The admin role is required."),
+        (status = 412, description = "`If-Match` does not match the agent's current ETag."),
+    ))]
 async fn restore_agent_version(
     State(state): State<AppState>,
     caller: Caller,

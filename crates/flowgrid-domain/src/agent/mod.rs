@@ -10,7 +10,7 @@ use crate::{AgentId, Schedule, TenantId};
 use crate::{Error, FieldError, Result};
 
 /// Lifecycle status of an agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     /// Being designed; not runnable yet.
@@ -52,7 +52,7 @@ pub use crate::definition::{AgentDefinition, Interaction, ModelSettings, Trigger
 
 /// The body of `POST /api/agents` and `PUT /api/agents/{id}`. Server-owned fields (`id`,
 /// `tenantId`, `version`, timestamps, `compiledVersion`) are unknown fields here, so rejected.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AgentInput {
     /// 1–100 characters, unique per tenant (case-insensitive).
@@ -71,7 +71,7 @@ pub struct AgentInput {
 }
 
 /// An agent as stored and returned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Agent {
     /// Id.

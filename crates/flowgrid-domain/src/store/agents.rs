@@ -21,7 +21,7 @@ pub struct AgentQuery {
 }
 
 /// One entry of an agent's version history.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentVersionSummary {
     /// Version number.
