@@ -14,14 +14,27 @@
 //!   item with the bytes counted, so a lazy `[1] * 100000000` stops after `max_bytes` instead of
 //!   materialising a hundred million items.
 //!
+//! - no value built on the way is larger than `max_bytes` when it is turned into text: minijinja
+//!   formats a container into a string in full before charging fuel for it (`~`, `in` on a
+//!   string, every filter and test that takes a string), and a lazily repeated list
+//!   (`[1] * input.n`) or a list holding the same list many times costs almost nothing to build
+//!   but hundreds of MB to print. So templates are compiled here ([`Templates`] keeps its own
+//!   compiler pipeline over minijinja's `machinery`): `~` and `in` run as guarded filters (the
+//!   instruction is replaced one for one), the string-taking filters and tests are wrapped to
+//!   measure a container argument against the cap before minijinja prints it, and constant
+//!   expressions, which minijinja folds while compiling (at save time too), are sized first and
+//!   refused when their value could not fit;
+//! - `range(...)` yields at most [`MAX_STATIC_RANGE`] items, whatever its bounds come from.
+//!
 //! At save time [`Templates::check_template`] also names variables that do not exist (anything
 //! but `input`, `steps` and the built-in functions; `steps.<id>` must be an earlier step) and
 //! refuses ranges and repetitions whose literal size can only exceed the limits.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
-use minijinja::value::ValueKind;
-use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use minijinja::machinery::{self, CodeGenerator, Instruction, Instructions, ast};
+use minijinja::value::{Kwargs, Rest, ValueKind, ValueOrKwargs};
+use minijinja::{AutoEscape, Environment, ErrorKind, State, UndefinedBehavior};
 use serde_json::{Map, Value};
 
 /// Instructions one template or expression may run (on top of the bytes it may build).
@@ -41,6 +54,31 @@ const GLOBALS: [&str; 5] = ["range", "dict", "namespace", "debug", "loop"];
 
 /// Bytes of fuel a unit of minijinja fuel pays for.
 const BYTES_PER_FUEL: u64 = 64;
+
+/// The guarded `~`: the compiled `StringConcat` instruction is replaced by this filter.
+const CONCAT_FILTER: &str = "__flowgrid_concat";
+
+/// The guarded `in`: the compiled `In` instruction is replaced by this filter.
+const IN_FILTER: &str = "__flowgrid_in";
+
+/// Built-in filters that turn their arguments into text (every argument is measured first).
+const STRING_FILTERS: [&str; 12] = [
+    "safe",
+    "escape",
+    "e",
+    "lower",
+    "upper",
+    "title",
+    "capitalize",
+    "trim",
+    "join",
+    "split",
+    "urlencode",
+    "lines",
+];
+
+/// Built-in filters whose arguments after the value are names turned into text.
+const NAME_FILTERS: [&str; 5] = ["map", "select", "reject", "selectattr", "rejectattr"];
 
 /// A template or expression error, with the 1-based line and column when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +183,8 @@ impl Templates {
             }
         });
         env.add_filter("pprint", move |value: &minijinja::Value| {
+            // Measured first: once the cap refuses a write, `Debug` still walks every item.
+            measure(value, max_bytes)?;
             let mut out = Capped::new(max_bytes);
             std::fmt::Write::write_fmt(&mut out, format_args!("{value:#?}"))
                 .map_err(|_| too_large_error(max_bytes))?;
@@ -155,12 +195,14 @@ impl Templates {
             move |state: &mut minijinja::State,
                   format: &minijinja::Value,
                   args: minijinja::value::Rest<minijinja::value::ValueOrKwargs>| {
-                for arg in args.0.iter().filter(|v| is_container(v)) {
-                    capped_display(arg, max_bytes)?;
+                measure(format, max_bytes)?;
+                for arg in args.0.iter() {
+                    measure(arg, max_bytes)?;
                 }
                 minijinja::filters::format(state, format, args)
             },
         );
+        guard_operators_and_strings(&mut env, max_bytes);
         env.add_filter(
             "tojson",
             move |value: &minijinja::Value,
@@ -188,38 +230,89 @@ impl Templates {
         ))
     }
 
-    /// Checks that `template` parses (the first syntax error).
+    /// Checks that `template` parses (the first syntax error) and that its constants fit.
     pub fn check_template(&self, template: &str) -> Result<(), TemplateError> {
         match single_expression(template) {
             Some(expr) => self.check_expression(expr),
-            None => self
-                .env
-                .template_from_str(template)
-                .map(|_| ())
-                .map_err(Into::into),
+            None => self.compile_template(template).map(|_| ()),
         }
     }
 
-    /// Checks that `expr` parses as an expression (the first syntax error).
+    /// Checks that `expr` parses as an expression (the first syntax error) and that its
+    /// constants fit.
     pub fn check_expression(&self, expr: &str) -> Result<(), TemplateError> {
-        self.env
-            .compile_expression(expr)
-            .map(|_| ())
-            .map_err(Into::into)
+        self.compile_expression(expr).map(|_| ())
+    }
+
+    /// Compiles a template through the guarded pipeline (see the module doc).
+    fn compile_template<'s>(&self, source: &'s str) -> Result<Program<'s>, TemplateError> {
+        let ast = machinery::parse(source, "<template>", Default::default())?;
+        self.constants_in_stmt(&ast)?;
+        let mut generator = CodeGenerator::new("<template>", source);
+        generator.compile_stmt(&ast);
+        Program::guarded(generator.finish())
+    }
+
+    /// Compiles an expression through the guarded pipeline.
+    fn compile_expression<'s>(&self, source: &'s str) -> Result<Program<'s>, TemplateError> {
+        let ast = machinery::parse_expr(source)?;
+        self.constant(&ast)?;
+        let mut generator = CodeGenerator::new("<expression>", source);
+        generator.compile_expr(&ast);
+        Program::guarded(generator.finish())
+    }
+
+    /// Runs a compiled program: its output and, for an expression, its value.
+    fn run(
+        &self,
+        program: &Program<'_>,
+        context: &minijinja::Value,
+    ) -> Result<(String, Option<minijinja::Value>), TemplateError> {
+        let mut out = String::new();
+        let (value, _state) = machinery::eval(
+            &self.env,
+            &program.instructions,
+            context.clone(),
+            &program.blocks,
+            &mut machinery::make_string_output(&mut out),
+            AutoEscape::None,
+        )?;
+        Ok((out, value))
+    }
+
+    /// Evaluates an expression to its minijinja value (undefined is an error).
+    fn evaluate(
+        &self,
+        expr: &str,
+        context: &minijinja::Value,
+    ) -> Result<minijinja::Value, TemplateError> {
+        let program = self.compile_expression(expr)?;
+        match self.run(&program, context)?.1 {
+            Some(value) if !value.is_undefined() => Ok(value),
+            _ => Err(TemplateError::new(format!("{expr} is undefined"))),
+        }
     }
 
     /// Every problem of `template` that can be seen before it runs: its syntax error, or else
     /// each variable it uses that `scope` does not define and each literal range or repetition
     /// too large to run.
     pub fn check_in_scope(&self, template: &str, scope: &Scope) -> Vec<TemplateError> {
+        // The guarded compile first: it refuses constants that minijinja would fold into
+        // something too large before minijinja's own compiler (below) folds them.
         let (variables, code) = match single_expression(template) {
-            Some(expr) => match self.env.compile_expression(expr) {
+            Some(expr) => match self
+                .compile_expression(expr)
+                .and_then(|_| Ok(self.env.compile_expression(expr)?))
+            {
                 Ok(e) => (e.undeclared_variables(true), vec![(0, expr)]),
-                Err(e) => return vec![e.into()],
+                Err(e) => return vec![e],
             },
-            None => match self.env.template_from_str(template) {
+            None => match self
+                .compile_template(template)
+                .and_then(|_| Ok(self.env.template_from_str(template)?))
+            {
                 Ok(t) => (t.undeclared_variables(true), code_regions(template)),
-                Err(e) => return vec![e.into()],
+                Err(e) => return vec![e],
             },
         };
         let mut errors = undefined_variables(template, variables, scope);
@@ -231,8 +324,11 @@ impl Templates {
 
     /// [`Templates::check_in_scope`] for an expression (a condition's `if`).
     pub fn check_expression_in_scope(&self, expr: &str, scope: &Scope) -> Vec<TemplateError> {
-        match self.env.compile_expression(expr) {
-            Err(e) => vec![e.into()],
+        match self
+            .compile_expression(expr)
+            .and_then(|_| Ok(self.env.compile_expression(expr)?))
+        {
+            Err(e) => vec![e],
             Ok(e) => {
                 let mut errors = undefined_variables(expr, e.undeclared_variables(true), scope);
                 errors.extend(self.static_limits(expr, 0, expr));
@@ -281,20 +377,15 @@ impl Templates {
         budget: &mut usize,
     ) -> Result<Value, TemplateError> {
         if let Some(expr) = single_expression(template) {
-            let compiled = self.env.compile_expression(expr)?;
-            let value = compiled.eval(context.clone())?;
-            if value.is_undefined() {
-                return Err(TemplateError::new(format!("{expr} is undefined")));
-            }
+            let value = self.evaluate(expr, context)?;
             return self.to_json(&value, budget);
         }
         let text =
             if !template.contains("{{") && !template.contains("{%") && !template.contains("{#") {
                 template.to_owned()
             } else {
-                self.env
-                    .template_from_str(template)?
-                    .render(context.clone())?
+                let program = self.compile_template(template)?;
+                self.run(&program, context)?.0
             };
         self.spend(budget, text.len().saturating_add(2))?;
         Ok(Value::String(text))
@@ -356,23 +447,14 @@ impl Templates {
 
     /// Evaluates an expression to a JSON value of at most `max_bytes`.
     pub fn eval(&self, expr: &str, context: &Value) -> Result<Value, TemplateError> {
-        let compiled = self.env.compile_expression(expr)?;
-        let value = compiled.eval(context_value(context))?;
-        if value.is_undefined() {
-            return Err(TemplateError::new(format!("{expr} is undefined")));
-        }
+        let value = self.evaluate(expr, &context_value(context))?;
         let mut budget = self.max_bytes;
         self.to_json(&value, &mut budget)
     }
 
     /// Evaluates a condition: true when the expression's value is truthy.
     pub fn truthy(&self, expr: &str, context: &Value) -> Result<bool, TemplateError> {
-        let compiled = self.env.compile_expression(expr)?;
-        let value = compiled.eval(context_value(context))?;
-        if value.is_undefined() {
-            return Err(TemplateError::new(format!("{expr} is undefined")));
-        }
-        Ok(value.is_true())
+        Ok(self.evaluate(expr, &context_value(context))?.is_true())
     }
 
     fn spend(&self, budget: &mut usize, bytes: usize) -> Result<(), TemplateError> {
@@ -488,6 +570,315 @@ impl Templates {
     }
 }
 
+/// A template or expression compiled with `~` and `in` guarded.
+struct Program<'s> {
+    instructions: Instructions<'s>,
+    blocks: BTreeMap<&'s str, Instructions<'s>>,
+}
+
+impl<'s> Program<'s> {
+    /// Replaces, one for one (jump targets stay valid), each `StringConcat` and `In` instruction
+    /// by the guarded filter that does the same with the cap.
+    fn guarded(
+        (mut instructions, blocks): (Instructions<'s>, BTreeMap<&'s str, Instructions<'s>>),
+    ) -> Result<Self, TemplateError> {
+        let mut pc = 0;
+        while let Some(instruction) = instructions.get_mut(pc) {
+            match instruction {
+                Instruction::StringConcat => {
+                    *instruction = Instruction::ApplyFilter(CONCAT_FILTER, Some(2), !0);
+                }
+                Instruction::In => *instruction = Instruction::ApplyFilter(IN_FILTER, Some(2), !0),
+                Instruction::CompareAndPreserve(op)
+                    if matches!(format!("{op:?}").as_str(), "In" | "NotIn") =>
+                {
+                    return Err(TemplateError {
+                        line: instructions.get_line(pc),
+                        ..TemplateError::new(CHAINED_IN)
+                    });
+                }
+                _ => {}
+            }
+            pc += 1;
+        }
+        Ok(Program {
+            instructions,
+            blocks,
+        })
+    }
+}
+
+const CHAINED_IN: &str = "`in` inside a chain of comparisons (`a in b in c`) is not supported: \
+                          write `a in b and b in c`";
+
+/// What constant folding would make of an expression: the size of its text and, for numbers,
+/// the number itself.
+#[derive(Clone)]
+struct Folded {
+    bytes: u64,
+    kind: FoldedKind,
+}
+
+#[derive(Clone)]
+enum FoldedKind {
+    Number(minijinja::Value),
+    Text,
+    Sequence,
+    Other,
+}
+
+impl Templates {
+    /// Walks a statement's expressions (see [`Templates::constant`]).
+    fn constants_in_stmt(&self, stmt: &ast::Stmt<'_>) -> Result<(), TemplateError> {
+        let body =
+            |stmts: &[ast::Stmt<'_>]| stmts.iter().try_for_each(|s| self.constants_in_stmt(s));
+        match stmt {
+            ast::Stmt::Template(t) => body(&t.children),
+            ast::Stmt::EmitExpr(e) => self.constant(&e.expr).map(drop),
+            ast::Stmt::EmitRaw(_) => Ok(()),
+            ast::Stmt::ForLoop(f) => {
+                self.constant(&f.target)?;
+                self.constant(&f.iter)?;
+                if let Some(e) = &f.filter_expr {
+                    self.constant(e)?;
+                }
+                body(&f.body)?;
+                body(&f.else_body)
+            }
+            ast::Stmt::IfCond(c) => {
+                self.constant(&c.expr)?;
+                body(&c.true_body)?;
+                body(&c.false_body)
+            }
+            ast::Stmt::WithBlock(w) => {
+                for (target, expr) in &w.assignments {
+                    self.constant(target)?;
+                    self.constant(expr)?;
+                }
+                body(&w.body)
+            }
+            ast::Stmt::Set(set) => {
+                self.constant(&set.target)?;
+                self.constant(&set.expr).map(drop)
+            }
+            ast::Stmt::SetBlock(set) => {
+                self.constant(&set.target)?;
+                if let Some(f) = &set.filter {
+                    self.constant(f)?;
+                }
+                body(&set.body)
+            }
+            ast::Stmt::AutoEscape(a) => {
+                self.constant(&a.enabled)?;
+                body(&a.body)
+            }
+            ast::Stmt::FilterBlock(f) => {
+                self.constant(&f.filter)?;
+                body(&f.body)
+            }
+            ast::Stmt::Do(d) => {
+                self.constant(&d.call.expr)?;
+                self.constant_args(&d.call.args)
+            }
+        }
+    }
+
+    fn constant_args(&self, args: &[ast::CallArg<'_>]) -> Result<(), TemplateError> {
+        for arg in args {
+            match arg {
+                ast::CallArg::Pos(e)
+                | ast::CallArg::Kwarg(_, e)
+                | ast::CallArg::PosSplat(e)
+                | ast::CallArg::KwargSplat(e) => self.constant(e).map(drop)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// What minijinja's compiler would fold `expr` into (`None`: not a constant), refusing, before
+    /// anything is built, a constant whose text would be larger than `max_bytes` (minijinja folds
+    /// `[1] * 100000000` into a lazy list and `'a' ~ that` into 300 MB of text, without fuel) and
+    /// `in` inside a chain of comparisons (which the guarded `in` cannot replace).
+    fn constant(&self, expr: &ast::Expr<'_>) -> Result<Option<Folded>, TemplateError> {
+        let folded = match expr {
+            ast::Expr::Var(_) => None,
+            ast::Expr::Const(c) => Some(folded_value(&c.value)),
+            ast::Expr::Slice(s) => {
+                self.constant(&s.expr)?;
+                for e in [&s.start, &s.stop, &s.step].into_iter().flatten() {
+                    self.constant(e)?;
+                }
+                None
+            }
+            ast::Expr::UnaryOp(u) => self.constant(&u.expr)?.map(|_| match expr.as_const() {
+                Some(v) => folded_value(&v),
+                None => Folded {
+                    bytes: 8,
+                    kind: FoldedKind::Other,
+                },
+            }),
+            ast::Expr::BinOp(b) => {
+                let (left, right) = (self.constant(&b.left)?, self.constant(&b.right)?);
+                match (left, right) {
+                    (Some(l), Some(r)) => Some(fold_binop(b.op, expr, l, r)),
+                    _ => None,
+                }
+            }
+            ast::Expr::Compare(c) => {
+                if c.ops.len() > 1
+                    && c.ops.iter().any(|op| {
+                        matches!(op.op, ast::CompareOpKind::In | ast::CompareOpKind::NotIn)
+                    })
+                {
+                    return Err(TemplateError {
+                        line: Some(usize::from(expr.span().start_line)),
+                        ..TemplateError::new(CHAINED_IN)
+                    });
+                }
+                let mut all = self.constant(&c.expr)?.is_some();
+                for op in &c.ops {
+                    all &= self.constant(&op.expr)?.is_some();
+                }
+                all.then_some(Folded {
+                    bytes: 5,
+                    kind: FoldedKind::Other,
+                })
+            }
+            ast::Expr::IfExpr(i) => {
+                self.constant(&i.test_expr)?;
+                self.constant(&i.true_expr)?;
+                if let Some(e) = &i.false_expr {
+                    self.constant(e)?;
+                }
+                None
+            }
+            ast::Expr::Filter(f) => {
+                if let Some(e) = &f.expr {
+                    self.constant(e)?;
+                }
+                self.constant_args(&f.args)?;
+                None
+            }
+            ast::Expr::Test(t) => {
+                self.constant(&t.expr)?;
+                self.constant_args(&t.args)?;
+                None
+            }
+            ast::Expr::GetAttr(g) => {
+                self.constant(&g.expr)?;
+                None
+            }
+            ast::Expr::GetItem(g) => {
+                self.constant(&g.expr)?;
+                self.constant(&g.subscript_expr)?;
+                None
+            }
+            ast::Expr::Call(c) => {
+                self.constant(&c.expr)?;
+                self.constant_args(&c.args)?;
+                None
+            }
+            ast::Expr::List(l) => self.constant_items(&l.items, FoldedKind::Sequence)?,
+            ast::Expr::Tuple(t) => self.constant_items(&t.items, FoldedKind::Sequence)?,
+            ast::Expr::Map(m) => {
+                let keys = self.constant_items(&m.keys, FoldedKind::Other)?;
+                let values = self.constant_items(&m.values, FoldedKind::Other)?;
+                keys.zip(values).map(|(k, v)| Folded {
+                    bytes: k.bytes.saturating_add(v.bytes),
+                    kind: FoldedKind::Other,
+                })
+            }
+        };
+        if let Some(f) = &folded
+            && f.bytes > self.max_bytes as u64
+        {
+            return Err(TemplateError {
+                line: Some(usize::from(expr.span().start_line)),
+                ..TemplateError::new(format!(
+                    "this constant expression builds a value larger than {} bytes \
+                     ({MAX_BYTES_SETTING})",
+                    self.max_bytes
+                ))
+            });
+        }
+        Ok(folded)
+    }
+
+    /// A list, tuple or the keys or values of a map: constant when every item is.
+    fn constant_items(
+        &self,
+        items: &[ast::Expr<'_>],
+        kind: FoldedKind,
+    ) -> Result<Option<Folded>, TemplateError> {
+        let mut bytes = Some(2u64);
+        for item in items {
+            let item = self.constant(item)?;
+            bytes = bytes
+                .zip(item)
+                .map(|(total, item)| total.saturating_add(item.bytes).saturating_add(2));
+        }
+        Ok(bytes.map(|bytes| Folded { bytes, kind }))
+    }
+}
+
+/// The folded size of a literal value.
+fn folded_value(value: &minijinja::Value) -> Folded {
+    let mut out = Capped::counting(usize::MAX);
+    let _ = write_text(value, &mut out);
+    let kind = match value.kind() {
+        ValueKind::Number => FoldedKind::Number(value.clone()),
+        ValueKind::String | ValueKind::Bytes => FoldedKind::Text,
+        ValueKind::Seq | ValueKind::Iterable => FoldedKind::Sequence,
+        _ => FoldedKind::Other,
+    };
+    Folded {
+        bytes: out.len as u64 + 2,
+        kind,
+    }
+}
+
+/// What folding a binary operator over two constants yields, sized without building it.
+fn fold_binop(op: ast::BinOpKind, expr: &ast::Expr<'_>, l: Folded, r: Folded) -> Folded {
+    use FoldedKind::{Number, Sequence, Text};
+    let sum = l.bytes.saturating_add(r.bytes);
+    match (op, &l.kind, &r.kind) {
+        // Numbers only: minijinja's own folding builds nothing.
+        (_, Number(_), Number(_)) => match expr.as_const() {
+            Some(v) => folded_value(&v),
+            None => Folded {
+                bytes: 8,
+                kind: FoldedKind::Other,
+            },
+        },
+        (ast::BinOpKind::Mul, Text | Sequence, Number(n))
+        | (ast::BinOpKind::Mul, Number(n), Text | Sequence) => {
+            let times = i64::try_from(n.clone()).unwrap_or(i64::MAX).max(0) as u64;
+            let repeated = if matches!(l.kind, Number(_)) { &r } else { &l };
+            Folded {
+                bytes: repeated.bytes.saturating_mul(times),
+                kind: repeated.kind.clone(),
+            }
+        }
+        (ast::BinOpKind::Concat, _, _) => Folded {
+            bytes: sum,
+            kind: Text,
+        },
+        (ast::BinOpKind::Add | ast::BinOpKind::ScAnd | ast::BinOpKind::ScOr, _, _) => Folded {
+            bytes: sum,
+            kind: l.kind.clone(),
+        },
+        // `in` prints a container needle to search a string: the needle's size counts.
+        (ast::BinOpKind::In, _, Text) => Folded {
+            bytes: l.bytes,
+            kind: FoldedKind::Other,
+        },
+        _ => Folded {
+            bytes: 8,
+            kind: FoldedKind::Other,
+        },
+    }
+}
+
 /// A string that refuses to grow past its cap.
 struct Capped {
     text: String,
@@ -495,6 +886,8 @@ struct Capped {
     len: usize,
     cap: usize,
     over: bool,
+    /// Whether the text is kept (else only counted).
+    keep: bool,
 }
 
 impl Capped {
@@ -504,16 +897,27 @@ impl Capped {
             len: 0,
             cap,
             over: false,
+            keep: true,
+        }
+    }
+
+    /// Only counts: measures a text without keeping it.
+    fn counting(cap: usize) -> Self {
+        Capped {
+            keep: false,
+            ..Self::new(cap)
         }
     }
 
     fn push(&mut self, s: &str) -> bool {
-        if self.len + s.len() > self.cap {
+        if self.len.saturating_add(s.len()) > self.cap {
             self.over = true;
             return false;
         }
         self.len += s.len();
-        self.text.push_str(s);
+        if self.keep {
+            self.text.push_str(s);
+        }
         true
     }
 }
@@ -551,6 +955,249 @@ fn too_large_error(max_bytes: usize) -> minijinja::Error {
     )
 }
 
+/// Registers the guarded `~` and `in`, wraps the built-in filters and tests that turn a value
+/// into text so a container is measured against `max_bytes` before minijinja prints it, and
+/// caps `range`.
+fn guard_operators_and_strings(env: &mut Environment<'static>, max_bytes: usize) {
+    use minijinja::Value as V;
+    env.add_filter(CONCAT_FILTER, move |left: &V, right: &V| {
+        let mut out = Capped::new(max_bytes);
+        for value in [left, right] {
+            if value.is_undefined() {
+                return Err(minijinja::Error::from(ErrorKind::UndefinedError));
+            }
+            write_text(value, &mut out).map_err(|_| too_large_error(max_bytes))?;
+        }
+        Ok(V::from(out.text))
+    });
+    env.add_filter(IN_FILTER, move |state: &State, needle: &V, haystack: &V| {
+        contains(state, needle, haystack, max_bytes).map(V::from)
+    });
+    env.add_test("in", move |state: &State, needle: &V, haystack: &V| {
+        contains(state, needle, haystack, max_bytes)
+    });
+    let builtins: [(&str, V); STRING_FILTERS.len()] = [
+        ("safe", V::from_function(minijinja::filters::safe)),
+        ("escape", V::from_function(minijinja::filters::escape)),
+        ("e", V::from_function(minijinja::filters::escape)),
+        ("lower", V::from_function(minijinja::filters::lower)),
+        ("upper", V::from_function(minijinja::filters::upper)),
+        ("title", V::from_function(minijinja::filters::title)),
+        (
+            "capitalize",
+            V::from_function(minijinja::filters::capitalize),
+        ),
+        ("trim", V::from_function(minijinja::filters::trim)),
+        ("join", V::from_function(minijinja::filters::join)),
+        ("split", V::from_function(minijinja::filters::split)),
+        ("urlencode", V::from_function(minijinja::filters::urlencode)),
+        ("lines", V::from_function(minijinja::filters::lines)),
+    ];
+    for (name, builtin) in builtins {
+        debug_assert!(STRING_FILTERS.contains(&name));
+        env.add_filter(name, measured(builtin, 0, max_bytes));
+    }
+    let named: [(&str, V); NAME_FILTERS.len()] = [
+        ("map", V::from_function(minijinja::filters::map)),
+        ("select", V::from_function(minijinja::filters::select)),
+        ("reject", V::from_function(minijinja::filters::reject)),
+        (
+            "selectattr",
+            V::from_function(minijinja::filters::selectattr),
+        ),
+        (
+            "rejectattr",
+            V::from_function(minijinja::filters::rejectattr),
+        ),
+    ];
+    for (name, builtin) in named {
+        env.add_filter(name, measured(builtin, 1, max_bytes));
+    }
+    for (name, builtin) in [
+        (
+            "startingwith",
+            V::from_function(minijinja::tests::is_startingwith),
+        ),
+        (
+            "endingwith",
+            V::from_function(minijinja::tests::is_endingwith),
+        ),
+    ] {
+        let call = measured(builtin, 0, max_bytes);
+        env.add_test(name, move |state: &mut State, args: Rest<ValueOrKwargs>| {
+            call(state, args).map(|v| v.is_true())
+        });
+    }
+    env.add_filter(
+        "replace",
+        move |state: &mut State, args: Rest<ValueOrKwargs>| -> Result<V, minijinja::Error> {
+            let args = args.into_values();
+            for arg in &args {
+                measure(arg, max_bytes)?;
+            }
+            let (value, from, to, count, kwargs): (V, V, V, Option<i64>, Kwargs) =
+                minijinja::value::from_args(&args)?;
+            let count = match count {
+                Some(count) => Some(count),
+                None => kwargs.get::<Option<i64>>("count")?,
+            };
+            kwargs.assert_all_used()?;
+            let (value, from, to) = (text_of(&value)?, text_of(&from)?, text_of(&to)?);
+            let count = count.map_or(usize::MAX, |c| usize::try_from(c).unwrap_or(0));
+            if to.len() > from.len() {
+                let matches = value.matches(from.as_str()).take(count).count();
+                let size = matches
+                    .saturating_mul(to.len() - from.len())
+                    .saturating_add(value.len());
+                if size > max_bytes {
+                    return Err(too_large_error(max_bytes));
+                }
+            }
+            state.consume_fuel((value.len() as u64) / BYTES_PER_FUEL)?;
+            Ok(V::from(value.replacen(from.as_str(), &to, count)))
+        },
+    );
+    env.add_filter(
+        "indent",
+        move |state: &State, args: Rest<ValueOrKwargs>| -> Result<V, minijinja::Error> {
+            let args = args.into_values();
+            for arg in &args {
+                measure(arg, max_bytes)?;
+            }
+            let (value, width, first, blank, kwargs): (
+                V,
+                Option<usize>,
+                Option<bool>,
+                Option<bool>,
+                Kwargs,
+            ) = minijinja::value::from_args(&args)?;
+            let text = text_of(&value)?;
+            let each = match width {
+                Some(w) => w,
+                None => kwargs.peek::<Option<usize>>("width")?.unwrap_or(4),
+            };
+            let size = each
+                .saturating_mul(text.lines().count() + 1)
+                .saturating_add(text.len());
+            if size > max_bytes {
+                return Err(too_large_error(max_bytes));
+            }
+            let value = V::from(text);
+            minijinja::filters::indent(
+                minijinja::value::StringInput::new(state, &value)?,
+                width,
+                first,
+                blank,
+                kwargs,
+            )
+        },
+    );
+    env.add_function(
+        "range",
+        |lower: isize, upper: Option<isize>, step: Option<isize>| {
+            let (start, end) = match upper {
+                Some(upper) => (lower, upper),
+                None => (0, lower),
+            };
+            let step = step.unwrap_or(1);
+            let (span, by) = match step {
+                0 => (0, 1),
+                s if s > 0 => (end.saturating_sub(start).max(0), s),
+                s => (start.saturating_sub(end).max(0), s.saturating_neg()),
+            };
+            let len = span / by + isize::from(span % by != 0);
+            if len as i64 > MAX_STATIC_RANGE {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "range(...) has {len} items; a template may loop over at most \
+                         {MAX_STATIC_RANGE}"
+                    ),
+                ));
+            }
+            minijinja::functions::range(lower, upper, Some(step))
+        },
+    );
+}
+
+/// A built-in filter or test behind a measure of its arguments from `skip` on: a container whose
+/// text would be larger than `max_bytes` is refused before the built-in prints it.
+fn measured(
+    builtin: minijinja::Value,
+    skip: usize,
+    max_bytes: usize,
+) -> impl Fn(&mut State, Rest<ValueOrKwargs>) -> Result<minijinja::Value, minijinja::Error>
++ Send
++ Sync
++ Clone
++ 'static {
+    move |state: &mut State, args: Rest<ValueOrKwargs>| {
+        let args = args.into_values();
+        for arg in args.iter().skip(skip) {
+            measure(arg, max_bytes)?;
+        }
+        builtin.call(state, &args)
+    }
+}
+
+/// Refuses `value` when its text (as minijinja prints it) is larger than `max_bytes`; only
+/// containers are walked (item by item, stopping at the cap), nothing is kept.
+fn measure(value: &minijinja::Value, max_bytes: usize) -> Result<(), minijinja::Error> {
+    if value.as_object().is_none() {
+        return Ok(());
+    }
+    let mut out = Capped::counting(max_bytes);
+    write_text(value, &mut out).map_err(|_| too_large_error(max_bytes))
+}
+
+/// The text of a filter argument, measured first.
+fn text_of(value: &minijinja::Value) -> Result<String, minijinja::Error> {
+    if value.is_undefined() {
+        return Err(minijinja::Error::from(ErrorKind::UndefinedError));
+    }
+    Ok(match value.as_str() {
+        Some(s) => s.to_owned(),
+        None => value.to_string(),
+    })
+}
+
+/// `needle in haystack` as minijinja's `in` (strict about undefined, an error for a haystack that
+/// holds nothing), with a container needle measured before it is printed to search a string.
+fn contains(
+    state: &State,
+    needle: &minijinja::Value,
+    haystack: &minijinja::Value,
+    max_bytes: usize,
+) -> Result<bool, minijinja::Error> {
+    if needle.is_undefined() || haystack.is_undefined() {
+        return Err(minijinja::Error::from(ErrorKind::UndefinedError));
+    }
+    match haystack.kind() {
+        ValueKind::String | ValueKind::Bytes => measure(needle, max_bytes)?,
+        _ if haystack.as_object().is_some() => {}
+        _ => {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                "cannot perform a containment check on this value",
+            ));
+        }
+    }
+    minijinja::tests::is_in(state, needle, haystack)
+}
+
+/// `value` as minijinja's `Display` writes it at the top level (strings bare, containers as
+/// their repr), into a capped buffer.
+fn write_text(value: &minijinja::Value, out: &mut Capped) -> std::fmt::Result {
+    use std::fmt::Write;
+    if let Some(s) = value.as_str() {
+        return out.write_str(s);
+    }
+    if is_container(value) {
+        return write_repr(value, out);
+    }
+    write!(out, "{value}")
+}
+
 /// `value` as minijinja displays it, refused once it passes `max_bytes`: containers are walked
 /// here item by item, so a lazy sequence is read no further than the cap.
 fn capped_display(value: &minijinja::Value, max_bytes: usize) -> Result<String, minijinja::Error> {
@@ -566,11 +1213,10 @@ fn capped_display(value: &minijinja::Value, max_bytes: usize) -> Result<String, 
 }
 
 fn is_container(value: &minijinja::Value) -> bool {
-    match value.kind() {
-        ValueKind::Map => true,
-        ValueKind::Seq | ValueKind::Iterable => value.len().is_some(),
-        _ => false,
-    }
+    matches!(
+        value.kind(),
+        ValueKind::Map | ValueKind::Seq | ValueKind::Iterable
+    )
 }
 
 /// A container as minijinja's `Display` writes it (`[1, "a"]`, `{"k": 1}`), stopping at the
@@ -588,7 +1234,8 @@ fn write_repr(value: &minijinja::Value, out: &mut Capped) -> std::fmt::Result {
             out.write_str(", ")?;
         }
         if map {
-            write!(out, "{item:?}: ")?;
+            write_repr(&item, out)?;
+            out.write_str(": ")?;
             let v = value.get_item(&item).map_err(|_| std::fmt::Error)?;
             write_repr(&v, out)?;
         } else {
@@ -827,7 +1474,10 @@ mod tests {
     fn runaway_templates_run_out_of_fuel() {
         let t = Templates::new();
         let err = t
-            .render_str("{% for i in range(100000) %}{{ i }}{% endfor %}", &ctx())
+            .render_str(
+                "{% for i in range(10000) %}{% for j in range(10000) %}{{ i }}{% endfor %}{% endfor %}",
+                &ctx(),
+            )
             .unwrap_err();
         assert!(err.message.to_lowercase().contains("fuel"), "{err}");
     }
@@ -875,6 +1525,132 @@ mod tests {
             err.message.contains("bytes"),
             "the whole value counts: {err}"
         );
+    }
+
+    /// Hostile templates whose size comes from the run's input: each must fail, fast, naming
+    /// the setting, whatever path turns the value into text.
+    #[test]
+    fn values_printed_into_text_are_capped_while_they_are_built() {
+        let t = Templates::with_max_bytes(64 * 1024);
+        let ctx = json!({"input": {"n": 100_000_000, "k": 30, "s": "abc"}, "steps": {}});
+        let nested = "{% set ns = namespace(a='x' * 1000) %}\
+                      {% for i in range(input.k) %}{% set ns.a = [ns.a, ns.a] %}{% endfor %}";
+        for template in [
+            "{{ 'a' ~ ([1] * input.n) }}",
+            "x{{ 'a' ~ ([1] * input.n) }}",
+            "{{ ([1] * input.n) ~ 'a' }}",
+            "{{ 'a' ~ ([[1] * input.n] * input.n) }}",
+            "{% set x = 'a' ~ ([1] * input.n) %}{{ x|length }}",
+            "{{ ([1] * input.n)|lower }}",
+            "{{ ([1] * input.n)|upper }}",
+            "{{ ([1] * input.n)|title }}",
+            "{{ ([1] * input.n)|capitalize }}",
+            "{{ ([1] * input.n)|trim }}",
+            "{{ ([1] * input.n)|safe }}",
+            "{{ ([1] * input.n)|e }}",
+            "{{ ([1] * input.n)|escape }}",
+            "{{ ([1] * input.n)|urlencode }}",
+            "{{ ([1] * input.n)|split }}",
+            "{{ ([1] * input.n)|replace('1', '2') }}",
+            "{{ 'abc'|replace('b', [1] * input.n) }}",
+            "{{ input.s|replace('', 'x' * 60000) }}",
+            "{{ ([1] * input.n)|indent }}",
+            "{{ input.s|indent(input.n) }}",
+            "{{ ([[1] * input.n])|join }}",
+            "{{ [1, 2]|join([1] * input.n) }}",
+            "{{ ([1] * input.n)|string }}",
+            "{{ ([1] * input.n)|pprint }}",
+            "{{ ([1] * input.n)|tojson }}",
+            "{{ '%s'|format([1] * input.n) }}",
+            "{{ ([1] * input.n) in 'abc' }}",
+            "{{ ([1] * input.n) not in 'abc' }}",
+            "{{ ([1] * input.n) is in 'abc' }}",
+            "{{ ([1] * input.n) is startingwith 'a' }}",
+            "{{ 'abc' is endingwith([1] * input.n) }}",
+            "{{ ['a']|map(attribute=[1] * input.n)|list }}",
+            "{{ {'k': [1] * input.n}|string }}",
+            "{{ {([1] * 100000): 1} ~ '' }}",
+            "{{ range(input.n)|list }}",
+            "{% for i in range(input.n) %}{% endfor %}",
+            &format!("{nested}{{{{ ns.a ~ '' }}}}"),
+            &format!("{nested}{{{{ ns.a|lower }}}}"),
+            &format!("{nested}{{{{ ns.a }}}}"),
+            &format!("{nested}{{{{ [ns.a]|join }}}}"),
+        ] {
+            let started = std::time::Instant::now();
+            let err = t
+                .render_str(template, &ctx)
+                .expect_err(&format!("{template} rendered"));
+            assert!(
+                err.message.contains(MAX_BYTES_SETTING) || err.message.contains("at most"),
+                "{template}: {err}"
+            );
+            // Far from a benchmark: a guard that printed first would take seconds and GBs.
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(3),
+                "{template} took {:?}",
+                started.elapsed()
+            );
+        }
+        // The same operators and filters still work within the cap.
+        for (template, expected) in [
+            ("{{ 'a' ~ [1, 2] }}", json!("a[1, 2]")),
+            ("{{ 'b' in 'abc' }}", json!(true)),
+            ("{{ 'x' not in ['a'] }}", json!(true)),
+            ("{{ 2 in [1, 2] and 'k' in {'k': 1} }}", json!(true)),
+            ("{{ [1, 2] in 'x[1, 2]y' }}", json!(true)),
+            ("{{ 'aXbX'|replace('X', '-', 1) }}", json!("a-bX")),
+            ("{{ 'aXbX'|replace('X', '-', count=1) }}", json!("a-bX")),
+            ("{{ 'a\nb'|indent(2, true) }}", json!("  a\n  b")),
+            ("{{ ['a', 'b']|map('upper')|join(',') }}", json!("A,B")),
+            ("{{ range(3)|list }}", json!([0, 1, 2])),
+            ("{{ range(10, 0, -3)|list }}", json!([10, 7, 4, 1])),
+            ("{{ 'ab' is startingwith 'a' }}", json!(true)),
+        ] {
+            assert_eq!(
+                t.render_str(template, &ctx).unwrap(),
+                expected,
+                "{template}"
+            );
+        }
+        assert!(t.render_str("{{ 1 in 5 }}", &ctx).is_err());
+        assert!(t.render_str("{{ 'a' ~ input.missing }}", &ctx).is_err());
+    }
+
+    /// minijinja folds constant expressions while it compiles, without fuel: at save time and at
+    /// run time alike, one whose value could not fit is refused before it is built.
+    #[test]
+    fn constant_expressions_too_large_to_fold_are_refused_before_they_are_built() {
+        let t = Templates::new();
+        let scope = Scope::default();
+        for template in [
+            "{{ 'a' ~ ([1] * 100000000) }}",
+            "x{{ 'a' ~ ([1] * 100000000) }}",
+            "{{ 'a' ~ ([[[1] * 1000] * 1000] * 1000) }}",
+            "{{ ([[[1] * 1000] * 1000] * 1000) in 'abc' }}",
+            "{{ ('x' * 1000) * 2000 }}",
+            "{% if 'a' ~ ([[1] * 1000] * 1000) %}{% endif %}",
+        ] {
+            let started = std::time::Instant::now();
+            assert!(t.check_template(template).is_err(), "{template}");
+            assert!(!t.check_in_scope(template, &scope).is_empty(), "{template}");
+            let err = t.render_str(template, &ctx()).unwrap_err();
+            assert!(err.message.contains(MAX_BYTES_SETTING), "{template}: {err}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(3),
+                "{template}"
+            );
+        }
+        let errors = t.check_in_scope("{{ 1 < 2 in [true] }}", &scope);
+        assert!(errors[0].message.contains("chain"), "{errors:?}");
+        for good in [
+            "{{ 'a' ~ [1] * 3 }}",
+            "{{ 2 ** 10 * 'ab' }}",
+            "{{ [1, 2] + [3] }}",
+        ] {
+            assert!(t.check_in_scope(good, &scope).is_empty(), "{good}");
+            t.render_str(good, &ctx()).unwrap();
+        }
     }
 
     #[test]
@@ -928,6 +1704,9 @@ mod tests {
             "x{{ [1, 'a', {'b': [2, none, true]}] }}",
             "{{ {'k': 'v', 'n': [1.5]} }}!",
             "{{ [1, 'a'] ~ '' }}",
+            "{{ 'a' ~ 1 ~ none ~ true ~ 2.5 ~ {'k': [none]} }}",
+            "{{ [1, 2] in 'x[1, 2]y' }}, {{ 'b' in 'abc' }}, {{ 3 not in [1] }}",
+            "{{ ['a', 'b']|join('-') }} {{ 'Ab'|lower }} {{ 'x  '|trim }} {{ [1]|e }}",
             "{{ '%s-%s'|format([1, 'x'], 3) }}",
             "{{ [1, 2]|string }}.",
             "{{ {'a': 1}|tojson }}",
