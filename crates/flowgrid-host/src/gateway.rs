@@ -322,7 +322,7 @@ async fn forward(
                 return Response::from_parts(parts, Body::new(body));
             }
             Err(e) => {
-                lease.instance.failed(app.pool.fail_policy());
+                lease.instance.failed(app.pool.fail_policy(), lease.pid);
                 tried.push((lease.instance.ordinal, lease.pid));
                 if !again || tried.len() >= MAX_ATTEMPTS {
                     return Error::Internal(format!("forwarding to the handler failed: {e}"))
@@ -411,7 +411,7 @@ async fn envelope_http(
                     && tried.len() + 1 < MAX_ATTEMPTS
                     && !sh.client.probe(lease.port).await =>
             {
-                lease.instance.failed(app.pool.fail_policy());
+                lease.instance.failed(app.pool.fail_policy(), lease.pid);
                 tried.push((lease.instance.ordinal, lease.pid));
                 tracing::warn!(app = %app.name, function = %f.name, instance = lease.instance.ordinal,
                     "invocation failed: {e}; idempotent, invoked again on another instance");

@@ -31,7 +31,8 @@ pub(crate) struct Instance {
     max_calls: usize,
     /// HTTP requests in flight to it.
     pub(crate) in_flight: AtomicUsize,
-    fail: Mutex<FailState>,
+    /// Its failures, and the process they happened to (a new process starts clean).
+    fail: Mutex<(FailState, Option<u32>)>,
     /// Taken out of the pool: it receives nothing new and stops once idle.
     retiring: AtomicBool,
     stop: watch::Sender<bool>,
@@ -80,13 +81,14 @@ impl Instance {
         }
     }
 
-    /// A failed attempt (a transport error): may take it out for `fail_timeout`.
-    pub(crate) fn failed(&self, policy: FailPolicy) {
-        let mut f = self
-            .fail
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if f.failed(policy, Instant::now()) {
+    /// A failed attempt (a transport error) of process `pid`: may take it out for
+    /// `fail_timeout`.
+    pub(crate) fn failed(&self, policy: FailPolicy, pid: Option<u32>) {
+        let mut f = self.fail_state();
+        if f.1 != pid {
+            *f = (FailState::default(), pid);
+        }
+        if f.0.failed(policy, Instant::now()) {
             tracing::warn!(
                 instance = self.ordinal,
                 "instance {} taken out for {} s after {} failed attempt(s)",
@@ -97,22 +99,33 @@ impl Instance {
         }
     }
 
-    /// A successful answer.
-    pub(crate) fn succeeded(&self) {
-        let mut f = self
-            .fail
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if f.down_until().is_some() {
-            f.succeeded();
-        }
-    }
-
-    fn available(&self, now: Instant) -> bool {
+    fn fail_state(&self) -> std::sync::MutexGuard<'_, (FailState, Option<u32>)> {
         self.fail
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .available(now)
+    }
+
+    /// A successful answer clears the failures.
+    pub(crate) fn succeeded(&self) {
+        self.fail_state().0.succeeded();
+    }
+
+    /// Not taken out at `now` (a restarted process is not: the failures were the old one's).
+    fn available(&self, now: Instant, pid: Option<u32>) -> bool {
+        let f = self.fail_state();
+        f.1 != pid || f.0.available(now)
+    }
+
+    /// How much longer it stays taken out.
+    fn taken_out_for(&self, now: Instant) -> Option<Duration> {
+        let pid = self.status.borrow().pid;
+        let f = self.fail_state();
+        if f.1 != pid {
+            return None;
+        }
+        f.0.down_until()
+            .filter(|t| *t > now)
+            .map(|t| t.duration_since(now))
     }
 }
 
@@ -281,7 +294,7 @@ impl Pool {
             calls: Arc::new(Semaphore::new(max_calls)),
             max_calls,
             in_flight: AtomicUsize::new(0),
-            fail: Mutex::new(FailState::default()),
+            fail: Mutex::new((FailState::default(), None)),
             retiring: AtomicBool::new(false),
             stop: stop_tx,
             task: Mutex::new(Some(task)),
@@ -394,7 +407,7 @@ impl Pool {
         }
         let up: Vec<_> = ready
             .iter()
-            .filter(|(i, _, _)| i.available(now))
+            .filter(|(i, _, pid)| i.available(now, *pid))
             .cloned()
             .collect();
         let chosen_from = if up.is_empty() { ready } else { up };
@@ -474,12 +487,8 @@ impl Pool {
                 .map(|i| {
                     let s = i.snapshot();
                     let down = i
-                        .fail
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .down_until()
-                        .filter(|t| *t > now)
-                        .map(|t| t.duration_since(now).as_millis() as u64);
+                        .taken_out_for(now)
+                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
                     json!({
                         "instance": i.ordinal,
                         "state": s.state,

@@ -3,7 +3,9 @@
 //!
 //! - `GET /` answers (readiness); `GET /api/health/{app}[/live|/ready]` answers 200 JSON.
 //! - `ANY /api/echo/{*rest}` (forwarded) answers JSON describing the request it received; the
-//!   `x-fixture-status` request header picks the status.
+//!   `x-fixture-status` request header picks the status, `x-fixture-sleep-ms` waits first, and
+//!   `x-fixture-die-instance: 0,2` makes those instances (`FLOWGRID_INSTANCE`) exit mid-request
+//!   (logged as `died instance=<n>`).
 //! - `POST /Inspect` answers `res` with the envelope and headers it received.
 //! - `POST /Outputs` answers outputs exercising the base64 rule.
 //! - `POST /Enqueue` sends the JSON array in the request body to output `out`.
@@ -62,6 +64,22 @@ fn headers_json(h: &HeaderMap) -> Value {
 }
 
 async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let instance = std::env::var("FLOWGRID_INSTANCE").unwrap_or_default();
+    if let Some(dying) = headers
+        .get("x-fixture-die-instance")
+        .and_then(|v| v.to_str().ok())
+        && dying.split(',').any(|i| i.trim() == instance)
+    {
+        record(&format!("died instance={instance}"));
+        std::process::exit(9);
+    }
+    if let Some(ms) = headers
+        .get("x-fixture-sleep-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let status = headers
         .get("x-fixture-status")
         .and_then(|v| v.to_str().ok())
@@ -76,6 +94,7 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Resp
         "FUNCTIONS_APP_ROOT_PATH",
         "FLOWGRID_DATA_DIR",
         "FLOWGRID_JWT_ISSUER",
+        "FLOWGRID_INSTANCE",
         "CUSTOM_SETTING",
     ]
     .iter()
@@ -181,10 +200,11 @@ async fn invoke(
                 record(&format!("latency_us={}", now - sent));
             } else {
                 record(&format!(
-                    "{} {msg} count={count} id={id} props={props} max_in_flight={} at_ms={}",
+                    "{} {msg} count={count} id={id} props={props} max_in_flight={} at_ms={} instance={}",
                     fx.app,
                     fx.max_in_flight.load(Ordering::SeqCst),
-                    chrono::Utc::now().timestamp_millis()
+                    chrono::Utc::now().timestamp_millis(),
+                    std::env::var("FLOWGRID_INSTANCE").unwrap_or_default()
                 ));
             }
             fx.in_flight.fetch_sub(1, Ordering::SeqCst);

@@ -7,6 +7,8 @@ mod common;
 mod configuration;
 mod dev_guards;
 mod gateway;
+mod instances;
+mod scaling;
 mod service_bus;
 mod supervision;
 mod timers;
