@@ -7,6 +7,7 @@ pub mod crypto;
 mod error;
 pub mod integrations;
 pub mod llm;
+pub mod otel;
 pub mod outbound;
 
 pub use error::CallError;

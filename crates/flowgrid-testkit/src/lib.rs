@@ -10,6 +10,7 @@ pub mod bicep;
 pub mod conformance;
 pub mod emulators;
 pub mod modules;
+pub mod otlp;
 mod process;
 pub mod tools;
 

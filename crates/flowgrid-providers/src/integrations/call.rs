@@ -409,7 +409,14 @@ impl Caller {
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
-        let response = match builder.send().await {
+        let mut span = crate::otel::http_client_span(request.method.as_str(), &request.url);
+        if let Some(span) = &span {
+            builder = builder.header("traceparent", span.traceparent());
+        }
+        let sent = builder.send().await;
+        crate::otel::http_client_result(&mut span, sent.as_ref().map(|r| r.status().as_u16()));
+        drop(span);
+        let response = match sent {
             Ok(r) => r,
             Err(e) => {
                 let text = outbound::describe(&e);

@@ -6,4 +6,5 @@
 mod behaviour;
 mod contract;
 mod helpers;
+mod otel;
 mod prices;
