@@ -85,6 +85,7 @@ impl AppState {
         runner.templates = Arc::new(flowgrid_domain::plan::template::Templates::with_max_bytes(
             settings.template_max_bytes,
         ));
+        runner.response_max_bytes = settings.http_response_max_bytes;
         // `integration` steps: the Integrations app's connectors, in-process, on the same store
         // and key-encryption key.
         runner.connectors = Arc::new(flowgrid_providers::integrations::Integrations::new(
@@ -138,5 +139,10 @@ mod function_json_tests {
             flowgrid_http::app::differences(app().functions(), &dir),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn every_http_function_is_documented_in_the_openapi_document() {
+        assert_eq!(app().undocumented(), Vec::<String>::new());
     }
 }

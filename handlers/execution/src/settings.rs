@@ -60,6 +60,11 @@ pub const SETTINGS: &[Setting] = &[
         default: "1048576",
         meaning: "largest value one template or expression of a step may yield (a step's whole rendered output counts); evaluation also stops once it has built four times this (docs/agents.md, Limits)",
     },
+    Setting {
+        name: "FLOWGRID_HTTP_RESPONSE_MAX_BYTES",
+        default: "10485760",
+        meaning: "most of a response body an `http` step reads (1 KiB-10 MiB), whatever its `maxResponseBytes` says; a larger body fails the step naming the limit that applied",
+    },
 ];
 
 /// The Execution app's settings.
@@ -83,6 +88,8 @@ pub struct Settings {
     pub run_input_max_bytes: usize,
     /// `FLOWGRID_JOB_RECORD_MAX_BYTES`.
     pub job_record_max_bytes: usize,
+    /// `FLOWGRID_HTTP_RESPONSE_MAX_BYTES`.
+    pub http_response_max_bytes: u64,
     /// How often a running step checks for a cancel (and renews the lease when due).
     pub cancel_poll: Duration,
     /// The model providers of `llm` steps.
@@ -101,6 +108,7 @@ impl Default for Settings {
             template_max_bytes: flowgrid_domain::plan::template::DEFAULT_MAX_BYTES,
             run_input_max_bytes: 256 * 1024,
             job_record_max_bytes: 1536 * 1024,
+            http_response_max_bytes: flowgrid_domain::plan::limits::MAX_RESPONSE_BYTES,
             cancel_poll: Duration::from_millis(250),
             ai: AiSettings::default(),
         }
@@ -181,6 +189,12 @@ impl Settings {
                 "FLOWGRID_JOB_RECORD_MAX_BYTES",
                 d.job_record_max_bytes,
                 |n| (64 * 1024..=2_000_000).contains(n),
+            )?,
+            http_response_max_bytes: number(
+                &get,
+                "FLOWGRID_HTTP_RESPONSE_MAX_BYTES",
+                d.http_response_max_bytes,
+                |n| (1024..=flowgrid_domain::plan::limits::MAX_RESPONSE_BYTES).contains(n),
             )?,
             cancel_poll: d.cancel_poll,
             ai: AiSettings::from_lookup(&get)?,

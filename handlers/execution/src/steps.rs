@@ -94,6 +94,9 @@ pub struct StepRunner {
     pub connectors: Arc<dyn Connectors>,
     /// The monthly AI budget (`None`: not enforced).
     pub budget: Option<Arc<flowgrid_providers::llm::budget::Budget>>,
+    /// `FLOWGRID_HTTP_RESPONSE_MAX_BYTES`: no `http` step reads more of a response, whatever its
+    /// `maxResponseBytes` says.
+    pub response_max_bytes: u64,
 }
 
 impl StepRunner {
@@ -107,6 +110,7 @@ impl StepRunner {
             llm: Arc::new(Providers::offline()),
             connectors: Arc::new(NoConnectors),
             budget: None,
+            response_max_bytes: flowgrid_domain::plan::limits::MAX_RESPONSE_BYTES,
         })
     }
 
@@ -151,7 +155,21 @@ impl StepRunner {
                 max_response_bytes,
             } => {
                 let response = call.send(method, url, headers, body.as_ref()).await?;
-                read_response(response, *max_response_bytes).await.map(done)
+                let cap = (*max_response_bytes).min(self.response_max_bytes);
+                let limit = if cap < *max_response_bytes {
+                    "FLOWGRID_HTTP_RESPONSE_MAX_BYTES"
+                } else {
+                    "the step's maxResponseBytes"
+                };
+                read_response(response, cap)
+                    .await
+                    .map(done)
+                    .map_err(|mut e| {
+                        if e.message.starts_with("the response body is larger") {
+                            e.message = format!("{} ({limit})", e.message);
+                        }
+                        e
+                    })
             }
         }
     }
