@@ -97,6 +97,9 @@ param aiProviders string = 'offline'
 @description('Log filter of the handlers (FLOWGRID_LOG).')
 param logFilter string = 'info'
 
+@description('OTLP/HTTP endpoint of an OpenTelemetry Collector for the traces and request metrics of every Function App (host and handler); empty: Application Insights only (docs/observability.md).')
+param otlpEndpoint string = ''
+
 @description('Object id of the person or pipeline that deploys: Key Vault Secrets Officer on the vault to set the secrets, and on Elastic Premium Storage Blob Data Contributor on the package containers to upload them (docs/deploy.md); empty: none.')
 param deployerPrincipalId string = ''
 
@@ -262,6 +265,7 @@ module functionApps 'modules/functionapp.bicep' = [for (app, i) in apps: {
     packageContainer: packageContainers[i]
     packageBlob: '${app.name}.zip'
     appInsightsConnectionString: monitoring.outputs.connectionString
+    otlpEndpoint: otlpEndpoint
     serviceBusConnections: app.serviceBusConnections
     serviceBusNamespace: hasServiceBus ? serviceBus.outputs.fullyQualifiedNamespace : ''
     secrets: app.secrets

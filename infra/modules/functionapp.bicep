@@ -33,6 +33,9 @@ param packageBlob string
 
 param appInsightsConnectionString string
 
+@description('OTLP/HTTP endpoint (an OpenTelemetry Collector) that the Functions host and the handler export traces and request metrics to, besides Application Insights; empty: none (docs/observability.md).')
+param otlpEndpoint string = ''
+
 @description('Service Bus connection names (app-setting prefixes) the app\'s function.json files use.')
 param serviceBusConnections array
 param serviceBusNamespace string
@@ -54,6 +57,14 @@ var hostSettings = {
   AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+}
+
+// OpenTelemetry: host.json's telemetryMode sends the host's traces and logs to Application
+// Insights; with an endpoint, the host and the handler (which inherits the app settings) also
+// export over OTLP/HTTP protobuf (docs/observability.md).
+var otelSettings = empty(otlpEndpoint) ? {} : {
+  OTEL_EXPORTER_OTLP_ENDPOINT: otlpEndpoint
+  OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf'
 }
 
 var premiumSettings = flex ? {} : {
@@ -81,7 +92,7 @@ var connectionSettings = toObject(flatten(map(serviceBusConnections, c => [
 
 var secretSettings = toObject(items(secrets), s => s.key, s => '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${s.value})')
 
-var appSettings = union(hostSettings, premiumSettings, connectionSettings, flowgridSettings, ownSettings, secretSettings)
+var appSettings = union(hostSettings, otelSettings, premiumSettings, connectionSettings, flowgridSettings, ownSettings, secretSettings)
 
 resource flexPlan 'Microsoft.Web/serverfarms@2024-04-01' = if (flex) {
   name: '${name}-plan'

@@ -16,7 +16,7 @@ use crate::bus::Message;
 use crate::config::{FunctionDef, Trigger};
 use crate::instances::Instance;
 use crate::invoke;
-use crate::runtime::{AppRt, Shared, background_context, call_and_send};
+use crate::runtime::{AppRt, Shared, call_and_send};
 use crate::supervisor::State as AppState;
 
 /// The Service Bus trigger of one function on one instance: peek-lock receive while the
@@ -122,7 +122,7 @@ async fn process(sh: &Arc<Shared>, ai: usize, fi: usize, inst: &Instance, port: 
         .correlation_id
         .clone()
         .unwrap_or_else(|| m.message_id.clone());
-    let ctx = background_context(correlation_id);
+    let (ctx, mut span) = invoke::message_context(correlation_id, &m, &f.name, &m.entity);
     let envelope = invoke::service_bus_envelope(&f.name, name, *binary, &m);
 
     let renewer = renew_lock(sh, seq, &token);
@@ -131,6 +131,9 @@ async fn process(sh: &Arc<Shared>, ai: usize, fi: usize, inst: &Instance, port: 
         wait_for_restart(sh, inst, port).await;
     }
     renewer.abort();
+    if let (Err(e), Some(span)) = (&result, &mut span) {
+        span.fail(e.to_string());
+    }
     settle(sh, app, f, &m, token, result).await;
 }
 

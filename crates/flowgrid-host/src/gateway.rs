@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flowgrid_domain::Error;
 use flowgrid_http::ErrorResponse as _;
-use flowgrid_http::correlation;
+use flowgrid_http::{correlation, otel};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
@@ -28,16 +28,61 @@ use crate::supervisor::{State as AppState, Status};
 pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     let start = Instant::now();
     let correlation_id = correlation::from_headers(req.headers());
-    let traceparent = correlation::traceparent(req.headers());
+    // The gateway's server span (when traces are exported), a child of the client's
+    // `traceparent`; the handler gets this span's as its parent.
+    let mut span = otel::Span::remote(
+        req.method().as_str(),
+        otel::Kind::Server,
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let traceparent = match &span {
+        Some(span) => span.traceparent(),
+        None => correlation::traceparent(req.headers()),
+    };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let ctx = CallContext::new(correlation_id.clone(), traceparent);
-    let (mut response, target) =
-        correlation::scope(correlation_id.clone(), serve(&sh, req, &ctx)).await;
+    let (mut response, target) = otel::within(
+        &span,
+        correlation::scope(correlation_id.clone(), serve(&sh, req, &ctx)),
+    )
+    .await;
     if let Ok(v) = HeaderValue::from_str(&correlation_id) {
         response.headers_mut().insert(correlation::HEADER, v);
     }
     let (app, function) = target.unwrap_or_default();
+    if let Some(span) = &mut span {
+        let route = route_of(&sh, &app, &function);
+        let status = response.status().as_u16();
+        span.rename(match &route {
+            Some(route) => format!("{method} {route}"),
+            None => method.to_string(),
+        });
+        span.set("http.request.method", method.as_str());
+        span.set("url.path", path.as_str());
+        span.set("http.response.status_code", status);
+        if let Some(route) = &route {
+            span.set("http.route", route.as_str());
+        }
+        if !app.is_empty() {
+            span.set("flowgrid.app", app.as_str());
+            span.set("faas.name", function.as_str());
+            span.set("faas.invocation_id", ctx.invocation_id.as_str());
+        }
+        span.set("flowgrid.correlation_id", correlation_id.as_str());
+        if status >= 500 {
+            span.set("error.type", status.to_string());
+            span.fail(format!("HTTP {status}"));
+        }
+        otel::record_request(
+            method.as_str(),
+            route.as_deref().unwrap_or(""),
+            status,
+            start.elapsed().as_secs_f64(),
+        );
+    }
     // A request a handler answered is logged by the handler (with its tenant and error): the
     // host's line is then at debug level, so it is not shown twice.
     macro_rules! access {
@@ -68,6 +113,23 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
         access!(tracing::Level::INFO);
     }
     response
+}
+
+/// The route template (`/api/agents/{id}`) of an HTTP function, for its spans and metrics.
+fn route_of(sh: &Shared, app: &str, function: &str) -> Option<String> {
+    let f = sh
+        .apps
+        .iter()
+        .find(|a| a.name == app)?
+        .functions
+        .iter()
+        .find(|f| f.name == function)?;
+    match &f.trigger {
+        Trigger::Http { route, .. } => {
+            Some(format!("/{}/{route}", sh.config.host.route_prefix).replace("//", "/"))
+        }
+        _ => None,
+    }
 }
 
 /// The response, and the (app, function) it went to, for the access log.

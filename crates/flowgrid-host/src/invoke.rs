@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 use flowgrid_http::invocation::{self, InvokeRequest, InvokeResponse};
+use flowgrid_http::otel;
 use serde_json::{Map, Value, json};
 
 use crate::bus::{Outgoing, Target};
@@ -37,6 +38,65 @@ impl CallContext {
             traceparent,
         }
     }
+}
+
+/// The context of a Service Bus invocation of `function` for message `m` from `entity`, and its
+/// span when traces are exported: a consumer span continuing the message's application
+/// properties' `traceparent` (or the `Diagnostic-Id` the Azure SDKs set), else a new trace, as
+/// the Functions host does. Output bindings set only the body, so Flowgrid's own messages carry
+/// their trace context there, and the handler's span continues it (linked to this one).
+pub fn message_context(
+    correlation_id: String,
+    m: &crate::bus::Message,
+    function: &str,
+    entity: &str,
+) -> (CallContext, Option<otel::Span>) {
+    let property = |k: &str| {
+        m.application_properties
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|tp| otel::SpanContext::parse(tp).is_some())
+    };
+    let parent = property("traceparent").or_else(|| property("Diagnostic-Id"));
+    let queue = entity.split('/').next().unwrap_or(entity);
+    let Some(mut span) =
+        otel::Span::remote(format!("process {queue}"), otel::Kind::Consumer, parent)
+    else {
+        let ctx = match parent {
+            Some(tp) => CallContext::new(correlation_id, tp.to_owned()),
+            None => crate::runtime::background_context(correlation_id),
+        };
+        return (ctx, None);
+    };
+    let ctx = CallContext::new(correlation_id, span.traceparent());
+    span.set("faas.name", function);
+    span.set("faas.trigger", "pubsub");
+    span.set("faas.invocation_id", ctx.invocation_id.as_str());
+    span.set("messaging.system", "servicebus");
+    span.set("messaging.operation.name", "process");
+    span.set("messaging.destination.name", queue);
+    span.set("messaging.message.id", m.message_id.as_str());
+    span.set(
+        "messaging.servicebus.message.delivery_count",
+        u64::from(m.delivery_count),
+    );
+    span.set("flowgrid.correlation_id", ctx.correlation_id.as_str());
+    (ctx, Some(span))
+}
+
+/// The context of a timer invocation of `function`, and its span when traces are exported (a
+/// new trace per tick).
+pub fn timer_context(function: &str) -> (CallContext, Option<otel::Span>) {
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    let Some(mut span) = otel::Span::remote(function, otel::Kind::Server, None) else {
+        return (crate::runtime::background_context(correlation_id), None);
+    };
+    let ctx = CallContext::new(correlation_id, span.traceparent());
+    span.set("faas.name", function);
+    span.set("faas.trigger", "timer");
+    span.set("faas.invocation_id", ctx.invocation_id.as_str());
+    span.set("flowgrid.correlation_id", ctx.correlation_id.as_str());
+    (ctx, Some(span))
 }
 
 /// The `sys` metadata entry.

@@ -55,6 +55,8 @@ pub fn init(format: LogFormat) {
         LogFormat::Auto => None,
     };
     let chosen = *PRETTY.get_or_init(|| pretty);
+    // Traces and request metrics of the gateway and the triggers, when an OTLP endpoint is set.
+    flowgrid_http::otel::init("flowgrid-host");
     match chosen {
         None => flowgrid_http::telemetry::init("flowgrid-dev"),
         Some(color) => {

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use crate::bus::TimerStatus;
 use crate::config::Trigger;
 use crate::invoke;
-use crate::runtime::{Shared, background_context, call_and_send, ready_instance};
+use crate::runtime::{Shared, call_and_send, ready_instance};
 use crate::timer::Schedule;
 
 /// A timer trigger: fires at each due time (one firing per due time), `runOnStartup`, and —
@@ -190,10 +190,13 @@ async fn fire(
     let Some((inst, port)) = ready_instance(sh, app).await else {
         return;
     };
-    let ctx = background_context(uuid::Uuid::new_v4().to_string());
+    let (ctx, mut span) = invoke::timer_context(&f.name);
     let envelope = invoke::timer_envelope(&f.name, binding, status, past_due);
     let result = call_and_send(sh, app, &inst, port, f, &ctx, &envelope).await;
     if let Err(e) = result {
+        if let Some(span) = &mut span {
+            span.fail(e.to_string());
+        }
         tracing::error!(app = %app.name, function = %f.name, invocation_id = %ctx.invocation_id, "timer invocation failed: {e}");
     }
 }

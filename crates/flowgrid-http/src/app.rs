@@ -462,6 +462,7 @@ where
     /// common layers (problem+json fallbacks, body limit, correlation ids, access log).
     pub fn router(self, state: S, checks: Vec<Arc<dyn HealthCheck>>) -> Router {
         let health = health::routes(self.name, checks);
+        crate::middleware::register_functions(self.name, &self.functions);
         let document: Arc<[u8]> = serde_json::to_vec(&self.openapi())
             .unwrap_or_default()
             .into();
@@ -488,6 +489,7 @@ where
             self.name,
         );
         let mut invocations = self.invocations.with_state(state);
+        invocations = crate::middleware::invocation_spans(invocations, self.name);
         for name in self.envelope_http {
             invocations = invocations.route(
                 &format!("/{name}"),

@@ -20,6 +20,11 @@ pub fn current() -> Option<String> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
+/// Calls `f` with the current correlation id, without copying it; `None` outside a request.
+pub fn with_current<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
+    CURRENT.try_with(|id| f(id)).ok()
+}
+
 /// Runs `f` with `id` as the current correlation id.
 pub async fn scope<F: Future>(id: String, f: F) -> F::Output {
     CURRENT.scope(id, f).await

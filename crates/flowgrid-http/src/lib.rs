@@ -18,6 +18,7 @@ pub mod openapi;
 mod query;
 mod serve;
 mod strict;
+pub use flowgrid_providers::otel;
 pub mod telemetry;
 pub mod trace;
 pub mod trigger;
@@ -27,7 +28,7 @@ pub use error::{
 };
 pub use flowgrid_domain::{Error, FieldError};
 pub use json::{Json, RawJson};
-pub use middleware::{RequestContext, with_common_layers};
+pub use middleware::{RequestContext, invocation_spans, register_functions, with_common_layers};
 pub use query::Query;
 pub use serve::{ServerLimits, bind_address, serve, serve_listener};
 

@@ -2,7 +2,8 @@
 //! invocation id, body limit, problem+json for unmatched routes, and one access-log line per
 //! request, where each failure is logged once.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use axum::Router;
@@ -13,6 +14,7 @@ use axum::response::Response;
 
 use super::correlation;
 use crate::error::LoggedError;
+use crate::otel;
 use crate::{ApiError, Error};
 
 /// Per-request facts filled in while the request is served, read by the access log.
@@ -38,6 +40,49 @@ pub fn with_common_layers(router: Router, app: &'static str) -> Router {
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             observe(app, req, next)
         }))
+}
+
+/// The function name of each (app, method, axum route), for the `faas.name` of spans.
+type FunctionNames = HashMap<(&'static str, String, String), String>;
+static FUNCTIONS: OnceLock<Mutex<FunctionNames>> = OnceLock::new();
+
+/// Records the names of `app`'s HTTP functions, so its request spans carry `faas.name`.
+pub fn register_functions(app: &'static str, functions: &[crate::app::Function]) {
+    let names = FUNCTIONS.get_or_init(Mutex::default);
+    let mut names = names.lock().unwrap_or_else(PoisonError::into_inner);
+    for f in functions {
+        if let crate::app::Trigger::ServiceBus(entity) = &f.trigger {
+            ENTITIES
+                .get_or_init(Mutex::default)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert((app, f.name.clone()), entity.clone());
+            continue;
+        }
+        let (crate::app::Trigger::Http { method, route }
+        | crate::app::Trigger::HttpEnvelope { method, route }) = &f.trigger
+        else {
+            continue;
+        };
+        names.insert(
+            (
+                app,
+                method.to_ascii_uppercase(),
+                crate::app::axum_path(route),
+            ),
+            f.name.clone(),
+        );
+    }
+}
+
+fn function_of(app: &'static str, method: &str, route: &str) -> Option<String> {
+    let names = FUNCTIONS
+        .get()?
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    names
+        .get(&(app, method.to_owned(), route.to_owned()))
+        .cloned()
 }
 
 /// The route template the request matched, or its path when none did.
@@ -66,7 +111,6 @@ async fn method_not_allowed() -> ApiError {
 async fn observe(app: &'static str, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let correlation_id = correlation::from_headers(req.headers());
-    let traceparent = correlation::traceparent(req.headers());
     let invocation_id = req.headers().get("x-azure-functions-invocationid").cloned();
     let method = req.method().clone();
     let route = match req.extensions().get::<MatchedPath>() {
@@ -76,8 +120,38 @@ async fn observe(app: &'static str, mut req: Request, next: Next) -> Response {
     let route = route.as_str();
     let context = RequestContext::default();
     req.extensions_mut().insert(context.clone());
+    let probe = method == Method::GET && route == "/";
 
-    let mut response = correlation::scope(correlation_id.clone(), next.run(req)).await;
+    // The server span (when traces are exported): a child of the caller's `traceparent`; the
+    // request goes on carrying this span's, so what the handler sends (a job message, events)
+    // names it as the parent.
+    let mut span = if probe {
+        None
+    } else {
+        otel::Span::remote(
+            "",
+            otel::Kind::Server,
+            req.headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+        )
+    };
+    let traceparent = match &span {
+        Some(span) => {
+            let traceparent = span.traceparent();
+            if let Ok(v) = HeaderValue::from_str(&traceparent) {
+                req.headers_mut().insert("traceparent", v);
+            }
+            traceparent
+        }
+        None => correlation::traceparent(req.headers()),
+    };
+
+    let mut response = otel::within(
+        &span,
+        correlation::scope(correlation_id.clone(), next.run(req)),
+    )
+    .await;
 
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&correlation_id) {
@@ -99,9 +173,32 @@ async fn observe(app: &'static str, mut req: Request, next: Next) -> Response {
         .extensions()
         .get::<LoggedError>()
         .map(|e| e.0.as_str());
-    if method == Method::GET.as_str() && route == "/" {
+    if probe {
         // The host's readiness and latency probe: frequent and uninteresting.
         return response;
+    }
+    if let Some(span) = &mut span {
+        span.rename(format!("{method} {route}"));
+        span.set("http.request.method", method);
+        span.set("http.route", route);
+        span.set("http.response.status_code", status);
+        span.set("flowgrid.app", app);
+        if let Some(function) = function_of(app, method, route) {
+            span.set("faas.name", function);
+        }
+        span.set("faas.trigger", "http");
+        if !tenant.is_empty() {
+            span.set("flowgrid.tenant", tenant);
+        }
+        span.set("flowgrid.correlation_id", correlation_id);
+        if !invocation_id.is_empty() {
+            span.set("faas.invocation_id", invocation_id);
+        }
+        if status >= 500 {
+            span.set("error.type", status.to_string());
+            span.fail(error.unwrap_or("server error"));
+        }
+        otel::record_request(method, route, status, duration_ms / 1000.0);
     }
     match error {
         Some(error) if status >= 500 => tracing::error!(
@@ -142,6 +239,154 @@ async fn observe(app: &'static str, mut req: Request, next: Next) -> Response {
             invocation_id,
             "request served"
         ),
+    }
+    response
+}
+
+/// The Service Bus entity of each (app, function) with a Service Bus trigger.
+static ENTITIES: OnceLock<Mutex<HashMap<(&'static str, String), String>>> = OnceLock::new();
+
+/// The largest invocation envelope the span layer reads (as the invocation routes accept).
+const ENVELOPE_LIMIT: usize = 8 * crate::BODY_LIMIT_BYTES;
+
+/// Wraps `app`'s Service Bus and timer functions (`POST /{Function}`): when traces are
+/// exported, each invocation is a span (`process <queue>`, consumer; a timer's, server) with
+/// the function, trigger, invocation id, correlation id and tenant. A message whose body
+/// carries a `traceparent` (a job message, a CloudEvent) continues that trace, linked to the
+/// host's invocation; otherwise the host's `traceparent` is the parent. The invocation goes on
+/// under the span, so its steps, calls and messages are its children. Off, it only passes the
+/// request on. Envelope-mode HTTP functions are not wrapped (their request gets the request
+/// span inside).
+pub fn invocation_spans(router: Router, app: &'static str) -> Router {
+    router.layer(middleware::from_fn(move |req: Request, next: Next| {
+        invocation(app, req, next)
+    }))
+}
+
+async fn invocation(app: &'static str, req: Request, next: Next) -> Response {
+    if !otel::enabled() {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, ENVELOPE_LIMIT).await {
+        Ok(b) => b,
+        Err(_) => {
+            return axum::response::IntoResponse::into_response(ApiError(Error::PayloadTooLarge {
+                limit_bytes: ENVELOPE_LIMIT,
+            }));
+        }
+    };
+    let function = parts.uri.path().trim_start_matches('/').to_owned();
+    let envelope = serde_json::from_slice::<crate::invocation::InvokeRequest>(&bytes).ok();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let host_parent = header("traceparent");
+    let mut span = match &envelope {
+        Some(e) if e.data.contains_key(crate::trigger::MESSAGE_BINDING) => {
+            let message = crate::trigger::trigger_bytes(e, crate::trigger::MESSAGE_BINDING)
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .unwrap_or_default();
+            let entity = ENTITIES.get().and_then(|m| {
+                m.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&(app, function.clone()))
+                    .cloned()
+            });
+            let queue = entity.clone().unwrap_or_else(|| function.clone());
+            let body_parent = message["traceparent"]
+                .as_str()
+                .filter(|tp| otel::SpanContext::parse(tp).is_some());
+            let parent = body_parent.or(host_parent.as_deref());
+            let Some(mut span) = otel::Span::remote(
+                format!("process {}", queue.split('/').next().unwrap_or(&queue)),
+                otel::Kind::Consumer,
+                parent,
+            ) else {
+                return next.run(Request::from_parts(parts, bytes.into())).await;
+            };
+            if body_parent.is_some()
+                && let Some(host) = host_parent.as_deref().and_then(otel::SpanContext::parse)
+            {
+                span.link(host);
+            }
+            span.set("faas.trigger", "pubsub");
+            span.set("messaging.system", "servicebus");
+            span.set("messaging.operation.name", "process");
+            span.set("messaging.operation.type", "process");
+            if let Some(entity) = entity {
+                match entity.split_once('/') {
+                    Some((topic, subscription)) => {
+                        span.set("messaging.destination.name", topic);
+                        span.set("messaging.destination.subscription.name", subscription);
+                    }
+                    None => span.set("messaging.destination.name", entity),
+                }
+            }
+            if let Some(id) = e
+                .metadata
+                .get("MessageId")
+                .and_then(crate::invocation::decode_string)
+            {
+                span.set("messaging.message.id", id);
+            }
+            if let Some(n) = e
+                .metadata
+                .get("DeliveryCount")
+                .and_then(crate::invocation::decode_u64)
+            {
+                span.set("messaging.servicebus.message.delivery_count", n);
+            }
+            let text = |k: &str| message[k].as_str().map(str::to_owned);
+            if let Some(tenant) = text("tenantId").or_else(|| text("tenantid")) {
+                span.set("flowgrid.tenant", tenant);
+            }
+            if let Some(job) = text("jobId") {
+                span.set("flowgrid.job.id", job);
+            }
+            let correlation = text("correlationId")
+                .filter(|c| correlation::is_sane(c))
+                .or_else(|| header(correlation::HEADER));
+            if let Some(c) = correlation {
+                span.set("flowgrid.correlation_id", c);
+            }
+            span
+        }
+        Some(e) if e.data.contains_key(crate::trigger::TIMER_BINDING) => {
+            let Some(mut span) =
+                otel::Span::remote(function.clone(), otel::Kind::Server, host_parent.as_deref())
+            else {
+                return next.run(Request::from_parts(parts, bytes.into())).await;
+            };
+            span.set("faas.trigger", "timer");
+            if let Some(c) = header(correlation::HEADER) {
+                span.set("flowgrid.correlation_id", c);
+            }
+            span
+        }
+        _ => return next.run(Request::from_parts(parts, bytes.into())).await,
+    };
+    span.set("faas.name", function.as_str());
+    span.set("flowgrid.app", app);
+    if let Some(id) = header(crate::invocation::INVOCATION_ID_HEADER) {
+        span.set("faas.invocation_id", id);
+    }
+    if let Ok(v) = HeaderValue::from_str(&span.traceparent()) {
+        parts.headers.insert("traceparent", v);
+    }
+    let response = otel::within_context(
+        Some(span.context()),
+        next.run(Request::from_parts(parts, bytes.into())),
+    )
+    .await;
+    let status = response.status().as_u16();
+    if status >= 500 {
+        span.set("error.type", status.to_string());
+        span.fail(format!("the invocation failed ({status})"));
     }
     response
 }

@@ -11,6 +11,10 @@
 //! instead of one per line. Nothing is dropped: past [`MAX_QUEUED`] bytes, a logging thread waits
 //! for the writer. Warnings and errors wait until they (and every line before them) are written.
 //! [`flush`] writes out the queue; `serve` calls it when the server stops.
+//!
+//! A line written inside a request or a run carries its `correlation_id`, and its `trace_id` and
+//! `span_id` when OpenTelemetry export is on ([`crate::otel`], started here when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set; see docs/observability.md).
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
@@ -40,11 +44,14 @@ pub fn init(app: &'static str) {
         .with_writer(Stdout(queue))
         .with_env_filter(filter)
         .try_init();
-    tracing::debug!(app, "telemetry initialised");
+    let exporting = crate::otel::init(&format!("flowgrid-{app}"));
+    tracing::debug!(app, otel = exporting, "telemetry initialised");
 }
 
-/// Writes out every log line queued so far. Call it before the process exits.
+/// Writes out every log line queued so far, and exports the spans and metrics not yet sent.
+/// Call it before the process exits.
 pub fn flush() {
+    crate::otel::flush();
     if let Some(queue) = QUEUE.get() {
         queue.flush();
     }
@@ -235,6 +242,29 @@ where
         };
         event.record(&mut fields);
         fields.result?;
+        // Every line written while a request or a run is served carries its correlation id
+        // (and, when traces are exported, the trace and span it belongs to), unless it names
+        // them itself, as the access log does.
+        let named = event.metadata().fields();
+        if named.field("correlation_id").is_none() {
+            crate::correlation::with_current(|id| {
+                writer.write_str(",\"correlation_id\":\"")?;
+                Escaped(&mut writer).write_str(id)?;
+                writer.write_char('"')
+            })
+            .unwrap_or(Ok(()))?;
+        }
+        if named.field("trace_id").is_none()
+            && let Some(span) = crate::otel::current()
+        {
+            let tp = span.traceparent();
+            write!(
+                writer,
+                ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+                &tp[3..35],
+                &tp[36..52]
+            )?;
+        }
         writer.write_str("}\n")
     }
 }

@@ -51,7 +51,7 @@ async fn invocation<S: Send + Sync>(req: Request, state: &S) -> Result<Invocatio
 
 /// The bytes of the trigger binding `name` (`dataType: binary` gives base64; the other
 /// encodings are tolerated too).
-fn trigger_bytes(envelope: &InvokeRequest, name: &str) -> Option<Vec<u8>> {
+pub(crate) fn trigger_bytes(envelope: &InvokeRequest, name: &str) -> Option<Vec<u8>> {
     let raw = envelope.data.get(name)?;
     let bytes = invocation::decode_bytes(raw, true);
     if serde_json::from_slice::<Value>(&bytes).is_ok() {

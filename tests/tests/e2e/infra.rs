@@ -54,6 +54,10 @@ const PLATFORM_SETTINGS: &[&str] = &[
     "FUNCTIONS_WORKER_RUNTIME",
     "WEBSITE_RUN_FROM_PACKAGE",
     "WEBSITE_RUN_FROM_PACKAGE_BLOB_MI_RESOURCE_ID",
+    // OpenTelemetry's own variables: the Functions host (telemetryMode OpenTelemetry) and
+    // every handler (flowgrid_providers::otel) read them; docs/observability.md.
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
 ];
 
 /// Settings of `flowgrid_domain::config::SETTINGS` that the Functions host sets itself, not app

@@ -4,8 +4,8 @@
 //! Execution (`dev_host_ai`),
 //! with Auth and Agents (`dev_host_auth`), on the Cosmos emulator (`dev_host_cosmos`), a connection used by a run's integration step
 //! (`dev_host_integrations`), runs
-//! through Execution and the local Service Bus (`execution`), and the offline checks of the Azure
-//! deployment (`infra`).
+//! through Execution and the local Service Bus (`execution`), the offline checks of the Azure
+//! deployment (`infra`), and one run as one OpenTelemetry trace (`traces`).
 
 mod analytics;
 mod bad_input;
@@ -17,3 +17,4 @@ mod dev_host_cosmos;
 mod dev_host_integrations;
 mod execution;
 mod infra;
+mod traces;

@@ -53,6 +53,10 @@ pub struct JobMessage {
     /// run under (absent when a timer or the reaper enqueued it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// The W3C trace context of the span that enqueued the job (when traces are exported), so
+    /// the run continues the submitting request's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl JobMessage {
@@ -61,6 +65,9 @@ impl JobMessage {
         let mut message = json!({"tenantId": job.tenant_id.as_str(), "jobId": job.id.to_string()});
         if let Some(id) = flowgrid_http::correlation::current() {
             message["correlationId"] = Value::String(id);
+        }
+        if let Some(tp) = flowgrid_http::otel::current_traceparent() {
+            message["traceparent"] = Value::String(tp);
         }
         message
     }
