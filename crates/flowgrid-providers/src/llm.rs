@@ -240,11 +240,69 @@ impl Providers {
 #[async_trait::async_trait]
 impl LlmProvider for Providers {
     async fn complete(&self, request: &LlmRequest) -> Result<LlmAnswer, LlmError> {
-        self.pick(&request.model.provider)?.complete(request).await
+        let provider = self.pick(&request.model.provider)?;
+        let mut span = gen_ai_span(request);
+        let result = crate::otel::within(&span, provider.complete(request)).await;
+        if let Some(span) = &mut span {
+            record_gen_ai(span, &result);
+        }
+        result
     }
 
     fn preview(&self, request: &LlmRequest) -> Result<RequestPreview, LlmError> {
         self.pick(&request.model.provider)?.preview(request)
+    }
+}
+
+/// The GenAI semantic conventions' name of a Flowgrid provider (`gen_ai.provider.name`).
+fn gen_ai_provider(provider: &str) -> &str {
+    match provider {
+        "azure-openai" => "azure.ai.openai",
+        "openai-chat" => "openai",
+        other => other,
+    }
+}
+
+/// The client span of a model call (`chat {model}`), when traces are exported.
+fn gen_ai_span(request: &LlmRequest) -> Option<crate::otel::Span> {
+    let model = &request.model;
+    let mut span =
+        crate::otel::Span::child(format!("chat {}", model.model), crate::otel::Kind::Client)?;
+    let provider = gen_ai_provider(&model.provider);
+    span.set("gen_ai.operation.name", "chat");
+    span.set("gen_ai.provider.name", provider);
+    span.set("gen_ai.system", provider);
+    span.set("gen_ai.request.model", &model.model);
+    if let Some(t) = request.max_tokens.or(model.max_tokens) {
+        span.set("gen_ai.request.max_tokens", t);
+    }
+    if let Some(t) = model.temperature {
+        span.set("gen_ai.request.temperature", t);
+    }
+    Some(span)
+}
+
+/// The answer's side of a model call's span: response model, token usage, or the error.
+fn record_gen_ai(span: &mut crate::otel::Span, result: &Result<LlmAnswer, LlmError>) {
+    if let Ok(answer) = result {
+        span.set("gen_ai.response.model", &answer.model);
+        span.set(
+            "gen_ai.usage.input_tokens",
+            answer.usage.input + answer.usage.cached_input,
+        );
+        span.set("gen_ai.usage.output_tokens", answer.usage.output);
+        span.set("flowgrid.llm.attempts", answer.attempts);
+        if let Some(micro) = answer.cost.micro_usd {
+            span.set("flowgrid.llm.cost_micro_usd", micro);
+        }
+    }
+    if let Err(e) = result {
+        let kind = serde_json::to_value(e.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        span.set("error.type", kind);
+        span.fail(e.message.clone());
     }
 }
 
