@@ -35,6 +35,12 @@ impl OutputBindings {
     }
 }
 
+/// Marks a response whose [`OutputBindings`] are written even though it is no success: facts
+/// that happened whatever the answer says (the Design app's model calls, charged and published
+/// also when the answer is a problem).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutputsOnFailure;
+
 /// The `http::Request` an HTTP-trigger envelope describes (`Data[trigger]`).
 pub fn request_from_envelope(
     envelope: &InvokeRequest,
@@ -140,8 +146,8 @@ pub async fn response_to_outputs(response: Response, res: &str) -> InvokeRespons
         json!({"statusCode": parts.status.as_u16(), "headers": headers, "body": body}),
     );
     // Output bindings other than `res` are written by the host only for a successful answer;
-    // an error response carries none.
-    if parts.status.is_success()
+    // an error response carries none, unless its handler marked them as written anyway.
+    if (parts.status.is_success() || parts.extensions.get::<OutputsOnFailure>().is_some())
         && let Some(OutputBindings(bindings)) = parts.extensions.get::<OutputBindings>()
     {
         for (name, value) in bindings {

@@ -55,6 +55,27 @@ pub struct OutputSchema {
     pub schema: Value,
 }
 
+/// A function the model may call (offered only when one must be called: the model is asked to
+/// call one of them, `tool_choice` required / Anthropic `any`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolDefinition {
+    /// The function's name (`[a-zA-Z0-9_-]{1,64}`).
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// Its arguments, a JSON Schema object.
+    pub parameters: Value,
+}
+
+/// A function call the model answered with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// The function called.
+    pub name: String,
+    /// Its arguments (JSON; a string the provider sent that is not JSON is kept as a string).
+    pub arguments: Value,
+}
+
 /// A model call.
 #[derive(Debug, Clone, Default)]
 pub struct LlmRequest {
@@ -72,6 +93,8 @@ pub struct LlmRequest {
     pub images: Vec<ImageInput>,
     /// Structured output wanted, if any.
     pub schema: Option<OutputSchema>,
+    /// Functions of which the model must call one (empty: none offered).
+    pub tools: Vec<ToolDefinition>,
 }
 
 /// What a call cost.
@@ -110,6 +133,8 @@ pub struct LlmAnswer {
     pub attempts: u32,
     /// What it cost.
     pub cost: Cost,
+    /// Functions the model called (when the request offered some).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// What went wrong with a model call.
@@ -141,7 +166,7 @@ pub enum LlmErrorKind {
 }
 
 /// A failed model call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct LlmError {
     /// What kind of failure.
@@ -150,6 +175,11 @@ pub struct LlmError {
     pub message: String,
     /// Whether a later attempt (a step retry) may succeed.
     pub retryable: bool,
+    /// What the call used and cost when the provider answered and generated tokens before the
+    /// answer failed (a refusal, a truncation at the token limit, a content filter on the
+    /// answer, a structured answer that fails its schema): charged and recorded like a
+    /// success. `None` when nothing was generated (an error status, a timeout, no answer).
+    pub used: Option<Box<LlmAnswer>>,
 }
 
 impl LlmError {
@@ -159,7 +189,31 @@ impl LlmError {
             kind,
             message: message.into(),
             retryable: false,
+            used: None,
         }
+    }
+
+    /// A failure of `kind` another attempt may fix.
+    pub fn retryable(kind: LlmErrorKind, message: impl Into<String>) -> Self {
+        LlmError {
+            retryable: true,
+            ..LlmError::new(kind, message)
+        }
+    }
+
+    /// This failure, with what the failed call used and cost.
+    pub fn with_used(mut self, answer: LlmAnswer) -> Self {
+        self.used = Some(Box::new(answer));
+        self
+    }
+}
+
+/// What a call used and cost, whether it answered or failed after generating tokens: the
+/// answer, or the failure's [`LlmError::used`]. What a caller charges and records.
+pub fn used(result: &Result<LlmAnswer, LlmError>) -> Option<&LlmAnswer> {
+    match result {
+        Ok(answer) => Some(answer),
+        Err(e) => e.used.as_deref(),
     }
 }
 

@@ -5,8 +5,10 @@
 //! monthly AI budget; images and compiled plans go to Blob Storage; `agent-compiled` is
 //! published through an output binding. docs/design.md has the decisions.
 
+pub mod calls;
 pub mod compile;
 pub mod image;
+pub mod probe;
 mod routes;
 pub mod settings;
 
@@ -56,6 +58,8 @@ pub struct AppState {
     pub budget: Arc<Budget>,
     /// The app's settings.
     pub settings: Arc<Settings>,
+    /// `analyze-model`'s probe verdicts, per provider, model and endpoint.
+    pub probes: Arc<probe::ProbeCache>,
 }
 
 impl FromRef<AppState> for Arc<TokenVerifier> {
@@ -89,6 +93,7 @@ impl AppState {
             llm,
             budget: Arc::new(Budget::new(backend.tenants(), backend.spend())),
             settings: Arc::new(settings),
+            probes: Arc::new(probe::ProbeCache::default()),
         })
     }
 }

@@ -29,23 +29,39 @@ use flowgrid_providers::llm::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::calls::{CallLog, EVENTS};
 use crate::compile::Artifact;
 use crate::image;
+use crate::probe::Probe;
 use crate::{APP, AppState};
 
 /// The output binding of `CompileAgent` to topic `agent-compiled`.
 pub const COMPILED: &str = "compiled";
-/// The output binding of `CompileAgent` to topic `platform-events`.
-pub const EVENTS: &str = "events";
 
 /// Every function of the Design app: `functions/design/<Name>/function.json` declares the same.
 pub fn app() -> App<AppState> {
     App::new(APP)
-        .post("AnalyzeImage", "design/analyze-image", analyze_image)
-        .post("AnalyzeModel", "design/analyze-model", analyze_model)
-        .post(
+        // The functions that call models publish each call (`flowgrid.llm.call`) through
+        // their `events` output binding (calls.rs).
+        .http_envelope(
+            "post",
+            "AnalyzeImage",
+            "design/analyze-image",
+            &[(EVENTS, topics::PLATFORM_EVENTS)],
+            analyze_image,
+        )
+        .http_envelope(
+            "post",
+            "AnalyzeModel",
+            "design/analyze-model",
+            &[(EVENTS, topics::PLATFORM_EVENTS)],
+            analyze_model,
+        )
+        .http_envelope(
+            "post",
             "GenerateInteractions",
             "design/generate-interactions",
+            &[(EVENTS, topics::PLATFORM_EVENTS)],
             generate_interactions,
         )
         .http_envelope(
@@ -88,26 +104,31 @@ fn model_error(e: LlmError) -> Error {
     }
 }
 
-/// Calls the model under the tenant's budget.
+/// Calls the model under the tenant's budget: charged what it used (a failed call that
+/// generated tokens too) and recorded in `log` (published as `flowgrid.llm.call`).
 async fn call_model(
     state: &AppState,
     tenant: &TenantId,
     request: &LlmRequest,
+    log: &CallLog,
 ) -> std::result::Result<LlmAnswer, LlmError> {
     let reservation = state.budget.admit(tenant, request).await?;
     let answer = state.llm.complete(request).await;
     if let Some(r) = reservation {
-        state
-            .budget
-            .settle(r, answer.as_ref().ok().and_then(|a| a.cost.micro_usd))
-            .await;
+        state.budget.settle_call(r, &answer).await;
     }
+    log.record(&answer);
     answer
 }
 
 /// [`call_model`], its failure as a problem.
-async fn call(state: &AppState, tenant: &TenantId, request: &LlmRequest) -> Result<LlmAnswer> {
-    Ok(call_model(state, tenant, request)
+async fn call(
+    state: &AppState,
+    tenant: &TenantId,
+    request: &LlmRequest,
+    log: &CallLog,
+) -> Result<LlmAnswer> {
+    Ok(call_model(state, tenant, request, log)
         .await
         .map_err(model_error)?)
 }
@@ -332,12 +353,24 @@ async fn analyze_image(
     caller: Caller,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Json<DraftView>> {
+) -> Response {
+    let log = CallLog::new(&caller.tenant);
+    let result = draft_from_image(&state, &caller, &headers, body, &log).await;
+    log.respond(&headers, result.map(Json))
+}
+
+async fn draft_from_image(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+    log: &CallLog,
+) -> Result<DraftView> {
     caller.require(Role::Editor)?;
     let body = body.map_err(|_| Error::PayloadTooLarge {
         limit_bytes: flowgrid_http::BODY_LIMIT_BYTES,
     })?;
-    let (bytes, text, model) = read_image_request(&headers, &body)?;
+    let (bytes, text, model) = read_image_request(headers, &body)?;
     let limit = state.settings.max_image_bytes;
     if bytes.len() > limit {
         return Err(Error::PayloadTooLarge { limit_bytes: limit }.into());
@@ -377,11 +410,12 @@ async fn analyze_image(
             name: DRAFT_SCHEMA.into(),
             schema: draft_schema(),
         }),
+        ..LlmRequest::default()
     };
-    let answer = call(&state, &caller.tenant, &request).await?;
+    let answer = call(state, &caller.tenant, &request, log).await?;
     let raw = without_nulls(answer.json.clone().unwrap_or(Value::Null));
     let (draft, problems) = check_draft(&raw, &state.settings.providers);
-    Ok(Json(DraftView {
+    Ok(DraftView {
         draft,
         provenance: raw.get("provenance").cloned().unwrap_or(json!([])),
         problems,
@@ -392,7 +426,7 @@ async fn analyze_image(
             bytes: size,
         },
         call: CallView::from(&answer),
-    }))
+    })
 }
 
 // ------------------------------------------------------------------------------------------
@@ -419,6 +453,10 @@ struct Capability {
     supported: Option<bool>,
     /// `configuration`, `probe`, or both.
     source: Vec<&'static str>,
+    /// When the probe that decided it ran (kept per provider, model and endpoint for
+    /// `FLOWGRID_DESIGN_PROBE_TTL_SECS`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probed_at: Option<chrono::DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
 }
@@ -443,38 +481,53 @@ struct ModelView {
     gaps: Vec<Gap>,
 }
 
-/// A probe call's verdict: `Some(true)` answered as asked, `Some(false)` the provider refused
-/// the feature, `None` no verdict (unreachable, budget, not configured).
-async fn probe(
+/// The verdict of `probe` for `model`: from the cache, else by a probe call (charged, and
+/// published, like any call).
+async fn probe_verdict(
     state: &AppState,
     tenant: &TenantId,
-    request: LlmRequest,
-) -> (Option<bool>, Option<String>) {
-    match call_model(state, tenant, &request).await {
-        Ok(_) => (Some(true), None),
-        Err(e) => match e.kind {
-            LlmErrorKind::Rejected | LlmErrorKind::BadAnswer | LlmErrorKind::Refusal => {
-                (Some(false), Some(e.message))
-            }
-            _ => (None, Some(e.message)),
-        },
+    model: &ModelSettings,
+    probe: Probe,
+    log: &CallLog,
+) -> crate::probe::Verdict {
+    let ttl = state.settings.probe_ttl;
+    if let Some(v) = state.probes.get(model, probe, ttl) {
+        return v;
     }
+    let result = call_model(state, tenant, &probe.request(model), log).await;
+    let verdict = probe.verdict(&result);
+    if !ttl.is_zero() {
+        state.probes.put(model, probe, &verdict);
+    }
+    verdict
 }
 
-const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
-
 /// `POST /api/design/analyze-model`: which capabilities the model has, from the deployment's
-/// configuration and a probe call each for vision and JSON Schema output; gaps named.
+/// configuration and a probe call each for JSON Schema output, vision and tools (probe.rs);
+/// gaps named.
 async fn analyze_model(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Json(body): Json<AnalyzeModelBody>,
-) -> Result<Json<ModelView>> {
+) -> Response {
+    let log = CallLog::new(&caller.tenant);
+    let result = model_capabilities(&state, &caller, body, &log).await;
+    log.respond(&headers, result.map(Json))
+}
+
+async fn model_capabilities(
+    state: &AppState,
+    caller: &Caller,
+    body: AnalyzeModelBody,
+    log: &CallLog,
+) -> Result<ModelView> {
     caller.require(Role::Editor)?;
     let (model, mut needs) = match (&body.agent_id, body.model) {
         (Some(id), None) => {
             let id = AgentId::parse(id)?;
             let agent = state.stores.agents.get(&caller.tenant, id).await?;
+            log.for_agent(id);
             (
                 agent.definition.model.clone(),
                 agent.definition.capabilities.clone(),
@@ -493,62 +546,61 @@ async fn analyze_model(
     needs.sort();
     needs.dedup();
     let key = format!("{}/{}", model.provider, model.model);
+    let offline = model.provider == "offline";
     let configured = state
         .settings
         .capabilities
         .get(&key)
         .cloned()
         .unwrap_or_else(|| {
-            if model.provider == "offline" {
+            if offline {
                 json!({"vision": true, "tools": false, "jsonSchema": true, "contextTokens": 8192})
             } else {
                 Value::Null
             }
         });
-    let base = LlmRequest {
-        model: model.clone(),
-        system: String::new(),
-        prompt: "Reply with {\"ok\": true}.".into(),
-        max_tokens: Some(32),
-        idempotency_key: "design:probe".into(),
-        ..LlmRequest::default()
-    };
-    let schema_probe = LlmRequest {
-        schema: Some(OutputSchema {
-            name: "probe".into(),
-            schema: json!({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": false}),
-        }),
-        ..base.clone()
-    };
-    let vision_probe = LlmRequest {
-        prompt: "What colour is this image? One word.".into(),
-        images: vec![ImageInput {
-            media_type: "image/png".into(),
-            base64: PNG_1X1.into(),
-            text_hint: Some("a single pixel".into()),
-        }],
-        ..base.clone()
-    };
-    let (json_probe, json_detail) = probe(&state, &caller.tenant, schema_probe).await;
-    let (vision_seen, vision_detail) = probe(&state, &caller.tenant, vision_probe).await;
     let from_config = |name: &str| configured.get(name).and_then(Value::as_bool);
-    let combine = |config: Option<bool>, probed: Option<bool>, detail: Option<String>| {
+    let mut found = Vec::new();
+    for (probe, name) in [
+        (Probe::JsonSchema, "jsonSchema"),
+        (Probe::Vision, "vision"),
+        (Probe::Tools, "tools"),
+    ] {
+        let config = from_config(name);
+        let verdict = if offline {
+            // The offline provider calls no model: nothing to probe; what it does is built in.
+            crate::probe::Verdict {
+                supported: None,
+                detail: Some(
+                    "offline provider: no probe call (it calls no model); from its built-in configuration"
+                        .into(),
+                ),
+                probed_at: None,
+            }
+        } else {
+            probe_verdict(state, &caller.tenant, &model, probe, log).await
+        };
         let mut source = Vec::new();
         if config.is_some() {
             source.push("configuration");
         }
-        if probed.is_some() {
+        if verdict.supported.is_some() {
             source.push("probe");
         }
-        Capability {
-            supported: probed.or(config),
+        found.push(Capability {
+            supported: verdict.supported.or(config),
             source,
-            detail: if probed.is_none() { detail } else { None },
-        }
-    };
-    let vision = combine(from_config("vision"), vision_seen, vision_detail);
-    let json_schema = combine(from_config("jsonSchema"), json_probe, json_detail);
-    let tools = combine(from_config("tools"), None, None);
+            probed_at: verdict.probed_at,
+            detail: if verdict.supported == Some(true) {
+                None
+            } else {
+                verdict.detail
+            },
+        });
+    }
+    let [json_schema, vision, tools]: [Capability; 3] = found
+        .try_into()
+        .map_err(|_| Error::Internal("three probes".into()))?;
     let mut gaps = Vec::new();
     for need in &needs {
         let have = match need.as_str() {
@@ -569,7 +621,7 @@ async fn analyze_model(
             None => gaps.push(Gap { capability: need.clone(), reason: format!("unknown for {key}: not in FLOWGRID_DESIGN_MODEL_CAPABILITIES and no probe answered") }),
         }
     }
-    Ok(Json(ModelView {
+    Ok(ModelView {
         provider: model.provider,
         model: model.model,
         vision,
@@ -578,7 +630,7 @@ async fn analyze_model(
         context_tokens: configured.get("contextTokens").and_then(Value::as_u64),
         needs,
         gaps,
-    }))
+    })
 }
 
 // ------------------------------------------------------------------------------------------
@@ -631,16 +683,26 @@ fn check_interaction(i: &Value) -> std::result::Result<Interaction, Vec<FieldErr
 async fn generate_interactions(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Json(body): Json<InteractionsBody>,
-) -> Result<Json<InteractionsView>> {
+) -> Response {
+    let log = CallLog::new(&caller.tenant);
+    let result = propose_interactions(&state, &caller, body, &log).await;
+    log.respond(&headers, result.map(Json))
+}
+
+async fn propose_interactions(
+    state: &AppState,
+    caller: &Caller,
+    body: InteractionsBody,
+    log: &CallLog,
+) -> Result<InteractionsView> {
     caller.require(Role::Editor)?;
     let (text, model) = match (&body.agent_id, &body.description) {
         (Some(id), None) => {
-            let agent = state
-                .stores
-                .agents
-                .get(&caller.tenant, AgentId::parse(id)?)
-                .await?;
+            let id = AgentId::parse(id)?;
+            let agent = state.stores.agents.get(&caller.tenant, id).await?;
+            log.for_agent(id);
             (
                 format!(
                     "{}\n{}\n{}",
@@ -679,7 +741,7 @@ async fn generate_interactions(
         }),
         ..LlmRequest::default()
     };
-    let answer = call(&state, &caller.tenant, &request).await?;
+    let answer = call(state, &caller.tenant, &request, log).await?;
     let raw = without_nulls(answer.json.clone().unwrap_or(Value::Null));
     let proposed = raw["definition"]["interactions"]
         .as_array()
@@ -695,11 +757,11 @@ async fn generate_interactions(
             }),
         }
     }
-    Ok(Json(InteractionsView {
+    Ok(InteractionsView {
         interactions,
         rejected,
         call: CallView::from(&answer),
-    }))
+    })
 }
 
 // ------------------------------------------------------------------------------------------

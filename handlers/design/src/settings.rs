@@ -20,6 +20,11 @@ pub const SETTINGS: &[Setting] = &[
         default: "{}",
         meaning: "what each model or deployment supports, as configured: JSON `{\"<provider>/<model>\": {\"vision\": bool, \"tools\": bool, \"jsonSchema\": bool, \"contextTokens\": n}}`; `analyze-model` reports it and confirms vision and JSON Schema output by a probe call",
     },
+    Setting {
+        name: "FLOWGRID_DESIGN_PROBE_TTL_SECS",
+        default: "3600",
+        meaning: "how long `analyze-model` keeps a probe's verdict per provider, model and endpoint before probing again (0-604800; 0: probe every time)",
+    },
     flowgrid_domain::agent::PROVIDERS_SETTING,
     Setting {
         name: "FLOWGRID_OUTBOUND_ALLOWLIST",
@@ -35,6 +40,8 @@ pub struct Settings {
     pub max_image_bytes: usize,
     /// `FLOWGRID_DESIGN_MODEL_CAPABILITIES`, parsed.
     pub capabilities: serde_json::Map<String, serde_json::Value>,
+    /// `FLOWGRID_DESIGN_PROBE_TTL_SECS`.
+    pub probe_ttl: std::time::Duration,
     /// `FLOWGRID_OUTBOUND_ALLOWLIST`.
     pub outbound_allowlist: String,
     /// The providers.
@@ -49,6 +56,7 @@ impl Default for Settings {
         Settings {
             max_image_bytes: 700_000,
             capabilities: serde_json::Map::new(),
+            probe_ttl: std::time::Duration::from_secs(3600),
             outbound_allowlist: String::new(),
             ai: AiSettings::default(),
             providers: OfferedProviders::default(),
@@ -93,9 +101,26 @@ impl Settings {
                     }
                 },
             };
+        let probe_ttl = match get("FLOWGRID_DESIGN_PROBE_TTL_SECS").filter(|v| !v.trim().is_empty())
+        {
+            None => d.probe_ttl,
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 604_800)
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| {
+                    setting_error(
+                        "FLOWGRID_DESIGN_PROBE_TTL_SECS",
+                        &format!("{v:?} is not a number in 0..=604800"),
+                    )
+                })?,
+        };
         Ok(Settings {
             max_image_bytes,
             capabilities,
+            probe_ttl,
             outbound_allowlist: get("FLOWGRID_OUTBOUND_ALLOWLIST").unwrap_or_default(),
             ai: AiSettings::from_lookup(&get)?,
             providers: OfferedProviders::from_lookup(&get)?,

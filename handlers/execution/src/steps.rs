@@ -11,8 +11,9 @@ use flowgrid_domain::plan::{Jump, Plan, PlanStep, StepAction};
 use flowgrid_domain::store::jobs::Tokens;
 use flowgrid_providers::CallError;
 use flowgrid_providers::connector::{Connectors, NoConnectors};
-use flowgrid_providers::llm::{LlmError, LlmErrorKind, LlmProvider, LlmRequest, Providers};
-use flowgrid_providers::otel;
+use flowgrid_providers::llm::{
+    LlmAnswer, LlmError, LlmErrorKind, LlmProvider, LlmRequest, Providers,
+};
 use flowgrid_providers::outbound::{self, OutboundError, OutboundPolicy};
 use serde_json::{Map, Value, json};
 
@@ -25,6 +26,9 @@ pub struct StepError {
     pub retryable: bool,
     /// Whether the attempt ran out of time.
     pub timed_out: bool,
+    /// A model call that failed after the provider generated tokens (a refusal, a truncation, a
+    /// filtered or invalid answer): what it used and cost, recorded on the failed step.
+    pub llm: Option<Box<LlmCall>>,
 }
 
 impl StepError {
@@ -34,6 +38,7 @@ impl StepError {
             message: message.into(),
             retryable: false,
             timed_out: false,
+            llm: None,
         }
     }
 
@@ -43,6 +48,7 @@ impl StepError {
             message: message.into(),
             retryable: true,
             timed_out: false,
+            llm: None,
         }
     }
 }
@@ -53,6 +59,7 @@ impl From<CallError> for StepError {
             message: e.message,
             retryable: e.retryable,
             timed_out: false,
+            llm: None,
         }
     }
 }
@@ -63,7 +70,32 @@ impl From<LlmError> for StepError {
             timed_out: e.kind == LlmErrorKind::Timeout,
             message: e.message,
             retryable: e.retryable,
+            llm: e.used.map(|a| Box::new(llm_call(*a))),
         }
+    }
+}
+
+/// The record of a model call (answered, or failed after generating tokens).
+fn llm_call(answer: LlmAnswer) -> LlmCall {
+    LlmCall {
+        provider: answer.provider,
+        model: answer.model,
+        tokens: answer.usage,
+        raw_usage: answer.raw_usage,
+        latency_ms: answer.latency_ms,
+        attempts: answer.attempts,
+        cost_usd: answer.cost.usd,
+        cost_micro_usd: answer.cost.micro_usd,
+        cost_unknown_reason: answer.cost.unknown_reason,
+        price_version: answer.cost.price_version,
+    }
+}
+
+/// A step's token counts from its model call.
+pub fn tokens_of(call: &LlmCall) -> Tokens {
+    Tokens {
+        input: call.tokens.input + call.tokens.cached_input,
+        output: call.tokens.output,
     }
 }
 
@@ -191,7 +223,6 @@ impl StepRunner {
             .map_err(|e| StepError::permanent(e.to_string()))?;
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| StepError::permanent(format!("{method} is not an HTTP method")))?;
-        let mut span = otel::http_client_span(method.as_str(), &parsed);
         let mut request = self.http.request(method, parsed);
         for (name, value) in headers {
             let value = value
@@ -206,12 +237,7 @@ impl StepRunner {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        if let Some(span) = &span {
-            request = request.header("traceparent", span.traceparent());
-        }
-        let sent = request.send().await;
-        otel::http_client_result(&mut span, sent.as_ref().map(|r| r.status().as_u16()));
-        sent.map_err(|e| {
+        request.send().await.map_err(|e| {
             let text = outbound::describe(&e);
             if text.contains("refused by the outbound guard") {
                 StepError::permanent(text)
@@ -336,30 +362,16 @@ impl Attempt<'_> {
         };
         let answer = self.runner.llm.complete(&request).await;
         if let (Some(b), Some(r)) = (&self.runner.budget, reservation) {
-            b.settle(r, answer.as_ref().ok().and_then(|a| a.cost.micro_usd))
-                .await;
+            // A call that failed after generating tokens is charged what it used.
+            b.settle_call(r, &answer).await;
         }
         let answer = answer?;
-        let tokens = Tokens {
-            input: answer.usage.input + answer.usage.cached_input,
-            output: answer.usage.output,
-        };
-        let call = LlmCall {
-            provider: answer.provider,
-            model: answer.model,
-            tokens: answer.usage,
-            raw_usage: answer.raw_usage,
-            latency_ms: answer.latency_ms,
-            attempts: answer.attempts,
-            cost_usd: answer.cost.usd,
-            cost_micro_usd: answer.cost.micro_usd,
-            cost_unknown_reason: answer.cost.unknown_reason,
-            price_version: answer.cost.price_version,
-        };
+        let text = answer.text.clone();
+        let call = llm_call(answer);
         Ok(StepOutcome {
-            output: json!({"text": answer.text}),
+            output: json!({"text": text}),
             next: Jump::Next,
-            tokens: Some(tokens),
+            tokens: Some(tokens_of(&call)),
             llm: Some(Box::new(call)),
         })
     }

@@ -1,14 +1,17 @@
 //! The monthly AI budget of every model call (Execution's `llm` steps, Design): before a call is sent, the call's largest cost
 //! (its prompt estimate and `maxTokens` at the model's price) is reserved in the tenant's spend
 //! ledger, which admits it only while the month's spend is below the plan's budget; after the
-//! call the reservation is settled to the real cost (released when the call failed). A call the
+//! call the reservation is settled to the real cost ([`Budget::settle_call`]): a success's, or
+//! that of a call that failed after the provider generated tokens (a refusal, a truncation, a
+//! content filter on the answer, a structured answer failing its schema); a call that failed
+//! with nothing generated (an error status, a timeout) is released and charges nothing. A call the
 //! spend already exceeds is never sent: it fails with "budget exceeded" ([`LlmErrorKind::BudgetExceeded`]). Concurrent calls
 //! are admitted one after the other by the ledger, so the spend passes the budget by at most one
 //! call's reservation.
 
 use std::sync::Arc;
 
-use super::{LlmError, LlmErrorKind, LlmRequest, estimate_tokens, prices, wire};
+use super::{LlmAnswer, LlmError, LlmErrorKind, LlmRequest, estimate_tokens, prices, wire};
 use chrono::Utc;
 use flowgrid_domain::TenantId;
 use flowgrid_domain::events::TokenUsage;
@@ -20,6 +23,7 @@ fn ledger_error(what: &str, e: flowgrid_domain::Error) -> LlmError {
         kind: LlmErrorKind::Unavailable,
         message: format!("{what}: {e}"),
         retryable: true,
+        used: None,
     }
 }
 
@@ -124,6 +128,18 @@ impl Budget {
                 }
             }
         }
+    }
+
+    /// Settles `reservation` to what the call cost: its answer's cost, or the cost of the
+    /// tokens a failed call used ([`super::used`]); released when the call used nothing (or
+    /// used tokens of a model without a known price).
+    pub async fn settle_call(
+        &self,
+        reservation: Reservation,
+        result: &Result<LlmAnswer, LlmError>,
+    ) {
+        let cost = super::used(result).and_then(|a| a.cost.micro_usd);
+        self.settle(reservation, cost).await
     }
 
     /// Settles `reservation` to `cost` micro-dollars (`None`: released).

@@ -284,6 +284,7 @@ impl HttpProvider {
                         kind: LlmErrorKind::Unavailable,
                         message: format!("getting an Entra token for Azure OpenAI failed: {e}"),
                         retryable: true,
+                        used: None,
                     })?;
                 Some(("authorization", format!("Bearer {}", token.token.secret())))
             }
@@ -307,9 +308,6 @@ impl HttpProvider {
         if let Some((name, value)) = self.auth_header(&t.auth).await? {
             rb = rb.header(name, value);
         }
-        if let Some(tp) = crate::otel::current_traceparent() {
-            rb = rb.header("traceparent", tp);
-        }
         let failed = |e: &reqwest::Error| {
             let text = outbound::describe(e);
             if text.contains("refused by the outbound guard") {
@@ -323,12 +321,14 @@ impl HttpProvider {
                         timeout.as_secs_f64().ceil()
                     ),
                     retryable: true,
+                    used: None,
                 }
             } else {
                 LlmError {
                     kind: LlmErrorKind::Unavailable,
                     message: format!("{} could not be reached: {text}", t.provider),
                     retryable: true,
+                    used: None,
                 }
             }
         };
@@ -348,6 +348,7 @@ impl HttpProvider {
                             timeout.as_secs_f64().ceil()
                         ),
                         retryable: true,
+                        used: None,
                     });
                 }
                 Ok(Err(outbound::OutboundError::TooLarge(n))) => {
@@ -361,6 +362,7 @@ impl HttpProvider {
                         kind: LlmErrorKind::Unavailable,
                         message: format!("{}: {e}", t.provider),
                         retryable: true,
+                        used: None,
                     });
                 }
                 Ok(Ok(b)) => b,
@@ -465,46 +467,14 @@ impl LlmProvider for HttpProvider {
         };
         let latency_ms = started.elapsed().as_millis() as u64;
         let parsed = wire::parse(t.api, &bytes)?;
-        match &parsed.stop {
-            Stop::Done => {}
-            Stop::Truncated => {
-                return Err(LlmError::new(
-                    LlmErrorKind::Truncated,
-                    format!(
-                        "the answer was cut at the token limit ({} tokens); raise maxTokens",
-                        request
-                            .max_tokens
-                            .or(request.model.max_tokens)
-                            .unwrap_or(wire::DEFAULT_MAX_TOKENS)
-                    ),
-                ));
-            }
-            Stop::Filtered => {
-                return Err(LlmError::new(
-                    LlmErrorKind::ContentFiltered,
-                    "the provider's content filter blocked the answer",
-                ));
-            }
-            Stop::Refused(words) => {
-                let words: String = words.chars().take(300).collect();
-                return Err(LlmError::new(
-                    LlmErrorKind::Refusal,
-                    format!("the model refused: {words}"),
-                ));
-            }
-        }
-        let json = match &request.schema {
-            Some(s) => Some(structured(&parsed.text, &s.schema)?),
-            None => None,
-        };
         let model = parsed.model.clone().unwrap_or_else(|| t.model.clone());
         let mut cost = prices::cost(t.provider, &model, &parsed.usage);
         if cost.usd.is_none() && model != t.model {
             cost = prices::cost(t.provider, &t.model, &parsed.usage);
         }
-        Ok(LlmAnswer {
+        let mut answer = LlmAnswer {
             text: parsed.text,
-            json,
+            json: None,
             provider: t.provider.to_owned(),
             model,
             usage: parsed.usage,
@@ -512,7 +482,44 @@ impl LlmProvider for HttpProvider {
             latency_ms,
             attempts,
             cost,
-        })
+            tool_calls: parsed.tool_calls,
+        };
+        // From here on the provider generated tokens: a failure carries what the call used, so
+        // the caller charges and records it like a success.
+        let failed = match &parsed.stop {
+            Stop::Done => None,
+            Stop::Truncated => Some(LlmError::new(
+                LlmErrorKind::Truncated,
+                format!(
+                    "the answer was cut at the token limit ({} tokens); raise maxTokens",
+                    request
+                        .max_tokens
+                        .or(request.model.max_tokens)
+                        .unwrap_or(wire::DEFAULT_MAX_TOKENS)
+                ),
+            )),
+            Stop::Filtered => Some(LlmError::new(
+                LlmErrorKind::ContentFiltered,
+                "the provider's content filter blocked the answer",
+            )),
+            Stop::Refused(words) => {
+                let words: String = words.chars().take(300).collect();
+                Some(LlmError::new(
+                    LlmErrorKind::Refusal,
+                    format!("the model refused: {words}"),
+                ))
+            }
+        };
+        if let Some(e) = failed {
+            return Err(e.with_used(answer));
+        }
+        if let Some(s) = &request.schema {
+            match structured(&answer.text, &s.schema) {
+                Ok(json) => answer.json = Some(json),
+                Err(e) => return Err(e.with_used(answer)),
+            }
+        }
+        Ok(answer)
     }
 
     fn preview(&self, request: &LlmRequest) -> Result<RequestPreview, LlmError> {

@@ -362,6 +362,8 @@ impl LlmProvider for OfflineProvider {
             latency_ms: 0,
             attempts: 1,
             cost: prices::cost("offline", "offline", &usage),
+            // The offline provider calls no functions (it has none to call).
+            tool_calls: Vec::new(),
         })
     }
 

@@ -13,7 +13,7 @@
 use flowgrid_domain::events::TokenUsage;
 use serde_json::{Map, Value, json};
 
-use super::{LlmError, LlmErrorKind, LlmRequest};
+use super::{LlmError, LlmErrorKind, LlmRequest, ToolCall};
 
 /// Which API a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,15 @@ pub fn body(api: Api, model: Option<&str>, request: &LlmRequest) -> Value {
                     json!({"format": {"type": "json_schema", "name": s.name, "schema": s.schema, "strict": true}}),
                 );
             }
+            if !request.tools.is_empty() {
+                let tools: Vec<Value> = request
+                    .tools
+                    .iter()
+                    .map(|t| json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters, "strict": true}))
+                    .collect();
+                b.insert("tools".into(), Value::Array(tools));
+                b.insert("tool_choice".into(), json!("required"));
+            }
             b.insert("store".into(), json!(false));
         }
         Api::Chat => {
@@ -97,6 +106,15 @@ pub fn body(api: Api, model: Option<&str>, request: &LlmRequest) -> Value {
                     json!({"type": "json_schema", "json_schema": {"name": s.name, "schema": s.schema, "strict": true}}),
                 );
             }
+            if !request.tools.is_empty() {
+                let tools: Vec<Value> = request
+                    .tools
+                    .iter()
+                    .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
+                    .collect();
+                b.insert("tools".into(), Value::Array(tools));
+                b.insert("tool_choice".into(), json!("required"));
+            }
         }
         Api::Anthropic => {
             b.insert("max_tokens".into(), json!(max_tokens));
@@ -121,6 +139,15 @@ pub fn body(api: Api, model: Option<&str>, request: &LlmRequest) -> Value {
                     "output_config".into(),
                     json!({"format": {"type": "json_schema", "schema": s.schema}}),
                 );
+            }
+            if !request.tools.is_empty() {
+                let tools: Vec<Value> = request
+                    .tools
+                    .iter()
+                    .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}))
+                    .collect();
+                b.insert("tools".into(), Value::Array(tools));
+                b.insert("tool_choice".into(), json!({"type": "any"}));
             }
         }
     }
@@ -153,6 +180,18 @@ pub struct Parsed {
     pub raw_usage: Value,
     /// The model that answered, as the provider names it.
     pub model: Option<String>,
+    /// Functions the model called.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// A call's arguments: JSON as sent, or the provider's string parsed (kept as a string when
+/// it is not JSON).
+fn arguments(v: &Value) -> Value {
+    match v {
+        Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| v.clone()),
+        Value::Null => json!({}),
+        other => other.clone(),
+    }
 }
 
 fn bad(api: Api, what: &str) -> LlmError {
@@ -210,6 +249,14 @@ pub fn parse(api: Api, bytes: &[u8]) -> Result<Parsed, LlmError> {
                     }
                 }
             }
+            let tool_calls = output
+                .iter()
+                .filter(|i| i["type"] == "function_call")
+                .map(|i| ToolCall {
+                    name: i["name"].as_str().unwrap_or("").to_owned(),
+                    arguments: arguments(&i["arguments"]),
+                })
+                .collect();
             let stop = match (status, refusal) {
                 (_, Some(r)) => Stop::Refused(r),
                 ("completed", None) => Stop::Done,
@@ -232,6 +279,7 @@ pub fn parse(api: Api, bytes: &[u8]) -> Result<Parsed, LlmError> {
                 },
                 raw_usage,
                 model,
+                tool_calls,
             })
         }
         Api::Chat => {
@@ -244,6 +292,15 @@ pub fn parse(api: Api, bytes: &[u8]) -> Result<Parsed, LlmError> {
                 .get("message")
                 .ok_or_else(|| bad(api, "no message"))?;
             let text = message["content"].as_str().unwrap_or("").to_owned();
+            let tool_calls = message["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| ToolCall {
+                    name: c["function"]["name"].as_str().unwrap_or("").to_owned(),
+                    arguments: arguments(&c["function"]["arguments"]),
+                })
+                .collect();
             let stop = if let Some(r) = message["refusal"].as_str() {
                 Stop::Refused(r.to_owned())
             } else {
@@ -270,6 +327,7 @@ pub fn parse(api: Api, bytes: &[u8]) -> Result<Parsed, LlmError> {
                 },
                 raw_usage,
                 model,
+                tool_calls,
             })
         }
         Api::Anthropic => {
@@ -284,6 +342,14 @@ pub fn parse(api: Api, bytes: &[u8]) -> Result<Parsed, LlmError> {
                 .iter()
                 .filter(|c| c["type"] == "text")
                 .filter_map(|c| c["text"].as_str())
+                .collect();
+            let tool_calls = content
+                .iter()
+                .filter(|c| c["type"] == "tool_use")
+                .map(|c| ToolCall {
+                    name: c["name"].as_str().unwrap_or("").to_owned(),
+                    arguments: arguments(&c["input"]),
+                })
                 .collect();
             let stop = match v["stop_reason"].as_str() {
                 Some("max_tokens") | Some("model_context_window_exceeded") => Stop::Truncated,
@@ -303,6 +369,7 @@ pub fn parse(api: Api, bytes: &[u8]) -> Result<Parsed, LlmError> {
                 },
                 raw_usage,
                 model,
+                tool_calls,
             })
         }
     }
@@ -360,6 +427,7 @@ pub fn error(api: Api, status: u16, bytes: &[u8]) -> LlmError {
         kind,
         message,
         retryable,
+        used: None,
     }
 }
 

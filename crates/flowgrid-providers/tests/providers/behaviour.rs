@@ -258,3 +258,69 @@ async fn garbage_from_a_provider_is_a_bad_answer_not_a_crash() {
     assert_eq!(e.kind, LlmErrorKind::BadAnswer, "{e}");
     assert!(e.message.contains("not JSON"), "{e}");
 }
+
+#[tokio::test]
+async fn a_call_that_fails_after_generating_tokens_carries_what_it_used_and_one_that_did_not_carries_nothing()
+ {
+    let mock = Mock::start();
+    let p = mock.provider();
+    // Cut at the token limit (Responses: status incomplete; Chat: finish_reason length), and
+    // filtered (Chat: finish_reason content_filter): tokens were generated, so the error says
+    // what they cost.
+    mock.scenario(json!([
+        {"type": "reply", "text": "The printer on floor three is", "finish_reason": "length", "times": 2},
+    ]))
+    .await;
+    for provider in ["openai", "openai-chat"] {
+        let e = p
+            .complete(&request(provider, "gpt-4o-mini", "Describe the incident"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, LlmErrorKind::Truncated, "{provider}: {e}");
+        let used = e
+            .used
+            .as_ref()
+            .unwrap_or_else(|| panic!("{provider}: a truncated call says what it used"));
+        assert!(used.usage.output > 0, "{provider}: {:?}", used.usage);
+        assert_eq!(used.provider, provider);
+        assert!(
+            used.cost.micro_usd.is_some_and(|c| c > 0),
+            "{provider}: priced like a success: {:?}",
+            used.cost
+        );
+        assert_eq!(
+            flowgrid_providers::llm::used(&Err(e.clone())).map(|a| a.usage),
+            Some(used.usage)
+        );
+    }
+    mock.scenario(json!([
+        {"type": "reply", "text": "", "finish_reason": "content_filter", "times": 1},
+    ]))
+    .await;
+    let filtered = p
+        .complete(&request("openai-chat", "gpt-4o-mini", "Describe it"))
+        .await
+        .unwrap_err();
+    assert_eq!(filtered.kind, LlmErrorKind::ContentFiltered, "{filtered}");
+    assert!(filtered.used.is_some_and(|u| u.usage.input > 0));
+    // A structured answer that fails its schema: the model generated it, so it is charged.
+    mock.scenario(json!([
+        {"type": "reply", "text": "{\"urgency\": 3}", "times": 1},
+    ]))
+    .await;
+    let mut r = request("openai", "gpt-4o-mini", "Classify");
+    r.schema = Some(schema());
+    let invalid = p.complete(&r).await.unwrap_err();
+    assert_eq!(invalid.kind, LlmErrorKind::BadAnswer, "{invalid}");
+    assert!(invalid.used.is_some_and(|u| u.cost.micro_usd.is_some()));
+    // An error status: nothing was generated, nothing is charged.
+    mock.scenario(json!([{"type": "fail", "status": 400, "times": 1}]))
+        .await;
+    let rejected = p
+        .complete(&request("openai", "gpt-4o-mini", "hello"))
+        .await
+        .unwrap_err();
+    assert_eq!(rejected.kind, LlmErrorKind::Rejected);
+    assert!(rejected.used.is_none());
+    assert!(flowgrid_providers::llm::used(&Err(rejected)).is_none());
+}

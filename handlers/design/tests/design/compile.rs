@@ -247,7 +247,15 @@ async fn model_analysis_reports_configured_and_probed_capabilities_and_names_gap
     assert_eq!(reply.status, 200, "{}", reply.text);
     let b = &reply.body;
     assert_eq!(b["vision"]["supported"], true);
-    assert_eq!(b["vision"]["source"], json!(["configuration", "probe"]));
+    // The offline provider calls no model: nothing is probed, its built-in configuration says.
+    assert_eq!(b["vision"]["source"], json!(["configuration"]));
+    assert!(
+        b["vision"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("offline provider"),
+        "{b:#}"
+    );
     assert_eq!(b["jsonSchema"]["supported"], true);
     assert_eq!(b["tools"]["supported"], false);
     assert_eq!(b["gaps"].as_array().unwrap().len(), 1, "{b:#}");

@@ -104,3 +104,77 @@ pub async fn invoke_compile(app: &TestApp<AppState>, token: &str, agent_id: &str
     let reply = app.request(request).await;
     (reply.status.as_u16(), reply.body)
 }
+
+/// Invokes the envelope-mode function `function` (`POST route` with the JSON `body`) as the
+/// host does; returns (status of `res`, `res` body, the `events` output: the published
+/// platform events' `data`).
+pub async fn invoke(
+    app: &TestApp<AppState>,
+    token: &str,
+    function: &str,
+    route: &str,
+    body: Value,
+) -> (u16, Value, Vec<Value>) {
+    let envelope = json!({"Data": {"req": {
+        "Url": format!("http://localhost:7071/api/{route}"),
+        "Method": "POST", "Query": {},
+        "Headers": {"Authorization": [format!("Bearer {token}")], "Content-Type": ["application/json"]},
+        "Body": body.to_string(),
+        "Params": {}}}, "Metadata": {}});
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("/{function}"))
+        .header("content-type", "application/json")
+        .header("x-azure-functions-invocationid", "inv-1")
+        .body(Body::from(envelope.to_string()))
+        .expect("request");
+    let reply = app.request(request).await;
+    assert_eq!(reply.status.as_u16(), 200, "the invocation: {}", reply.text);
+    let outputs = &reply.body["Outputs"];
+    let events = outputs["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e["data"].clone())
+        .collect();
+    (
+        outputs["res"]["statusCode"]
+            .as_u64()
+            .or_else(|| outputs["res"]["status"].as_u64())
+            .unwrap_or(0) as u16,
+        outputs["res"]["body"].clone(),
+        events,
+    )
+}
+
+/// The llmock requests recorded so far.
+pub async fn llmock_requests(mock: &flowgrid_testkit::ai_fakes::Fake) -> Vec<Value> {
+    let v: Value = reqwest::get(format!("{}/_llmock/requests", mock.url()))
+        .await
+        .expect("llmock")
+        .json()
+        .await
+        .expect("json");
+    v["requests"].as_array().cloned().unwrap_or_default()
+}
+
+/// Scripts llmock's next answers (an empty list: forgets what is scripted).
+pub async fn llmock_scenario(mock: &flowgrid_testkit::ai_fakes::Fake, behaviors: Value) {
+    if behaviors.as_array().is_some_and(Vec::is_empty) {
+        let r = reqwest::Client::new()
+            .delete(format!("{}/_llmock/scenario", mock.url()))
+            .send()
+            .await
+            .expect("llmock scenario");
+        assert!(r.status().is_success(), "scenario: {}", r.status());
+        return;
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{}/_llmock/scenario", mock.url()))
+        .json(&json!({"behaviors": behaviors}))
+        .send()
+        .await
+        .expect("llmock scenario");
+    assert!(r.status().is_success(), "scenario: {}", r.status());
+}

@@ -6,4 +6,5 @@ mod bad_input;
 mod compile;
 mod draft;
 mod helpers;
+mod probes;
 mod providers;

@@ -12,7 +12,6 @@ use flowgrid_domain::job::{Outcome, StepSuccess, is_lease_lost, lease_lost};
 use flowgrid_domain::plan::{self, Plan, PlanStep};
 use flowgrid_domain::store::jobs::StepStatus;
 use flowgrid_domain::store::{Job, JobStatus, update_with_retry};
-use flowgrid_http::otel;
 use serde_json::{Map, Value, json};
 
 use super::{Engine, chrono_dur};
@@ -70,14 +69,6 @@ fn context(job: &Job, outputs: &HashMap<String, Value>) -> Value {
         steps.insert(record.id.clone(), json!({"output": output}));
     }
     json!({"input": job.input, "steps": steps})
-}
-
-/// The kind of a step, as plans name it (`http`, `llm`, ...).
-fn step_kind(step: &PlanStep) -> String {
-    serde_json::to_value(&step.action)
-        .ok()
-        .and_then(|v| v["kind"].as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 impl Engine {
@@ -211,7 +202,7 @@ impl Run<'_> {
         loop {
             let attempt_no = self.job.begin_attempt()?;
             self.save().await?;
-            match self.attempt(&step, &ctx, attempt_no).await? {
+            match self.attempt(&step, &ctx).await? {
                 Attempt::Cancelled => return self.job.cancel_step(true, Utc::now()),
                 Attempt::Done(Ok(outcome)) => return self.succeed(&step, outcome).await,
                 Attempt::Done(Err(e)) if e.retryable && attempt_no < step.retry.max_attempts => {
@@ -220,6 +211,12 @@ impl Run<'_> {
                     }
                 }
                 Attempt::Done(Err(e)) => {
+                    // A model call that failed after generating tokens: what it used and cost
+                    // is recorded on the failed step, as a success's would be.
+                    if let (Some(call), Some(record)) = (e.llm, self.job.steps.last_mut()) {
+                        record.tokens = Some(crate::steps::tokens_of(&call));
+                        record.llm = Some(*call);
+                    }
                     return self.job.fail_step(&e.message, e.timed_out, Utc::now());
                 }
             }
@@ -227,42 +224,22 @@ impl Run<'_> {
     }
 
     /// One attempt of `step` under its timeout, raced against the watch for a cancel.
-    async fn attempt(&mut self, step: &PlanStep, ctx: &Value, attempt_no: u32) -> Result<Attempt> {
+    async fn attempt(&mut self, step: &PlanStep, ctx: &Value) -> Result<Attempt> {
         let tenant = self.job.tenant_id.clone();
         let key = format!("{}:{}", self.job.id, step.id);
-        // A span per attempt of a step (when traces are exported), the parent of its calls.
-        let mut span = otel::Span::child(format!("step {}", step.id), otel::Kind::Internal);
-        if let Some(span) = &mut span {
-            span.set("flowgrid.step.id", step.id.as_str());
-            span.set("flowgrid.step.kind", step_kind(step));
-            span.set("flowgrid.step.attempt", attempt_no);
-            span.set("flowgrid.job.id", self.job.id.to_string());
-            span.set("flowgrid.tenant", tenant.as_str());
-            if let Some(c) = flowgrid_http::correlation::current() {
-                span.set("flowgrid.correlation_id", c);
-            }
-        }
         let call = tokio::time::timeout(
             Duration::from_millis(step.timeout_ms),
-            otel::within_context(
-                span.as_ref().map(otel::Span::context),
-                self.engine.runner.run(&tenant, &self.plan, step, ctx, &key),
-            ),
+            self.engine.runner.run(&tenant, &self.plan, step, ctx, &key),
         );
         tokio::select! {
-            r = call => {
-                let done = r.unwrap_or_else(|_| {
-                    Err(StepError {
-                        message: format!("timed out after {} ms", step.timeout_ms),
-                        retryable: true,
-                        timed_out: true,
-                    })
-                });
-                if let (Err(e), Some(span)) = (&done, &mut span) {
-                    span.fail(e.message.clone());
-                }
-                Ok(Attempt::Done(done))
-            }
+            r = call => Ok(Attempt::Done(r.unwrap_or_else(|_| {
+                Err(StepError {
+                    message: format!("timed out after {} ms", step.timeout_ms),
+                    retryable: true,
+                    timed_out: true,
+                    llm: None,
+                })
+            }))),
             w = self.engine.watch(&mut self.job, self.owner) => match w {
                 Watch::Cancel => Ok(Attempt::Cancelled),
                 Watch::Lost => Err(lease_lost()),
