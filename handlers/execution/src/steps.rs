@@ -14,6 +14,7 @@ use flowgrid_providers::connector::{Connectors, NoConnectors};
 use flowgrid_providers::llm::{
     LlmAnswer, LlmError, LlmErrorKind, LlmProvider, LlmRequest, Providers,
 };
+use flowgrid_providers::otel;
 use flowgrid_providers::outbound::{self, OutboundError, OutboundPolicy};
 use serde_json::{Map, Value, json};
 
@@ -223,6 +224,7 @@ impl StepRunner {
             .map_err(|e| StepError::permanent(e.to_string()))?;
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| StepError::permanent(format!("{method} is not an HTTP method")))?;
+        let mut span = otel::http_client_span(method.as_str(), &parsed);
         let mut request = self.http.request(method, parsed);
         for (name, value) in headers {
             let value = value
@@ -237,7 +239,12 @@ impl StepRunner {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        request.send().await.map_err(|e| {
+        if let Some(span) = &span {
+            request = request.header("traceparent", span.traceparent());
+        }
+        let sent = request.send().await;
+        otel::http_client_result(&mut span, sent.as_ref().map(|r| r.status().as_u16()));
+        sent.map_err(|e| {
             let text = outbound::describe(&e);
             if text.contains("refused by the outbound guard") {
                 StepError::permanent(text)

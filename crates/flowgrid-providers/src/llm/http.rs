@@ -308,6 +308,9 @@ impl HttpProvider {
         if let Some((name, value)) = self.auth_header(&t.auth).await? {
             rb = rb.header(name, value);
         }
+        if let Some(tp) = crate::otel::current_traceparent() {
+            rb = rb.header("traceparent", tp);
+        }
         let failed = |e: &reqwest::Error| {
             let text = outbound::describe(e);
             if text.contains("refused by the outbound guard") {

@@ -12,6 +12,7 @@ use flowgrid_domain::job::{Outcome, StepSuccess, is_lease_lost, lease_lost};
 use flowgrid_domain::plan::{self, Plan, PlanStep};
 use flowgrid_domain::store::jobs::StepStatus;
 use flowgrid_domain::store::{Job, JobStatus, update_with_retry};
+use flowgrid_http::otel;
 use serde_json::{Map, Value, json};
 
 use super::{Engine, chrono_dur};
@@ -69,6 +70,14 @@ fn context(job: &Job, outputs: &HashMap<String, Value>) -> Value {
         steps.insert(record.id.clone(), json!({"output": output}));
     }
     json!({"input": job.input, "steps": steps})
+}
+
+/// The kind of a step, as plans name it (`http`, `llm`, ...).
+fn step_kind(step: &PlanStep) -> String {
+    serde_json::to_value(&step.action)
+        .ok()
+        .and_then(|v| v["kind"].as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 impl Engine {
@@ -202,7 +211,7 @@ impl Run<'_> {
         loop {
             let attempt_no = self.job.begin_attempt()?;
             self.save().await?;
-            match self.attempt(&step, &ctx).await? {
+            match self.attempt(&step, &ctx, attempt_no).await? {
                 Attempt::Cancelled => return self.job.cancel_step(true, Utc::now()),
                 Attempt::Done(Ok(outcome)) => return self.succeed(&step, outcome).await,
                 Attempt::Done(Err(e)) if e.retryable && attempt_no < step.retry.max_attempts => {
@@ -224,22 +233,43 @@ impl Run<'_> {
     }
 
     /// One attempt of `step` under its timeout, raced against the watch for a cancel.
-    async fn attempt(&mut self, step: &PlanStep, ctx: &Value) -> Result<Attempt> {
+    async fn attempt(&mut self, step: &PlanStep, ctx: &Value, attempt_no: u32) -> Result<Attempt> {
         let tenant = self.job.tenant_id.clone();
         let key = format!("{}:{}", self.job.id, step.id);
+        // A span per attempt of a step (when traces are exported), the parent of its calls.
+        let mut span = otel::Span::child(format!("step {}", step.id), otel::Kind::Internal);
+        if let Some(span) = &mut span {
+            span.set("flowgrid.step.id", step.id.as_str());
+            span.set("flowgrid.step.kind", step_kind(step));
+            span.set("flowgrid.step.attempt", attempt_no);
+            span.set("flowgrid.job.id", self.job.id.to_string());
+            span.set("flowgrid.tenant", tenant.as_str());
+            if let Some(c) = flowgrid_http::correlation::current() {
+                span.set("flowgrid.correlation_id", c);
+            }
+        }
         let call = tokio::time::timeout(
             Duration::from_millis(step.timeout_ms),
-            self.engine.runner.run(&tenant, &self.plan, step, ctx, &key),
+            otel::within_context(
+                span.as_ref().map(otel::Span::context),
+                self.engine.runner.run(&tenant, &self.plan, step, ctx, &key),
+            ),
         );
         tokio::select! {
-            r = call => Ok(Attempt::Done(r.unwrap_or_else(|_| {
-                Err(StepError {
-                    message: format!("timed out after {} ms", step.timeout_ms),
-                    retryable: true,
-                    timed_out: true,
-                    llm: None,
-                })
-            }))),
+            r = call => {
+                let done = r.unwrap_or_else(|_| {
+                    Err(StepError {
+                        message: format!("timed out after {} ms", step.timeout_ms),
+                        retryable: true,
+                        timed_out: true,
+                        llm: None,
+                    })
+                });
+                if let (Err(e), Some(span)) = (&done, &mut span) {
+                    span.fail(e.message.clone());
+                }
+                Ok(Attempt::Done(done))
+            }
             w = self.engine.watch(&mut self.job, self.owner) => match w {
                 Watch::Cancel => Ok(Attempt::Cancelled),
                 Watch::Lost => Err(lease_lost()),
