@@ -211,6 +211,41 @@ pub fn steady_azure_v1() -> Fake {
     fake
 }
 
+/// Azure's own OpenAPI description of the Azure OpenAI inference API (stable 2024-10-21), kept
+/// in `tools/ai-fakes/azure-openai/` as Microsoft publishes it (its README says where from).
+pub fn azure_inference_spec() -> PathBuf {
+    dir().join("azure-openai/inference.yaml")
+}
+
+/// Steady serving Azure's inference description: the deployment URL form
+/// (`/openai/deployments/{deployment-id}/chat/completions?api-version=…`). The description's
+/// server URL ends in `/openai`, its paths do not: the temporary copy served carries the paths
+/// under `/openai`, as a resource endpoint serves them.
+pub fn steady_azure_deployments() -> Fake {
+    let spec = std::fs::read_to_string(azure_inference_spec())
+        .expect("read tools/ai-fakes/azure-openai/inference.yaml");
+    let mut out = String::with_capacity(spec.len() + 1_000);
+    let mut in_paths = false;
+    for line in spec.lines() {
+        if !line.is_empty() && !line.starts_with(' ') {
+            in_paths = line.starts_with("paths:");
+        }
+        if in_paths && line.starts_with("  /") {
+            out.push_str("  /openai");
+            out.push_str(&line[2..]);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = tmp.path().join("azure-openai-inference.yaml");
+    std::fs::write(&path, out).expect("write the spec copy");
+    let mut fake = steady_with(&path);
+    fake._dir = Some(tmp);
+    fake
+}
+
 /// Steady serving OpenAI's description.
 pub fn steady() -> Fake {
     steady_with(&openai_spec())

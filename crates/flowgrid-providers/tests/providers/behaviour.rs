@@ -129,6 +129,14 @@ async fn chat_completions_and_anthropic_messages_answer_and_anthropic_bodies_mat
     r.schema = Some(schema());
     // llmock answers Anthropic in text whatever the schema; the body is what is checked here.
     let _ = p.complete(&r).await;
+    // The tools probe's body: one function offered, a call of it required (`tool_choice` any).
+    let mut tools = request("anthropic", "claude-sonnet-4-5", "Call record_probe");
+    tools.tools.push(flowgrid_providers::llm::ToolDefinition {
+        name: "record_probe".into(),
+        description: "Records that the model can call functions.".into(),
+        parameters: json!({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}),
+    });
+    let _ = p.complete(&tools).await;
     let bodies: Vec<Value> = mock
         .requests()
         .await
@@ -136,10 +144,11 @@ async fn chat_completions_and_anthropic_messages_answer_and_anthropic_bodies_mat
         .filter(|q| q["provider"] == "anthropic")
         .map(|q| q["body"].clone())
         .collect();
-    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(bodies[2]["tool_choice"]["type"], "any");
     let report = ai_fakes::check_anthropic_bodies(&bodies).unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        report.contains("0: ok") && report.contains("1: ok"),
+        report.contains("0: ok") && report.contains("1: ok") && report.contains("2: ok"),
         "{report}"
     );
     let headers_ok = mock.requests().await.iter().all(|q| q["status"] == 200);
