@@ -59,7 +59,7 @@ pub struct SealedSecret {
 }
 
 /// The result of the last `POST /api/integrations/{name}/test`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TestResult {
     /// Whether the authenticated call succeeded.
@@ -112,7 +112,7 @@ impl Versioned for Connection {
 }
 
 /// A circuit breaker's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CircuitState {
     /// Calls go through.
@@ -125,7 +125,7 @@ pub enum CircuitState {
 }
 
 /// One call a connector made, for the status page (no bodies, no secrets).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallRecord {
     /// When it ended.
@@ -145,7 +145,7 @@ pub struct CallRecord {
 }
 
 /// The rate-limit figures the upstream reported last.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimit {
     /// Requests left in the window.
