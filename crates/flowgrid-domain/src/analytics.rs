@@ -14,9 +14,11 @@
 //!   `integrationFailures`). These are the job records' own numbers.
 //! - `flowgrid.llm.call` / `flowgrid.integration.call`: calls made outside a job (the Design
 //!   app); a job's calls are counted from its `job.finished`, never from these.
-//! - `flowgrid.api.requests`: `apiRequests`, `apiErrors` (status ≥ 500) under the app.
+//! - `flowgrid.api.requests`: `apiRequests`, `apiErrors` (status ≥ 500) under the app, and
+//!   under the route dimension (`<app> <METHOD> <route> <status>`).
 //! - `flowgrid.agent.*`, `flowgrid.job.submitted`/`started`: `events` only.
-//! - tracked (custom) events: `customEvents`.
+//! - tracked (custom) events: `customEvents`, and per event type its count and the count, sum,
+//!   min and max of each of its numbers ([`Metrics::custom`]).
 
 use std::collections::BTreeMap;
 
@@ -124,6 +126,87 @@ pub struct Metrics {
     pub duration_ms: Histogram,
     /// Model and integration call latencies.
     pub latency_ms: Histogram,
+    /// Tracked events by their type: how many, and their numbers summed per name. At most
+    /// [`MAX_CUSTOM_KEYS`] types (and names per type); the rest are added under `*`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom: BTreeMap<String, CustomSums>,
+}
+
+/// At most this many tracked event types per rollup, and number names per type; further ones
+/// are summed under [`OTHER_KEY`] (which no type or name can be), so a rollup stays bounded
+/// whatever names tenants send.
+pub const MAX_CUSTOM_KEYS: usize = 50;
+/// The key further types or names are summed under.
+pub const OTHER_KEY: &str = "*";
+
+/// One tracked number summed over events: how many values, their sum, least and greatest.
+/// Values are finite (checked when tracked), so equality is total.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NumberSum {
+    /// How many values.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// The least.
+    pub min: f64,
+    /// The greatest.
+    pub max: f64,
+}
+
+impl Eq for NumberSum {}
+
+impl NumberSum {
+    /// The sum of one value.
+    pub fn of(v: f64) -> Self {
+        NumberSum {
+            count: 1,
+            sum: v,
+            min: v,
+            max: v,
+        }
+    }
+
+    /// Adds `o` into `self`.
+    pub fn merge(&mut self, o: &NumberSum) {
+        self.count += o.count;
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+    }
+}
+
+/// The tracked events of one type in a period: how many, and each number summed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CustomSums {
+    /// Events of the type.
+    pub events: u64,
+    /// Their numbers by name.
+    pub numbers: BTreeMap<String, NumberSum>,
+}
+
+impl CustomSums {
+    fn merge(&mut self, o: &CustomSums) {
+        self.events += o.events;
+        for (name, n) in &o.numbers {
+            let key = bounded_key(&self.numbers, name);
+            match self.numbers.get_mut(key) {
+                Some(mine) => mine.merge(n),
+                None => {
+                    self.numbers.insert(key.to_owned(), *n);
+                }
+            }
+        }
+    }
+}
+
+/// `key` if `map` has it or room for it, else [`OTHER_KEY`].
+fn bounded_key<'k, V>(map: &BTreeMap<String, V>, key: &'k str) -> &'k str {
+    if map.contains_key(key) || map.len() < MAX_CUSTOM_KEYS - 1 || key == OTHER_KEY {
+        key
+    } else {
+        OTHER_KEY
+    }
 }
 
 impl Metrics {
@@ -147,6 +230,10 @@ impl Metrics {
         self.cost_micro_usd += o.cost_micro_usd;
         self.duration_ms.merge(&o.duration_ms);
         self.latency_ms.merge(&o.latency_ms);
+        for (event_type, sums) in &o.custom {
+            let key = bounded_key(&self.custom, event_type);
+            self.custom.entry(key.to_owned()).or_default().merge(sums);
+        }
     }
 
     fn add_tokens(&mut self, t: &TokenUsage) {
@@ -240,6 +327,8 @@ pub enum Dimension {
     Model(String),
     /// One app.
     App(String),
+    /// One route's answers with one status: `<app> <METHOD> <route> <status>` (API requests).
+    Route(String),
 }
 
 impl Dimension {
@@ -250,6 +339,7 @@ impl Dimension {
             Dimension::Agent(_) => "agent",
             Dimension::Model(_) => "model",
             Dimension::App(_) => "app",
+            Dimension::Route(_) => "route",
         }
     }
 
@@ -257,7 +347,9 @@ impl Dimension {
     pub fn key(&self) -> &str {
         match self {
             Dimension::Overall => "",
-            Dimension::Agent(k) | Dimension::Model(k) | Dimension::App(k) => k,
+            Dimension::Agent(k) | Dimension::Model(k) | Dimension::App(k) | Dimension::Route(k) => {
+                k
+            }
         }
     }
 
@@ -268,6 +360,7 @@ impl Dimension {
             "agent" => Some(Dimension::Agent(key.into())),
             "model" => Some(Dimension::Model(key.into())),
             "app" => Some(Dimension::App(key.into())),
+            "route" => Some(Dimension::Route(key.into())),
             _ => None,
         }
     }
@@ -352,8 +445,12 @@ impl RawEvent {
         };
         let mut models: BTreeMap<String, Metrics> = BTreeMap::new();
         let mut app = self.app.clone();
+        let mut route = None;
         if self.event_type == CUSTOM_EVENT_TYPE {
             overall.custom_events = 1;
+            if let Some(sums) = custom_sums(&self.data) {
+                overall.custom.extend(sums);
+            }
         } else if let Ok(event) = serde_json::from_value::<PlatformEvent>(self.data.clone()) {
             match event {
                 PlatformEvent::JobFinished {
@@ -438,20 +535,25 @@ impl RawEvent {
                 }
                 PlatformEvent::ApiRequests {
                     app: counted,
+                    route: path,
                     status,
                     count,
                     ..
                 } => {
                     overall.api_requests = count;
                     overall.api_errors = if status >= 500 { count } else { 0 };
+                    route = Some(format!("{counted} {path} {status}"));
                     app = counted;
                 }
                 _ => {}
             }
         }
-        let mut out = Vec::with_capacity(3 + models.len());
+        let mut out = Vec::with_capacity(4 + models.len());
         if let Some(agent) = &self.agent_id {
             out.push((Dimension::Agent(agent.clone()), overall.clone()));
+        }
+        if let Some(route) = route {
+            out.push((Dimension::Route(route), overall.clone()));
         }
         out.push((Dimension::App(app), overall.clone()));
         out.extend(
@@ -462,6 +564,29 @@ impl RawEvent {
         out.insert(0, (Dimension::Overall, overall));
         out
     }
+}
+
+/// A tracked event's type and numbers (its stored data) as the sums of one event.
+fn custom_sums(data: &Value) -> Option<BTreeMap<String, CustomSums>> {
+    let event_type = data.get("type")?.as_str()?;
+    let mut sums = CustomSums {
+        events: 1,
+        numbers: BTreeMap::new(),
+    };
+    if let Some(numbers) = data.get("numbers").and_then(Value::as_object) {
+        for (name, v) in numbers {
+            if let Some(v) = v.as_f64().filter(|v| v.is_finite()) {
+                let key = bounded_key(&sums.numbers, name).to_owned();
+                match sums.numbers.get_mut(&key) {
+                    Some(n) => n.merge(&NumberSum::of(v)),
+                    None => {
+                        sums.numbers.insert(key, NumberSum::of(v));
+                    }
+                }
+            }
+        }
+    }
+    Some(BTreeMap::from([(event_type.to_owned(), sums)]))
 }
 
 /// The rollups of one hour of `tenant` from its raw events (those outside the hour are ignored).
@@ -767,6 +892,105 @@ mod tests {
         );
         assert_eq!(day.len(), rollups.len());
         assert_eq!(day[0].metrics, rollups[0].metrics);
+    }
+
+    fn tracked(id: &str, event_type: &str, numbers: serde_json::Value) -> RawEvent {
+        let batch: Vec<track::TrackedEvent> = serde_json::from_value(serde_json::json!([
+            {"type": event_type, "timestamp": Utc::now(), "id": id, "numbers": numbers}
+        ]))
+        .expect("batch");
+        track::check(&tenant(), &batch, Utc::now())
+            .expect("valid")
+            .remove(0)
+    }
+
+    #[test]
+    fn tracked_numbers_sum_per_type_and_name_and_merge_into_days() {
+        let hour = Granularity::Hour.start(Utc::now());
+        let events = vec![
+            tracked("a", "order", serde_json::json!({"total": 10.5, "lines": 2})),
+            tracked("b", "order", serde_json::json!({"total": 4.5})),
+            tracked("c", "signup", serde_json::json!({})),
+        ];
+        let rollups = rollup_hour(&tenant(), hour, &events);
+        let overall = &rollups[0].metrics;
+        assert_eq!(overall.custom_events, 3);
+        let order = &overall.custom["order"];
+        assert_eq!(order.events, 2);
+        assert_eq!(
+            order.numbers["total"],
+            NumberSum {
+                count: 2,
+                sum: 15.0,
+                min: 4.5,
+                max: 10.5
+            }
+        );
+        assert_eq!(order.numbers["lines"], NumberSum::of(2.0));
+        assert_eq!(overall.custom["signup"].events, 1);
+        let day = merge_rollups(
+            &tenant(),
+            Granularity::Day,
+            Granularity::Day.start(hour),
+            &rollups,
+        );
+        assert_eq!(day[0].metrics.custom, overall.custom);
+    }
+
+    #[test]
+    fn tracked_types_beyond_the_bound_are_summed_under_the_other_key() {
+        let hour = Granularity::Hour.start(Utc::now());
+        let events: Vec<RawEvent> = (0..MAX_CUSTOM_KEYS + 10)
+            .map(|i| {
+                tracked(
+                    &format!("e{i}"),
+                    &format!("t{i:03}"),
+                    serde_json::json!({"n": 1}),
+                )
+            })
+            .collect();
+        let rollups = rollup_hour(&tenant(), hour, &events);
+        let custom = &rollups[0].metrics.custom;
+        assert_eq!(custom.len(), MAX_CUSTOM_KEYS);
+        let counted: u64 = custom.values().map(|c| c.events).sum();
+        assert_eq!(counted, (MAX_CUSTOM_KEYS + 10) as u64, "nothing is lost");
+        assert_eq!(custom[OTHER_KEY].events, 11);
+        assert_eq!(custom[OTHER_KEY].numbers["n"].count, 11);
+    }
+
+    #[test]
+    fn api_request_counts_go_under_their_app_and_route_with_status() {
+        let event = CloudEvent::new(
+            "agents",
+            &tenant(),
+            Utc::now(),
+            PlatformEvent::ApiRequests {
+                app: "agents".into(),
+                instance: "i1".into(),
+                minute: Granularity::Hour.start(Utc::now()),
+                route: "GET /api/agents/{id}".into(),
+                status: 503,
+                count: 7,
+            },
+        );
+        let raw = RawEvent::of_platform(&event).expect("raw");
+        let parts = raw.contributions();
+        let find = |d: Dimension| {
+            parts
+                .iter()
+                .find(|(k, _)| *k == d)
+                .map(|(_, m)| (m.api_requests, m.api_errors))
+        };
+        assert_eq!(find(Dimension::Overall), Some((7, 7)));
+        assert_eq!(find(Dimension::App("agents".into())), Some((7, 7)));
+        assert_eq!(
+            find(Dimension::Route("agents GET /api/agents/{id} 503".into())),
+            Some((7, 7))
+        );
+        assert_eq!(
+            Dimension::of("route", "x"),
+            Some(Dimension::Route("x".into()))
+        );
     }
 
     #[test]

@@ -156,7 +156,7 @@ where
             router: Router::new(),
             invocations: Router::new(),
             envelope_http: Vec::new(),
-            functions,
+            functions: crate::api_requests::declared(functions),
             docs: Vec::new(),
         }
     }
@@ -488,7 +488,8 @@ where
                 .merge(doc_route),
             self.name,
         );
-        let mut invocations = self.invocations.with_state(state);
+        let mut invocations =
+            crate::api_requests::route(self.invocations.with_state(state), self.name);
         invocations = crate::middleware::invocation_spans(invocations, self.name);
         for name in self.envelope_http {
             invocations = invocations.route(

@@ -3,6 +3,7 @@
 //! access log, ETag helpers, health routes, the custom-handler invocation protocol (Service Bus
 //! and timer triggers, output bindings), token verification, telemetry and `serve`.
 
+pub mod api_requests;
 pub mod app;
 pub mod auth;
 pub mod correlation;

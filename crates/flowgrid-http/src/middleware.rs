@@ -177,6 +177,7 @@ async fn observe(app: &'static str, mut req: Request, next: Next) -> Response {
         // The host's readiness and latency probe: frequent and uninteresting.
         return response;
     }
+    crate::api_requests::record(app, tenant, method, route, status);
     if let Some(span) = &mut span {
         span.rename(format!("{method} {route}"));
         span.set("http.request.method", method);

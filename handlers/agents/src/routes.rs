@@ -1,29 +1,58 @@
 //! The Agents routes. Each handler extracts, calls the domain and the store, and maps the result.
+//! The writes (create, replace, delete, restore) run in envelope mode: their platform event
+//! (`flowgrid.agent.created/updated/deleted`) rides on the response as the `events` output
+//! binding (topic `platform-events`), sent by the host only with a 2xx answer. Reads stay
+//! forwarded.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use flowgrid_domain::events::{CloudEvent, PlatformEvent, topics};
 use flowgrid_domain::store::{AgentQuery, AgentVersionSummary, Page, paging, update_agent};
 use flowgrid_domain::{Agent, AgentId, AgentInput, AgentStatus};
 use flowgrid_http::app::App;
 use flowgrid_http::auth::{Caller, Role};
+use flowgrid_http::envelope::OutputBindings;
 use flowgrid_http::extract::{Id, Version};
 use flowgrid_http::openapi::routes;
+use flowgrid_http::trace::Trace;
 use flowgrid_http::{Error, Result};
 use flowgrid_http::{Json, Query, RawJson, etag};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 
+/// The output binding (topic `platform-events`) of the write functions.
+pub const EVENTS: &str = "events";
+
 /// Every function of the Agents app: `functions/agents/<Name>/function.json` declares the same.
 pub fn app() -> App<AppState> {
+    let events = &[(EVENTS, topics::PLATFORM_EVENTS)];
     App::new(crate::APP)
         .get("ListAgents", "agents", routes!(list_agents))
-        .post("CreateAgent", "agents", routes!(create_agent))
+        .http_envelope(
+            "post",
+            "CreateAgent",
+            "agents",
+            events,
+            routes!(create_agent),
+        )
         .get("GetAgent", "agents/{id}", routes!(get_agent))
-        .put("ReplaceAgent", "agents/{id}", routes!(replace_agent))
-        .delete("DeleteAgent", "agents/{id}", routes!(delete_agent))
+        .http_envelope(
+            "put",
+            "ReplaceAgent",
+            "agents/{id}",
+            events,
+            routes!(replace_agent),
+        )
+        .http_envelope(
+            "delete",
+            "DeleteAgent",
+            "agents/{id}",
+            events,
+            routes!(delete_agent),
+        )
         .get(
             "GetAgentStatus",
             "agents/{id}/status",
@@ -39,9 +68,11 @@ pub fn app() -> App<AppState> {
             "agents/{id}/versions/{version:int}",
             routes!(get_agent_version),
         )
-        .post(
+        .http_envelope(
+            "post",
             "RestoreAgentVersion",
             "agents/{id}/versions/{version:int}/restore",
+            events,
             routes!(restore_agent_version),
         )
 }
@@ -92,6 +123,32 @@ struct AgentStatusView {
 fn with_etag(status: StatusCode, agent: Agent) -> Response {
     let tag = etag::header_value(&agent.etag);
     (status, [(header::ETAG, tag)], Json(agent)).into_response()
+}
+
+/// Attaches `event` (stamped with the request's trace context) to `response` as the `events`
+/// output binding.
+fn with_event(
+    mut response: Response,
+    event: CloudEvent<PlatformEvent>,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    let mut bindings = OutputBindings::default();
+    for event in Trace::from_headers(headers).stamp(vec![event])? {
+        bindings.push(EVENTS, event);
+    }
+    response.extensions_mut().insert(bindings);
+    Ok(response)
+}
+
+/// `flowgrid.agent.created` or `.updated` of the agent as saved.
+fn saved_event(agent: &Agent, created: bool) -> CloudEvent<PlatformEvent> {
+    let (agent_id, version) = (agent.id, agent.version);
+    let data = if created {
+        PlatformEvent::AgentCreated { agent_id, version }
+    } else {
+        PlatformEvent::AgentUpdated { agent_id, version }
+    };
+    CloudEvent::new(crate::APP, &agent.tenant_id, agent.updated_at, data)
 }
 
 /// Lists the caller's agents, newest first, filtered by `status` and `q`, paged.
@@ -151,6 +208,7 @@ fn agent_input(body: &serde_json::Value) -> Result<AgentInput> {
 async fn create_agent(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Json(body): Json<serde_json::Value>,
 ) -> Result<Response> {
     caller.require(Role::Editor)?;
@@ -164,9 +222,10 @@ async fn create_agent(
     let agent = state.stores.agents.insert(&agent).await?;
     let location = HeaderValue::from_str(&format!("/api/agents/{}", agent.id))
         .map_err(|e| Error::Internal(e.to_string()))?;
+    let event = saved_event(&agent, true);
     let mut response = with_etag(StatusCode::CREATED, agent);
     response.headers_mut().insert(header::LOCATION, location);
-    Ok(response)
+    with_event(response, event, &headers)
 }
 
 /// Reads one agent, as the store keeps its JSON; `If-None-Match` with its current ETag gives 304.
@@ -227,7 +286,8 @@ async fn replace_agent(
         |current| Ok(current.replaced(input.clone(), &caller.subject, now)),
     )
     .await?;
-    Ok(with_etag(StatusCode::OK, agent))
+    let event = saved_event(&agent, false);
+    with_event(with_etag(StatusCode::OK, agent), event, &headers)
 }
 
 /// Deletes an agent and its history; honours `If-Match`.
@@ -243,14 +303,20 @@ async fn delete_agent(
     caller: Caller,
     Id(id): Id<AgentId>,
     headers: HeaderMap,
-) -> Result<StatusCode> {
+) -> Result<Response> {
     caller.require(Role::Admin)?;
     state
         .stores
         .agents
         .delete(&caller.tenant, id, etag::if_match(&headers).as_ref())
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let event = CloudEvent::new(
+        crate::APP,
+        &caller.tenant,
+        Utc::now(),
+        PlatformEvent::AgentDeleted { agent_id: id },
+    );
+    with_event(StatusCode::NO_CONTENT.into_response(), event, &headers)
 }
 
 /// Lifecycle status, current and compiled version, and run figures from the jobs store: last
@@ -372,5 +438,6 @@ async fn restore_agent_version(
         },
     )
     .await?;
-    Ok(with_etag(StatusCode::OK, agent))
+    let event = saved_event(&agent, false);
+    with_event(with_etag(StatusCode::OK, agent), event, &headers)
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
-use flowgrid_domain::analytics::{Granularity, Metrics, Rollup, track};
+use flowgrid_domain::analytics::{CustomSums, Granularity, Metrics, Rollup, track};
 use flowgrid_domain::events::topics;
 use flowgrid_domain::store::spend::{month_of, monthly_ai_budget_micro_usd};
 use flowgrid_domain::{AgentId, FieldError, TenantId};
@@ -138,6 +138,9 @@ pub struct MetricsView {
     cost_micro_usd: u64,
     duration_ms: Percentiles,
     latency_ms: Percentiles,
+    /// Tracked events by type: how many, and each number's count, sum, min and max.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    custom: BTreeMap<String, CustomSums>,
 }
 
 impl MetricsView {
@@ -171,6 +174,7 @@ impl MetricsView {
             cost_micro_usd: m.cost_micro_usd,
             duration_ms: pct(&m.duration_ms),
             latency_ms: pct(&m.latency_ms),
+            custom: m.custom.clone(),
         }
     }
 }
@@ -293,11 +297,11 @@ async fn get_usage(
     };
     let group_by = match params.group_by.as_deref() {
         None => None,
-        Some(g @ ("agent" | "model" | "app")) => Some(g.to_owned()),
+        Some(g @ ("agent" | "model" | "app" | "route")) => Some(g.to_owned()),
         Some(_) => {
             return Err(flowgrid_domain::Error::Validation(vec![FieldError::new(
                 "groupBy",
-                "One of agent, model, app.",
+                "One of agent, model, app, route.",
             )])
             .into());
         }

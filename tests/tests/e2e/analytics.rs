@@ -2,7 +2,10 @@
 //! through `flowgrid dev`; Execution publishes their platform events to the topic
 //! `platform-events`, Analytics ingests them from its subscription and its timer rolls them up.
 //! The usage and agent-metrics routes must equal, exactly, the sums of the job records (runs,
-//! failures, tokens by kind, cost); delivering every event once more changes nothing.
+//! failures, tokens by kind, cost); delivering every event once more changes nothing. The
+//! Agents app's `agent.created` events and tracked events' numbers arrive the same way. The
+//! same test runs on the embedded store and on Cosmos DB (the emulator), where it also reads
+//! the dashboard.
 
 use std::time::{Duration, Instant};
 
@@ -109,15 +112,41 @@ fn sums_of_view(v: &Value) -> Sums {
 
 #[tokio::test]
 async fn usage_and_metrics_equal_the_sums_of_the_job_records_and_redelivery_changes_nothing() {
-    let addr = upstream().await;
-    let dev = Dev::start(
-        &["agents", "execution", "integrations", "analytics"],
-        &[
-            ("FLOWGRID_OUTBOUND_ALLOWLIST", &addr),
-            ("FLOWGRID_INTEGRATION_MAX_ATTEMPTS", "1"),
-        ],
-    )
+    numbers_add_up(&[]).await;
+}
+
+#[tokio::test]
+async fn on_cosmos_ingestion_usage_metrics_and_dashboard_add_up_the_same() {
+    let cosmos = flowgrid_testkit::emulators::cosmos();
+    let endpoint = cosmos.endpoint();
+    let database = format!(
+        "an{:x}{:x}",
+        std::process::id(),
+        flowgrid_testkit::free_port()
+    );
+    let dev = numbers_add_up(&[
+        ("FLOWGRID_STORE", "cosmos"),
+        ("COSMOS_ENDPOINT", &endpoint),
+        ("COSMOS_KEY", flowgrid_storage::cosmos::EMULATOR_KEY),
+        ("COSMOS_DATABASE", &database),
+    ])
     .await;
+    assert!(
+        !dev.data.path().join("flowgrid.db").exists(),
+        "nothing was written to the embedded database"
+    );
+}
+
+/// Runs the jobs through `flowgrid dev` with `settings` and checks the numbers; answers the
+/// host (still running) for checks of its own.
+async fn numbers_add_up(settings: &[(&str, &str)]) -> Dev {
+    let addr = upstream().await;
+    let mut all = vec![
+        ("FLOWGRID_OUTBOUND_ALLOWLIST", addr.as_str()),
+        ("FLOWGRID_INTEGRATION_MAX_ATTEMPTS", "1"),
+    ];
+    all.extend_from_slice(settings);
+    let dev = Dev::start(&["agents", "execution", "integrations", "analytics"], &all).await;
     let client = reqwest::Client::new();
     let admin = dev.token("acme", "admin");
     send(
@@ -196,6 +225,62 @@ async fn usage_and_metrics_equal_the_sums_of_the_job_records_and_redelivery_chan
     assert_eq!(seen["totals"]["integrationCalls"], 5, "{seen}");
     assert_eq!(seen["totals"]["integrationFailures"], 2, "{seen}");
     assert_eq!(seen["totals"]["llmCalls"], 5, "{seen}");
+
+    // The Agents app's writes sent `flowgrid.agent.created` (two agents), and a tracked
+    // event's numbers are summed.
+    let tracked = client
+        .post(format!("{}/api/analytics/track", dev.url))
+        .bearer_auth(&admin)
+        .json(&json!({"events": [
+            {"type": "feedback", "timestamp": chrono::Utc::now(), "id": "f1", "agentId": good, "numbers": {"score": 4}},
+            {"type": "feedback", "timestamp": chrono::Utc::now(), "id": "f2", "agentId": good, "numbers": {"score": 5}},
+        ]}))
+        .send()
+        .await
+        .expect("track");
+    assert_eq!(tracked.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let by_app = get(
+            &client,
+            &dev,
+            &admin,
+            "/api/analytics/usage/acme?granularity=month&groupBy=app",
+        )
+        .await;
+        let events_of = |app: &str| {
+            by_app["series"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["key"] == app)
+                .map(|p| p["events"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
+        let feedback = &by_app["totals"]["custom"]["feedback"];
+        if events_of("agents") == 2 && feedback["events"] == 2 {
+            assert_eq!(
+                feedback["numbers"]["score"],
+                json!({"count": 2, "sum": 9.0, "min": 4.0, "max": 5.0})
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agents' events and the tracked numbers never showed: {by_app}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen = usage().await;
+    assert_eq!(sums_of_view(&seen["totals"]), expected);
+
+    // The dashboard reads the same rollups.
+    let dashboard = get(&client, &dev, &admin, "/api/analytics/dashboard").await;
+    assert_eq!(
+        sums_of_view(&dashboard["last30Days"]),
+        expected,
+        "{dashboard}"
+    );
 
     // Per agent: the agent's own jobs.
     for agent in [&good, &bad] {
@@ -298,4 +383,5 @@ async fn usage_and_metrics_equal_the_sums_of_the_job_records_and_redelivery_chan
         "a redelivery changed the numbers"
     );
     assert_eq!(after["series"], seen["series"]);
+    dev
 }

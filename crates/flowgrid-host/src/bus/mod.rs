@@ -184,6 +184,8 @@ CREATE TABLE IF NOT EXISTS messages (
   dl_reason TEXT, dl_description TEXT, dl_source TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (entity, dead, visible_at, seq);
+-- The next message in order (receive): walked by seq, so a backlog costs no sort per receive.
+CREATE INDEX IF NOT EXISTS messages_next ON messages (entity, dead, seq, visible_at, locked_until);
 CREATE TABLE IF NOT EXISTS dedup (target TEXT NOT NULL, message_id TEXT NOT NULL, seen_at INTEGER NOT NULL, PRIMARY KEY (target, message_id));
 CREATE TABLE IF NOT EXISTS timers (function TEXT PRIMARY KEY, last INTEGER NOT NULL, next INTEGER NOT NULL, last_updated INTEGER NOT NULL);
 ";

@@ -5,6 +5,7 @@
 mod browser;
 mod ingest;
 mod page;
+mod sources;
 mod track;
 
 use axum::body::Body;

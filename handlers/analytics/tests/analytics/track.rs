@@ -93,3 +93,68 @@ async fn one_bad_item_refuses_the_whole_batch_naming_item_and_field() {
         .await;
     assert_eq!(r.status, 403);
 }
+
+#[tokio::test]
+async fn tracked_numbers_are_summed_per_type_and_name_overall_and_per_agent() {
+    let app = start().await;
+    let token = app.token("acme", Role::Editor);
+    let agent = flowgrid_domain::AgentId::new().to_string();
+    let now = Utc::now() - Duration::minutes(1);
+    let batch = json!({"events": [
+        {"type": "checkout", "timestamp": now, "agentId": agent, "numbers": {"amount": 12.5, "items": 2}},
+        {"type": "checkout", "timestamp": now, "numbers": {"amount": 7.25, "items": 1}},
+        {"type": "checkout", "timestamp": now, "agentId": agent, "numbers": {"amount": -1.75}},
+        {"type": "viewed", "timestamp": now},
+    ]});
+    let r = app.post_json("/api/analytics/track", &token, batch).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    tick(&app).await;
+    let u = app
+        .get("/api/analytics/usage/acme?granularity=month", &token)
+        .await;
+    let custom = &u.body["totals"]["custom"];
+    assert_eq!(custom["checkout"]["events"], 3, "{}", u.text);
+    assert_eq!(
+        custom["checkout"]["numbers"]["amount"],
+        json!({"count": 3, "sum": 18.0, "min": -1.75, "max": 12.5})
+    );
+    assert_eq!(
+        custom["checkout"]["numbers"]["items"],
+        json!({"count": 2, "sum": 3.0, "min": 1.0, "max": 2.0})
+    );
+    assert_eq!(custom["viewed"], json!({"events": 1, "numbers": {}}));
+    // The same sums in every granularity.
+    for g in ["hour", "day"] {
+        let u = app
+            .get(
+                &format!("/api/analytics/usage/acme?granularity={g}"),
+                &token,
+            )
+            .await;
+        assert_eq!(&u.body["totals"]["custom"], custom, "{g}");
+    }
+    // Per agent: only the agent's events.
+    let by_agent = app
+        .get(
+            "/api/analytics/usage/acme?granularity=month&groupBy=agent",
+            &token,
+        )
+        .await;
+    let series = by_agent.body["series"].as_array().expect("series");
+    let mine: Vec<_> = series.iter().filter(|p| p["key"] == agent).collect();
+    assert_eq!(mine.len(), 1, "{}", by_agent.text);
+    assert_eq!(
+        mine[0]["custom"]["checkout"]["numbers"]["amount"],
+        json!({"count": 2, "sum": 10.75, "min": -1.75, "max": 12.5})
+    );
+    // Another tenant sees none of it.
+    let other = app.token("globex", Role::Viewer);
+    let theirs = app
+        .get("/api/analytics/usage/globex?granularity=month", &other)
+        .await;
+    assert!(
+        theirs.body["totals"].get("custom").is_none(),
+        "{}",
+        theirs.text
+    );
+}
