@@ -225,3 +225,50 @@ async fn requests_in_flight_scale_an_app_out_by_its_http_concurrency() {
     }
     host.shutdown().await;
 }
+
+#[test]
+fn the_strategies_choose_as_nginx_does() {
+    use flowgrid_host::balance::{Balancer, Candidate, Strategy};
+    let c = |ordinal, in_flight| Candidate { ordinal, in_flight };
+    let three = [c(0, 0), c(1, 0), c(2, 0)];
+    let rr = Balancer::new(Strategy::RoundRobin);
+    let picks: Vec<usize> = (0..6)
+        .map(|_| rr.choose(&three, None, 3).unwrap())
+        .collect();
+    assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    let lc = Balancer::new(Strategy::LeastConnections);
+    assert_eq!(lc.choose(&[c(0, 3), c(1, 1), c(2, 2)], None, 3), Some(1));
+    let tied: Vec<usize> = (0..4)
+        .map(|_| lc.choose(&[c(0, 1), c(1, 0), c(2, 0)], None, 3).unwrap())
+        .collect();
+    assert!(tied.iter().all(|i| *i != 0), "{tied:?}");
+    assert!(
+        tied.contains(&1) && tied.contains(&2),
+        "ties take turns: {tied:?}"
+    );
+    // IP hash: one client, one instance; when it is out, the next ordinal, and back after.
+    let ip = Balancer::new(Strategy::IpHash);
+    let home = ip.choose(&three, Some("10.1.2.3"), 3).unwrap();
+    for _ in 0..5 {
+        assert_eq!(ip.choose(&three, Some("10.1.2.3"), 3), Some(home));
+    }
+    let without: Vec<Candidate> = three
+        .iter()
+        .copied()
+        .filter(|x| x.ordinal != home)
+        .collect();
+    let moved = without[ip.choose(&without, Some("10.1.2.3"), 3).unwrap()].ordinal;
+    assert_eq!(moved, if home == 2 { 0 } else { home + 1 });
+    assert_eq!(ip.choose(&three, Some("10.1.2.3"), 3), Some(home));
+    // Smooth weighted round robin, weights 5:1:1 (nginx's example order: a a b a c a a).
+    let w = Balancer::new(Strategy::parse("weighted-round-robin:5:1:1").unwrap());
+    let order: String = (0..7)
+        .map(|_| char::from(b'a' + w.choose(&three, None, 3).unwrap() as u8))
+        .collect();
+    assert_eq!(order, "aabacaa");
+    assert_eq!(
+        Strategy::parse("least-conn").unwrap().name(),
+        "least-connections"
+    );
+    assert!(Strategy::parse("weighted:101").is_err());
+}
