@@ -280,12 +280,7 @@ impl HttpProvider {
                 let token = credential
                     .get_token(&[AZURE_SCOPE], None)
                     .await
-                    .map_err(|e| LlmError {
-                        kind: LlmErrorKind::Unavailable,
-                        message: format!("getting an Entra token for Azure OpenAI failed: {e}"),
-                        retryable: true,
-                        used: None,
-                    })?;
+                    .map_err(|e| identity_error(&e))?;
                 Some(("authorization", format!("Bearer {}", token.token.secret())))
             }
         })
@@ -371,6 +366,33 @@ impl HttpProvider {
                 Ok(Ok(b)) => b,
             };
         Ok((status, headers, bytes))
+    }
+}
+
+/// A failure to get the managed identity's token. The identity endpoint refusing (a 4xx: no
+/// identity assigned, a wrong client id) is the deployment's configuration, said as such and
+/// never retried; anything else (unreachable, 5xx) may pass.
+fn identity_error(e: &azure_core::Error) -> LlmError {
+    let mut refused = None;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(az) = err.downcast_ref::<azure_core::Error>()
+            && let azure_core::error::ErrorKind::HttpResponse { status, .. } = az.kind()
+            && (400..500).contains(&u16::from(*status))
+        {
+            refused = Some(u16::from(*status));
+        }
+        cur = err.source();
+    }
+    let message = format!("getting an Entra token for Azure OpenAI failed: {e}");
+    match refused {
+        Some(status) => LlmError::new(
+            LlmErrorKind::NotConfigured,
+            format!(
+                "{message} (the identity endpoint answered {status}: check the Function App's managed identity, AZURE_CLIENT_ID for a user-assigned one, and its role on the Azure OpenAI resource)"
+            ),
+        ),
+        None => LlmError::retryable(LlmErrorKind::Unavailable, message),
     }
 }
 

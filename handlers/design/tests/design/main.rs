@@ -6,5 +6,6 @@ mod bad_input;
 mod compile;
 mod draft;
 mod helpers;
+mod identity;
 mod probes;
 mod providers;
