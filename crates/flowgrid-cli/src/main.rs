@@ -6,6 +6,7 @@ mod agents;
 mod api;
 mod deploy;
 mod jobs;
+mod openapi;
 mod token;
 
 use std::collections::BTreeMap;
@@ -58,6 +59,8 @@ enum Command {
     /// List, show or cancel jobs (through the API).
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Print the merged OpenAPI 3.1 document of every app (built from the apps, no server).
+    Openapi,
 }
 
 /// The apps' own settings, checked by `flowgrid dev` before anything starts (the shared ones
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
         Command::Agents(command) => agents::run(&cli.data_dir, &command),
         Command::Run(args) => jobs::run(&cli.data_dir, &args),
         Command::Jobs(command) => jobs::jobs(&cli.data_dir, &command),
+        Command::Openapi => openapi::run(),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

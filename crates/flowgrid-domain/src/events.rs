@@ -168,7 +168,7 @@ impl Payload for AgentCompiled {
 }
 
 /// Token counts of one model call, by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenUsage {
     /// Prompt tokens not served from a cache.

@@ -8,7 +8,7 @@ use crate::TenantId;
 use crate::{Error, Result};
 
 /// A tenant: an organisation whose data is isolated from every other tenant's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
     /// Tenant id (the `tid` of its users' tokens).

@@ -30,7 +30,19 @@ use crate::{Error, Result};
 pub use transitions::{CANCELLED_ON_REQUEST, Outcome, StepSuccess, is_lease_lost, lease_lost};
 
 /// A job id: a UUID v7 (ids sort by creation time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(transparent)]
 pub struct JobId(uuid::Uuid);
 
@@ -62,7 +74,7 @@ impl std::fmt::Display for JobId {
 }
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting for a worker (or for a slot under the tenant's concurrency limit).
@@ -125,7 +137,7 @@ impl JobStatus {
 }
 
 /// Where a step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     /// Being attempted.
@@ -139,7 +151,7 @@ pub enum StepStatus {
 }
 
 /// Tokens an `llm` step used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Tokens {
     /// Prompt tokens.
@@ -149,7 +161,7 @@ pub struct Tokens {
 }
 
 /// One model call of an `llm` step, as the job records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LlmCall {
     /// The provider that answered (`offline`, `openai`, `openai-chat`, `azure-openai`, `anthropic`).
@@ -177,7 +189,7 @@ pub struct LlmCall {
 }
 
 /// The record of one executed step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepRecord {
     /// The step's id in the plan.

@@ -144,6 +144,9 @@ async fn serve(sh: &Arc<Shared>, req: Request, ctx: &CallContext) -> Served {
     if rest.len() == 1 && rest[0].eq_ignore_ascii_case("health") {
         return serve_health(sh, req.method(), ctx).await;
     }
+    if let Some(answer) = crate::docs::serve(sh, rest, req.method(), ctx).await {
+        return (answer, Some(("host".into(), "docs".into())));
+    }
     let (route, params) = match find_route(&sh.routes, rest, req.method()) {
         Ok(found) => found,
         Err(allowed) => return (not_routed(allowed), None),

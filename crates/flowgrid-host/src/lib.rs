@@ -23,6 +23,7 @@ pub mod supervisor;
 pub mod timer;
 
 mod bus_trigger;
+mod docs;
 mod gateway;
 mod instances;
 mod runtime;

@@ -315,7 +315,10 @@ where
         }
         for (function, op) in self.kit_operations() {
             if let Some(route) = self.route_of(function, "get") {
-                let op = openapi::complete(self.name, function, &axum_path(&route), op);
+                // Every app has these functions: their operation ids name the app too, so
+                // that ids stay unique in the merged document.
+                let id = format!("{}.{function}", self.name);
+                let op = openapi::complete(self.name, &id, &axum_path(&route), op);
                 paths
                     .entry(axum_path(&route))
                     .or_default()

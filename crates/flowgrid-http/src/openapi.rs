@@ -135,7 +135,7 @@ const METHODS: [&str; 8] = [
 /// The problem body an error of `status` gives, for examples.
 fn example_error(status: u16) -> Error {
     match status {
-        400 => Error::BadRequest("\"x\" is not an agent id (a UUID)".into()),
+        400 => Error::BadRequest("\"x\" is not an id".into()),
         401 => Error::Unauthorized(String::new()),
         403 => Error::Forbidden("the editor role is required".into()),
         404 => Error::NotFound,
@@ -335,13 +335,14 @@ pub fn document(
 }
 
 /// The merged document of several apps' documents: their paths, tags and schemas. A path
-/// (with method) in two documents, or a schema of one name that differs between two, is an
-/// error naming it.
+/// (with method) or an operation id in two documents, or a schema of one name that differs
+/// between two, is an error naming it.
 pub fn merge(documents: &[Value]) -> Result<Value, Vec<String>> {
     let mut paths = Map::new();
     let mut tags = Vec::new();
     let mut schemas = Map::new();
     let mut errors = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
     for doc in documents {
         if let Some(t) = doc["tags"].as_array() {
             tags.extend(t.iter().cloned());
@@ -349,6 +350,11 @@ pub fn merge(documents: &[Value]) -> Result<Value, Vec<String>> {
         for (path, item) in doc["paths"].as_object().into_iter().flatten() {
             let entry = paths.entry(path.clone()).or_insert_with(|| json!({}));
             for (method, op) in item.as_object().into_iter().flatten() {
+                if let Some(id) = op["operationId"].as_str()
+                    && !ids.insert(id.to_owned())
+                {
+                    errors.push(format!("the operation id {id} is in two documents"));
+                }
                 if entry.get(method).is_some() {
                     errors.push(format!("{method} {path} is in two documents"));
                 } else {
@@ -384,6 +390,7 @@ pub fn merge(documents: &[Value]) -> Result<Value, Vec<String>> {
          `application/problem+json`; every route but the public ones needs \
          `Authorization: Bearer <JWT>`."
     );
+    tags.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     merged["tags"] = Value::Array(tags);
     merged["paths"] = json!(paths);
     merged["components"]["schemas"] = json!(schemas);
@@ -444,6 +451,19 @@ mod tests {
         b["components"]["schemas"]["S"] = json!({"type": "integer"});
         let errors = merge(&[a.clone(), b]).unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");
+        let mut c = document(
+            "c",
+            BTreeMap::from([(
+                "/api/y".to_owned(),
+                BTreeMap::from([("get".to_owned(), json!({"operationId": "Same"}))]),
+            )]),
+            BTreeMap::new(),
+        );
+        let d = c.clone();
+        c["paths"]["/api/z"] = c["paths"]["/api/y"].clone();
+        c["paths"].as_object_mut().unwrap().remove("/api/y");
+        let errors = merge(&[c, d]).unwrap_err();
+        assert_eq!(errors, ["the operation id Same is in two documents"]);
         let merged = merge(&[a]).unwrap();
         assert_eq!(merged["paths"]["/api/x"]["get"], json!({}));
         assert_eq!(merged["openapi"], "3.1.0");

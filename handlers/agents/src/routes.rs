@@ -201,7 +201,15 @@ fn agent_input(body: &serde_json::Value) -> Result<AgentInput> {
         (status = 201, description = "Created at version 1.", body = Agent,
             headers(("ETag" = String, description = "The agent's concurrency token."),
                 ("Location" = String, description = "`/api/agents/{id}`.")),
-            links(("GetAgent" = (operation_id = "GetAgent", parameters(("id" = "$response.body#/id")))), ("ReplaceAgent" = (operation_id = "ReplaceAgent", parameters(("id" = "$response.body#/id")))), ("DeleteAgent" = (operation_id = "DeleteAgent", parameters(("id" = "$response.body#/id")))), ("GetAgentStatus" = (operation_id = "GetAgentStatus", parameters(("id" = "$response.body#/id")))), ("ListAgentVersions" = (operation_id = "ListAgentVersions", parameters(("id" = "$response.body#/id")))))),
+            links(
+                ("GetAgent" = (operation_id = "GetAgent", parameters(("id" = "$response.body#/id")))),
+                ("ReplaceAgent" = (operation_id = "ReplaceAgent", parameters(("id" = "$response.body#/id")))),
+                ("DeleteAgent" = (operation_id = "DeleteAgent", parameters(("id" = "$response.body#/id")))),
+                ("GetAgentStatus" = (operation_id = "GetAgentStatus", parameters(("id" = "$response.body#/id")))),
+                ("ListAgentVersions" = (operation_id = "ListAgentVersions", parameters(("id" = "$response.body#/id")))),
+                ("RestoreAgentVersion" = (operation_id = "RestoreAgentVersion",
+                    parameters(("id" = "$response.body#/id"), ("version" = "$response.body#/version")))),
+            )),
         (status = 403, description = "The editor role is required."),
         (status = 409, description = "The tenant has an agent of that name."),
     ))]

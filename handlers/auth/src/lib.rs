@@ -258,4 +258,9 @@ mod function_json_tests {
             Vec::<String>::new()
         );
     }
+
+    #[test]
+    fn every_http_function_is_documented_in_the_openapi_document() {
+        assert_eq!(app().undocumented(), Vec::<String>::new());
+    }
 }

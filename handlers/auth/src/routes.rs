@@ -9,39 +9,42 @@ use flowgrid_http::app::App;
 use flowgrid_http::auth::{AccessClaims, Caller, Role};
 use flowgrid_http::extract::Id;
 use flowgrid_http::json::{OptionalJson, SecretJson, Secrets};
+use flowgrid_http::openapi::routes;
 use flowgrid_http::{Error, Result};
 use flowgrid_http::{Json, Query};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::sessions::{self, LoginRequest, TokenResponse};
-use crate::users::{self, CreateUser, ResetPassword, SetPassword, UpdateUser, UserView};
+use crate::users::{
+    self, CreateUser, Created, Reset, ResetPassword, SetPassword, UpdateUser, UserView,
+};
 
 /// Every function of the Auth app: `functions/auth/<Name>/function.json` declares the same.
 pub fn app() -> App<AppState> {
     App::new(crate::APP)
-        .post("Login", "auth/login", login)
-        .post("Refresh", "auth/refresh", refresh)
-        .post("Logout", "auth/logout", logout)
-        .post("Validate", "auth/validate", validate)
-        .get("GetCurrentUser", "auth/user", current_user)
-        .get("GetCurrentTenant", "auth/tenant", current_tenant)
+        .post("Login", "auth/login", routes!(login))
+        .post("Refresh", "auth/refresh", routes!(refresh))
+        .post("Logout", "auth/logout", routes!(logout))
+        .post("Validate", "auth/validate", routes!(validate))
+        .get("GetCurrentUser", "auth/user", routes!(current_user))
+        .get("GetCurrentTenant", "auth/tenant", routes!(current_tenant))
         .get(
             "OpenIdConfiguration",
             "auth/.well-known/openid-configuration",
-            openid_configuration,
+            routes!(openid_configuration),
         )
-        .get("Jwks", "auth/.well-known/jwks.json", jwks)
-        .get("ListUsers", "auth/users", list_users)
-        .post("CreateUser", "auth/users", create_user)
-        .get("GetUser", "auth/users/{id}", get_user)
-        .patch("UpdateUser", "auth/users/{id}", update_user)
+        .get("Jwks", "auth/.well-known/jwks.json", routes!(jwks))
+        .get("ListUsers", "auth/users", routes!(list_users))
+        .post("CreateUser", "auth/users", routes!(create_user))
+        .get("GetUser", "auth/users/{id}", routes!(get_user))
+        .patch("UpdateUser", "auth/users/{id}", routes!(update_user))
         .post(
             "ResetPassword",
             "auth/users/{id}/reset-password",
-            reset_password,
+            routes!(reset_password),
         )
-        .post("SetPassword", "auth/password", set_password)
+        .post("SetPassword", "auth/password", routes!(set_password))
 }
 
 /// The caller's address for throttling: the last `X-Forwarded-For` hop (the one the gateway
@@ -58,6 +61,15 @@ fn client(headers: &HeaderMap) -> String {
 }
 
 /// Logs in with email and password; returns an access token and a refresh token.
+#[utoipa::path(post, path = "/api/auth/login", security(()),
+    request_body(content = LoginRequest, description = "Email and password.",
+        example = json!({"email": "ada@example.com", "password": "correct horse battery staple"})),
+    responses(
+        (status = 200, description = "An access token and a refresh token.", body = TokenResponse),
+        (status = 400, description = "The email has accounts in several tenants and no `tenantId` was given."),
+        (status = 401, description = "The credentials are not valid (the same answer whatever was wrong)."),
+        (status = 429, description = "Too many failed attempts from this caller or for this account."),
+    ))]
 async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -68,7 +80,8 @@ async fn login(
     ))
 }
 
-#[derive(Deserialize)]
+/// `POST /api/auth/refresh` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RefreshRequest {
     refresh_token: String,
@@ -79,6 +92,14 @@ impl Secrets for RefreshRequest {
 }
 
 /// Exchanges a refresh token for new tokens (the presented one is spent).
+#[utoipa::path(post, path = "/api/auth/refresh", security(()),
+    request_body(content = RefreshRequest, description = "The refresh token (single use).",
+        example = json!({"refreshToken": "rt_3q2+7w..."})),
+    responses(
+        (status = 200, description = "New tokens; the presented refresh token is spent.", body = TokenResponse),
+        (status = 401, description = "The refresh token is unknown, spent (its session is then revoked) or expired."),
+        (status = 429, description = "Too many failed attempts from this caller."),
+    ))]
 async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -89,7 +110,8 @@ async fn refresh(
     ))
 }
 
-#[derive(Deserialize, Default)]
+/// `POST /api/auth/logout` body (optional).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct LogoutRequest {
     #[serde(default)]
@@ -101,6 +123,12 @@ impl Secrets for LogoutRequest {
 }
 
 /// Revokes the caller's session, or with `{"allSessions": true}` every session of the user.
+#[utoipa::path(post, path = "/api/auth/logout",
+    request_body(content = Option<LogoutRequest>, description = "Optional: `{\"allSessions\": true}` ends every session of the user.",
+        example = json!({"allSessions": false})),
+    responses(
+        (status = 204, description = "The session (or every session) is revoked."),
+    ))]
 async fn logout(
     State(state): State<AppState>,
     caller: Caller,
@@ -121,7 +149,8 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// `POST /api/auth/validate` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ValidateRequest {
     token: String,
@@ -132,13 +161,20 @@ impl Secrets for ValidateRequest {
 }
 
 /// `POST /api/auth/validate`: the verified claims of an active token.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Validated {
     active: bool,
     claims: AccessClaims,
 }
 
 /// Verifies a token (signature, claims, revocation) and returns its claims; 401 otherwise.
+#[utoipa::path(post, path = "/api/auth/validate", security(()),
+    request_body(content = ValidateRequest, description = "The token to check.",
+        example = json!({"token": "eyJhbGciOiJFZERTQSIs..."})),
+    responses(
+        (status = 200, description = "The token is active; its verified claims.", body = Validated),
+        (status = 401, description = "The token fails verification or is revoked."),
+    ))]
 async fn validate(
     State(state): State<AppState>,
     SecretJson(request): SecretJson<ValidateRequest>,
@@ -151,7 +187,7 @@ async fn validate(
 }
 
 /// `GET /api/auth/user`: the stored user, or what an external token says of its subject.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum CurrentUser {
     Stored(UserView),
@@ -159,13 +195,17 @@ enum CurrentUser {
     External {
         id: String,
         tenant_id: String,
+        #[schema(value_type = Option<String>)]
         role: Option<&'static str>,
+        #[schema(value_type = Vec<String>)]
         roles: Vec<&'static str>,
         external: bool,
     },
 }
 
 /// The caller: their stored user when there is one, else what their token says.
+#[utoipa::path(get, path = "/api/auth/user",
+    responses((status = 200, description = "The caller.", body = CurrentUser)))]
 async fn current_user(State(state): State<AppState>, caller: Caller) -> Result<Json<CurrentUser>> {
     if let Ok(id) = UserId::parse(&caller.subject) {
         match state.stores.users.get(&caller.tenant, id).await {
@@ -185,7 +225,7 @@ async fn current_user(State(state): State<AppState>, caller: Caller) -> Result<J
 
 /// `GET /api/auth/tenant`: the stored tenant, or only its id when it was never registered
 /// (a tenant of an external issuer).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum CurrentTenant {
     Stored(Tenant),
@@ -193,6 +233,8 @@ enum CurrentTenant {
 }
 
 /// The caller's tenant.
+#[utoipa::path(get, path = "/api/auth/tenant",
+    responses((status = 200, description = "The caller's tenant.", body = CurrentTenant)))]
 async fn current_tenant(
     State(state): State<AppState>,
     caller: Caller,
@@ -208,19 +250,35 @@ async fn current_tenant(
 }
 
 /// The OpenID Connect discovery document of the built-in issuer.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct OpenIdConfiguration {
     issuer: String,
     jwks_uri: String,
     token_endpoint: String,
+    #[schema(value_type = Vec<String>)]
     response_types_supported: [&'static str; 1],
+    #[schema(value_type = Vec<String>)]
     subject_types_supported: [&'static str; 1],
+    #[schema(value_type = Vec<String>)]
     id_token_signing_alg_values_supported: [&'static str; 1],
+    #[schema(value_type = Vec<String>)]
     token_endpoint_auth_methods_supported: [&'static str; 1],
+    #[schema(value_type = Vec<String>)]
     claims_supported: [&'static str; 10],
 }
 
+/// The JSON Web Key Set as `GET /api/auth/.well-known/jwks.json` answers it (RFC 7517): the
+/// schema of the `jsonwebtoken` crate's `JwkSet` the handler serialises.
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "documents the shape of jsonwebtoken's JwkSet")]
+struct JwksView {
+    /// The keys: Ed25519 public keys (`kty: OKP`, `crv: Ed25519`, `x`, `kid`, `alg: EdDSA`, `use: sig`).
+    keys: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
 /// The built-in issuer's OpenID Connect discovery document.
+#[utoipa::path(get, path = "/api/auth/.well-known/openid-configuration", security(()),
+    responses((status = 200, description = "The discovery document.", body = OpenIdConfiguration)))]
 async fn openid_configuration(State(state): State<AppState>) -> Response {
     let issuer = state.issuer.issuer();
     let body = OpenIdConfiguration {
@@ -239,19 +297,30 @@ async fn openid_configuration(State(state): State<AppState>) -> Response {
 }
 
 /// The built-in issuer's public keys (the current one and recently retired ones).
+#[utoipa::path(get, path = "/api/auth/.well-known/jwks.json", security(()),
+    responses((status = 200, description = "The JSON Web Key Set.", body = JwksView)))]
 async fn jwks(State(state): State<AppState>) -> Result<Response> {
     let keys = state.issuer.jwks().await?;
     Ok(([("cache-control", "public, max-age=60")], Json(keys)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// Paging of a listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct PageParams {
+    /// Page size: 50 when absent, at most 200 (larger is clamped, 0 is 1).
     limit: Option<u32>,
+    /// Where the previous page stopped, as it gave it.
     continuation_token: Option<String>,
 }
 
 /// Lists the users of the caller's tenant, paged (admins and owners).
+#[utoipa::path(get, path = "/api/auth/users", params(PageParams),
+    responses(
+        (status = 200, description = "One page of the tenant's users.", body = Page<UserView>),
+        (status = 403, description = "The admin role is required."),
+    ))]
 async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
@@ -274,6 +343,19 @@ async fn list_users(
 }
 
 /// Creates a user with a password, or invites them (admins and owners).
+#[utoipa::path(post, path = "/api/auth/users",
+    request_body(content = CreateUser, description = "The new user.",
+        example = json!({"email": "grace@example.com", "role": "editor"})),
+    responses(
+        (status = 201, description = "Created; with an invitation token when no password was given.", body = Created,
+            links(
+                ("GetUser" = (operation_id = "GetUser", parameters(("id" = "$response.body#/id")))),
+                ("UpdateUser" = (operation_id = "UpdateUser", parameters(("id" = "$response.body#/id")))),
+                ("ResetPassword" = (operation_id = "ResetPassword", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 403, description = "The admin role is required (owner to make an owner)."),
+        (status = 409, description = "The tenant has a user with that email."),
+    ))]
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -284,6 +366,11 @@ async fn create_user(
 }
 
 /// One user of the caller's tenant (admins and owners).
+#[utoipa::path(get, path = "/api/auth/users/{id}", params(("id" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user.", body = UserView),
+        (status = 403, description = "The admin role is required."),
+    ))]
 async fn get_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -294,6 +381,13 @@ async fn get_user(
 }
 
 /// Changes a user's role or disabled flag (admins and owners).
+#[utoipa::path(patch, path = "/api/auth/users/{id}", params(("id" = String, Path, description = "The user's id.")),
+    request_body(content = UpdateUser, description = "The fields to change.",
+        example = json!({"role": "viewer"})),
+    responses(
+        (status = 200, description = "The user as changed.", body = UserView),
+        (status = 403, description = "The admin role is required; nobody changes their own role or disables themselves; only an owner touches an owner."),
+    ))]
 async fn update_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -305,6 +399,13 @@ async fn update_user(
 }
 
 /// Sets a user's password or issues a reset token (admins and owners).
+#[utoipa::path(post, path = "/api/auth/users/{id}/reset-password", params(("id" = String, Path, description = "The user's id.")),
+    request_body(content = Option<ResetPassword>, description = "Optional: a new password; without one the answer holds a reset token.",
+        example = json!({})),
+    responses(
+        (status = 200, description = "The user, and the reset token when no password was given.", body = Reset),
+        (status = 403, description = "The admin role is required; only an owner resets an owner."),
+    ))]
 async fn reset_password(
     State(state): State<AppState>,
     caller: Caller,
@@ -317,6 +418,14 @@ async fn reset_password(
 }
 
 /// Sets a password with an invitation or reset token.
+#[utoipa::path(post, path = "/api/auth/password", security(()),
+    request_body(content = SetPassword, description = "An invitation or reset token and the new password.",
+        example = json!({"token": "inv_9f...", "password": "correct horse battery staple"})),
+    responses(
+        (status = 204, description = "The password is set; the token is spent."),
+        (status = 401, description = "The token is unknown, spent or expired."),
+        (status = 429, description = "Too many failed attempts from this caller."),
+    ))]
 async fn set_password(
     State(state): State<AppState>,
     headers: HeaderMap,

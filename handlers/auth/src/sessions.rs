@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::password::{random_token, token_hash};
 
 /// `POST /api/auth/login` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
     /// The account's email.
@@ -33,12 +33,13 @@ impl std::fmt::Debug for LoginRequest {
 }
 
 /// Tokens handed out by login and refresh.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenResponse {
     /// The access token (JWT, `typ: at+jwt`).
     pub access_token: String,
     /// Always `Bearer`.
+    #[schema(value_type = String)]
     pub token_type: &'static str,
     /// Seconds until the access token expires.
     pub expires_in: u64,

@@ -16,12 +16,14 @@ const INVITE_TTL: chrono::Duration = chrono::Duration::days(7);
 const RESET_TTL: chrono::Duration = chrono::Duration::hours(24);
 
 /// A user as the API shows it: never the password hash or a token hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     id: String,
     tenant_id: String,
     email: String,
+    /// The highest role: `viewer`, `editor`, `admin` or `owner`.
+    #[schema(value_type = Option<String>)]
     role: Option<&'static str>,
     roles: Vec<String>,
     disabled: bool,
@@ -48,11 +50,14 @@ impl From<&User> for UserView {
 }
 
 /// `POST /api/auth/users` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUser {
+    /// The user's email, unique in the tenant.
     email: String,
+    /// `viewer`, `editor`, `admin` or `owner` (only an owner makes owners).
     role: String,
+    /// A password (at least 12 characters); without one the answer holds an invitation token.
     #[serde(default)]
     password: Option<String>,
 }
@@ -62,7 +67,7 @@ impl flowgrid_http::json::Secrets for CreateUser {
 }
 
 /// `PATCH /api/auth/users/{id}` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateUser {
     #[serde(default)]
@@ -72,7 +77,7 @@ pub struct UpdateUser {
 }
 
 /// `POST /api/auth/users/{id}/reset-password` body (may be empty).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResetPassword {
     #[serde(default)]
@@ -84,7 +89,7 @@ impl flowgrid_http::json::Secrets for ResetPassword {
 }
 
 /// `POST /api/auth/password` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetPassword {
     token: String,
@@ -96,7 +101,7 @@ impl flowgrid_http::json::Secrets for SetPassword {
 }
 
 /// A created user, with the invitation token when no password was given.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Created {
     #[serde(flatten)]
@@ -107,7 +112,7 @@ pub struct Created {
 }
 
 /// The answer to a reset.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Reset {
     #[serde(flatten)]

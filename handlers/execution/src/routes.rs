@@ -16,6 +16,7 @@ use flowgrid_http::auth::{Caller, Role};
 use flowgrid_http::envelope::OutputBindings;
 use flowgrid_http::extract::Id;
 use flowgrid_http::json::{OptionalJson, Secrets};
+use flowgrid_http::openapi::routes;
 use flowgrid_http::trace::Trace;
 use flowgrid_http::{Error, Result};
 use flowgrid_http::{Json, Query};
@@ -43,16 +44,16 @@ pub fn app() -> App<AppState> {
             "SubmitJob",
             "execute/agent/{id}",
             &[to_queue(MESSAGE_BINDING), to_events],
-            submit_job,
+            routes!(submit_job),
         )
-        .get("ListJobs", "execute/jobs", list_jobs)
-        .get("GetJob", "execute/jobs/{jobId}", get_job)
+        .get("ListJobs", "execute/jobs", routes!(list_jobs))
+        .get("GetJob", "execute/jobs/{jobId}", routes!(get_job))
         .http_envelope(
             "post",
             "CancelJob",
             "execute/cancel/{jobId}",
             &[to_events],
-            cancel_job,
+            routes!(cancel_job),
         )
         .function(
             "ExecuteJob",
@@ -80,9 +81,11 @@ pub fn app() -> App<AppState> {
         )
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /api/execute/agent/{id}` body (optional).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SubmitBody {
+    /// The run's input: any JSON the agent's input schema accepts (`{}` when absent).
     #[serde(default)]
     input: Option<Value>,
 }
@@ -91,37 +94,56 @@ impl Secrets for SubmitBody {
     const FIELDS: &'static [&'static str] = &[];
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /api/execute/jobs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only this agent's jobs.
+    #[param(value_type = Option<AgentId>)]
     agent_id: Option<String>,
+    /// Only jobs in this status.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// Page size: 50 when absent, at most 200 (larger is clamped, 0 is 1).
     limit: Option<u32>,
+    /// Where the previous page stopped, as it gave it.
     continuation_token: Option<String>,
 }
 
 /// A job as the API shows it (no plan, lease or internal fields); `input` and `steps` only on
 /// `GET /api/execute/jobs/{jobId}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView<'a> {
     id: JobId,
     agent_id: AgentId,
     agent_version: u32,
+    /// `manual`, `schedule` or `event`.
+    #[schema(value_type = String)]
     trigger: &'a str,
     status: JobStatus,
     attempts: u32,
+    /// The run's output once it has succeeded.
+    #[schema(value_type = Option<serde_json::Value>)]
     output: &'a Option<Value>,
+    /// Why it failed.
+    #[schema(value_type = Option<String>)]
     error: &'a Option<String>,
     created_at: DateTime<Utc>,
+    #[schema(value_type = String)]
     created_by: &'a str,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
     status_url: String,
+    /// The run's input (`GET /api/execute/jobs/{jobId}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
     input: Option<&'a Value>,
+    /// The step records (`GET /api/execute/jobs/{jobId}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<StepRecord>>)]
     steps: Option<&'a [StepRecord]>,
 }
 
@@ -150,7 +172,7 @@ impl<'a> JobView<'a> {
 }
 
 /// `202 Accepted` of a submit.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Accepted {
     job_id: JobId,
@@ -192,6 +214,20 @@ fn request_hash(agent: AgentId, input: &Value) -> String {
 /// (`ReapJobs`) re-enqueues every job left queued for a minute. A duplicate message is harmless:
 /// its `MessageId` is the job id and the worker is an idempotent consumer (a job already claimed
 /// or finished is left alone). A new job's `flowgrid.job.submitted` goes out the same way.
+#[utoipa::path(post, path = "/api/execute/agent/{id}",
+    params(("id" = AgentId, Path, description = "The agent to run."),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-200 visible ASCII characters, not starting with `schedule:`: a replay with the same key and body answers the same job; with another body, 422.")),
+    request_body(content = Option<SubmitBody>, description = "Optional: the run's input (checked against the agent's input schema); empty means `{}`.",
+        example = json!({"input": {"title": "Printer on fire"}})),
+    responses(
+        (status = 202, description = "Accepted: the job is queued (or the job of the same Idempotency-Key).", body = Accepted,
+            headers(("Location" = String, description = "The job's status URL.")),
+            links(("GetJob" = (operation_id = "GetJob", parameters(("jobId" = "$response.body#/jobId")))), ("CancelJob" = (operation_id = "CancelJob", parameters(("jobId" = "$response.body#/jobId")))))),
+        (status = 403, description = "The editor role is required."),
+        (status = 409, description = "The agent is disabled."),
+        (status = 422, description = "The input fails the agent's input schema or is too large, the agent's definition does not compile, or the Idempotency-Key was used with another body."),
+        (status = 429, description = "The tenant has too many queued jobs; retry after `Retry-After` seconds."),
+    ))]
 async fn submit_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -270,9 +306,13 @@ pub const MAX_WAIT_SECS: u64 = 60;
 /// How often a waiting `GetJob` re-reads the job (one point read each).
 const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /api/execute/jobs/{jobId}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct GetParams {
+    /// Long poll: answer when the job's status or a step changes, or after this many seconds
+    /// (at most 60; more is clamped).
     wait: Option<u64>,
 }
 
@@ -291,6 +331,8 @@ fn observed(job: &Job) -> (JobStatus, u32, Vec<(String, u32, String)>) {
 /// long poll: answered as soon as the job's status or a step changes, at once when the job has
 /// finished, else after N seconds with the job as it is. It re-reads the job every 200 ms, so
 /// it works whichever instance runs the job, and answers once (the Functions host buffers).
+#[utoipa::path(get, path = "/api/execute/jobs/{jobId}", params(("jobId" = JobId, Path, description = "The job's id (a UUID)."), GetParams),
+    responses((status = 200, description = "The job with its input and step records.", body = JobView)))]
 async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -315,6 +357,9 @@ async fn get_job(
 }
 
 /// The caller's jobs, newest first, filtered by `agentId` and `status`, paged.
+#[utoipa::path(get, path = "/api/execute/jobs", params(ListParams),
+    responses((status = 200, description = "One page of the caller's jobs, newest first (without input and steps).", body = Page<JobView>),
+        (status = 404, description = "`agentId` names no agent of the caller's tenant.")))]
 async fn list_jobs(
     State(state): State<AppState>,
     caller: Caller,
@@ -345,6 +390,13 @@ async fn list_jobs(
 
 /// Cancels a job: a queued one at once (200, and its `flowgrid.job.finished`), a running one by
 /// asking its worker (`cancelling`, 202); a finished one is a 409.
+#[utoipa::path(post, path = "/api/execute/cancel/{jobId}", params(("jobId" = JobId, Path, description = "The job's id (a UUID).")),
+    responses(
+        (status = 200, description = "A queued job, cancelled at once.", body = JobView),
+        (status = 202, description = "A running job: its worker is asked to stop between steps (`cancelling`).", body = JobView),
+        (status = 403, description = "The editor role is required."),
+        (status = 409, description = "The job has finished, or is changing (retry)."),
+    ))]
 async fn cancel_job(
     State(state): State<AppState>,
     caller: Caller,

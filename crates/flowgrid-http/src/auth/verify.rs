@@ -26,7 +26,7 @@ use flowgrid_domain::store::{RevocationStore, SigningKeyStore};
 use flowgrid_domain::{Error, Result};
 
 /// The claims of a Flowgrid access token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccessClaims {
     /// Issuer.
     pub iss: String,
