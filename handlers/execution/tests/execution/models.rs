@@ -176,3 +176,63 @@ async fn a_provider_that_hangs_fails_the_step_clearly_and_releases_the_reservati
         .unwrap();
     assert_eq!(spent, 0, "the failed call's reservation was released");
 }
+
+#[tokio::test]
+async fn a_step_whose_call_failed_after_generating_tokens_records_and_is_charged_what_it_used() {
+    let mock = ai_fakes::llmock(0);
+    let app = app_on(&mock, &[]).await;
+    let agent = app.agent("t4", openai_agent()).await;
+    let token = app.token("t4", Role::Editor);
+    // Cut at the token limit: the step fails, but the tokens were generated.
+    reqwest::Client::new()
+        .post(format!("{}/_llmock/scenario", mock.url()))
+        .json(&json!({"behaviors": [{"type": "reply", "text": "The VPN drops because", "finish_reason": "length", "times": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    let id = job_id(
+        &app.submit(&token, &agent, json!({"ticket": "VPN drops hourly"}), None)
+            .await,
+    );
+    app.drain().await;
+    let job = app.job("t4", &id).await;
+    assert_eq!(job.status, JobStatus::Failed, "{job:?}");
+    let step = &job.steps[0];
+    assert!(
+        step.error.as_deref().unwrap_or("").contains("token limit"),
+        "{step:?}"
+    );
+    let call = step.llm.as_ref().expect("the failed call's record");
+    assert!(call.tokens.output > 0, "{call:?}");
+    assert!(step.tokens.is_some_and(|t| t.output == call.tokens.output));
+    let charged = call.cost_micro_usd.expect("a known price");
+    assert!(charged > 0);
+    let ledger = app
+        .state()
+        .engine
+        .runner
+        .budget
+        .as_ref()
+        .expect("budget")
+        .ledger()
+        .clone();
+    let tenant = TenantId::parse("t4").unwrap();
+    let month = month_of(Utc::now());
+    assert_eq!(ledger.spent(&tenant, &month).await.unwrap(), charged);
+    // An error status generated nothing: the next run's failed step records and charges nothing.
+    reqwest::Client::new()
+        .post(format!("{}/_llmock/scenario", mock.url()))
+        .json(&json!({"behaviors": [{"type": "fail", "status": 400, "times": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    let id = job_id(
+        &app.submit(&token, &agent, json!({"ticket": "printer"}), None)
+            .await,
+    );
+    app.drain().await;
+    let job = app.job("t4", &id).await;
+    assert_eq!(job.status, JobStatus::Failed, "{job:?}");
+    assert!(job.steps[0].llm.is_none() && job.steps[0].tokens.is_none());
+    assert_eq!(ledger.spent(&tenant, &month).await.unwrap(), charged);
+}
