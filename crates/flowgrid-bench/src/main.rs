@@ -18,6 +18,10 @@
 //! - `cargo run --release -p flowgrid-bench -- analytics [--events 20000] [--workers 4]
 //!   [--seed 1000000] [--requests 300]`: Analytics' ingestion through the local queue and its
 //!   usage and dashboard latency over rollups of a million events (see [`analytics`]).
+//! - `cargo run --release -p flowgrid-bench -- scale [--runs 3000] [--requests 400]
+//!   [--kill-secs 5]`: independent scaling through `flowgrid dev`: a flood of queued runs scales
+//!   Execution out while Agents stays at its minimum and keeps its latency, and Agents answers
+//!   while every Execution instance is killed (see [`scale`]).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,7 @@ mod execution;
 mod load;
 mod node;
 mod profile;
+mod scale;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -46,9 +51,10 @@ fn main() -> anyhow::Result<()> {
         Some("execution") => execution::main(rest),
         Some("ai") => ai::main(rest),
         Some("analytics") => analytics::main(rest),
+        Some("scale") => scale::main(rest),
         _ => {
             bail!(
-                "usage: flowgrid-bench agents|profile|execution|ai|analytics [options] (see the crate doc)"
+                "usage: flowgrid-bench agents|profile|execution|ai|analytics|scale [options] (see the crate doc)"
             )
         }
     }

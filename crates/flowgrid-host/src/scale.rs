@@ -165,7 +165,7 @@ pub struct ScaleView {
     pub target: usize,
     /// The reason of the last decision.
     pub reason: String,
-    /// The decisions that changed the instance count or the target, newest last.
+    /// The decisions that changed the instance count, newest last.
     pub decisions: VecDeque<DecisionRecord>,
 }
 
@@ -184,7 +184,9 @@ pub struct DecisionRecord {
 
 impl ScaleView {
     pub(crate) fn record(&mut self, decision: &Decision, applied: usize) {
-        let changed = decision.to != decision.from || decision.target != self.target;
+        // Kept: the decisions that changed the instance count (a target that moves without
+        // changing it shows in `target` and `reason`).
+        let changed = decision.to != decision.from;
         self.target = decision.target;
         self.reason.clone_from(&decision.reason);
         if changed {
@@ -251,9 +253,11 @@ pub(crate) async fn run(sh: Arc<Shared>, ai: usize, interval: Duration) {
         } else {
             decision.from
         };
-        if decision.to != decision.from || decision.target != pool.view().target {
+        if decision.to != decision.from {
             tracing::info!(target: "scale", app = %app.name, from = decision.from, to = applied, target_instances = decision.target,
                 "{}: {} → {applied} instances; {}", app.name, decision.from, decision.reason);
+        } else if decision.target != pool.view().target {
+            tracing::debug!(target: "scale", app = %app.name, target_instances = decision.target, "{}: {}", app.name, decision.reason);
         }
         pool.record(&decision, applied);
     }

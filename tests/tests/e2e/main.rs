@@ -1,4 +1,4 @@
-//! The end-to-end tests, one binary: the CLI's everyday loop and the dev host's guards and log
+//! The end-to-end tests, one binary: chaos while the Execution handler is SIGKILLed (`chaos`), the CLI's everyday loop and the dev host's guards and log
 //! (`cli`), the bad-input suite over every route (`bad_input`), `flowgrid dev` with the real
 //! Agents app (`dev_host_agents`), an `llm` step against llmock compiled by Design and run by
 //! Execution (`dev_host_ai`),
@@ -9,6 +9,7 @@
 
 mod analytics;
 mod bad_input;
+mod chaos;
 mod cli;
 mod dev_host_agents;
 mod dev_host_ai;
