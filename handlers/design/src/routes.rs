@@ -19,6 +19,7 @@ use flowgrid_http::app::App;
 use flowgrid_http::auth::{Caller, Role};
 use flowgrid_http::envelope::OutputBindings;
 use flowgrid_http::extract::Id;
+use flowgrid_http::openapi::routes;
 use flowgrid_http::trace::Trace;
 use flowgrid_http::{Error, FieldError, Json, Result};
 use flowgrid_providers::llm::offline::DRAFT_SCHEMA;
@@ -48,21 +49,21 @@ pub fn app() -> App<AppState> {
             "AnalyzeImage",
             "design/analyze-image",
             &[(EVENTS, topics::PLATFORM_EVENTS)],
-            analyze_image,
+            routes!(analyze_image),
         )
         .http_envelope(
             "post",
             "AnalyzeModel",
             "design/analyze-model",
             &[(EVENTS, topics::PLATFORM_EVENTS)],
-            analyze_model,
+            routes!(analyze_model),
         )
         .http_envelope(
             "post",
             "GenerateInteractions",
             "design/generate-interactions",
             &[(EVENTS, topics::PLATFORM_EVENTS)],
-            generate_interactions,
+            routes!(generate_interactions),
         )
         .http_envelope(
             "post",
@@ -72,12 +73,12 @@ pub fn app() -> App<AppState> {
                 (COMPILED, topics::AGENT_COMPILED),
                 (EVENTS, topics::PLATFORM_EVENTS),
             ],
-            compile_agent,
+            routes!(compile_agent),
         )
         .get(
             "PreviewPrompts",
             "design/prompt-preview/{id}",
-            preview_prompts,
+            routes!(preview_prompts),
         )
 }
 
@@ -134,16 +135,24 @@ async fn call(
 }
 
 /// What a model call used and cost, in answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ModelCall)]
 struct CallView {
+    /// The provider that answered.
     provider: String,
+    /// The model that answered.
     model: String,
+    /// Tokens used.
     tokens: TokenUsage,
+    /// How long the call took.
     latency_ms: u64,
+    /// What it cost, USD; null when the price is not known.
     cost_usd: Option<f64>,
+    /// Why the cost is not known.
     #[serde(skip_serializing_if = "Option::is_none")]
     cost_unknown_reason: Option<String>,
+    /// The price list the cost comes from.
     price_version: String,
 }
 
@@ -255,8 +264,9 @@ fn check_draft(draft: &Value, offered: &OfferedProviders) -> (Value, Vec<FieldEr
 // analyze-image
 
 /// The JSON body of `analyze-image`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = AnalyzeImageRequest)]
 struct AnalyzeImageBody {
     /// The image, standard base64 (a `data:` URL is accepted too).
     image: String,
@@ -268,21 +278,51 @@ struct AnalyzeImageBody {
     model: Option<ModelSettings>,
 }
 
-#[derive(Debug, Serialize)]
+/// The multipart form `analyze-image` reads as well as JSON.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AnalyzeImageForm)]
+#[expect(
+    dead_code,
+    reason = "documents the multipart body read_image_request reads"
+)]
+struct ImageForm {
+    /// The image file (PNG, JPEG, GIF or WebP).
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
+    /// Text known to be in the image (labels of a diagram).
+    #[schema(nullable = false)]
+    text: Option<String>,
+    /// Which model reads it (default: offline), as JSON.
+    #[schema(nullable = false)]
+    model: Option<ModelSettings>,
+}
+
+/// The image as stored (content-addressed).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DesignImage)]
 struct StoredImage {
+    /// The blob's name: `design/images/<sha256>.<extension>`.
     blob: String,
+    /// SHA-256 of the image, hex.
     sha256: String,
+    /// Its media type, from its content.
     media_type: &'static str,
+    /// Its size.
     bytes: usize,
 }
 
-#[derive(Debug, Serialize)]
+/// A draft agent from an image.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = AgentDraft)]
 struct DraftView {
     /// An `AgentInput`: `POST /api/agents` accepts it as it is once its problems are fixed.
+    #[schema(value_type = Object)]
     draft: Value,
-    /// Which element of the image led to which step or interaction.
+    /// Which element of the image led to which step or interaction (`element`, `led_to`).
+    #[schema(value_type = Vec<Object>)]
     provenance: Value,
     /// What the Agents app's validators say of the draft (empty: it can be saved as it is).
     problems: Vec<FieldError>,
@@ -299,15 +339,17 @@ fn read_image_request(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let lower = content_type.to_ascii_lowercase();
-    if lower.starts_with("application/json") {
-        let parsed: AnalyzeImageBody = serde_json::from_slice(body).map_err(|e| {
-            if e.is_data() {
-                Error::Validation(vec![FieldError::new("body", e.to_string())])
-            } else {
-                Error::BadRequest(format!("the body is not JSON: {e}"))
-            }
-        })?;
+    // Exactly JSON (`application/json` or `application/<x>+json`, parameters aside), as the
+    // kit's extractors take it: `application/jsonx` is a 415, not a JSON body.
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        // Read strictly, as every other body (an array is not mapped onto the fields).
+        let parsed: AnalyzeImageBody = flowgrid_http::json::parse(body)?;
         let b64 = parsed
             .image
             .rsplit_once(";base64,")
@@ -346,8 +388,29 @@ fn read_image_request(
     }
 }
 
-/// `POST /api/design/analyze-image`: stores the image (content-addressed) and drafts an agent
-/// from it. Writes no agent.
+/// Drafts an agent from an image (a diagram, a whiteboard).
+///
+/// Stores the image (content-addressed) and drafts an agent from it; writes no agent. The body
+/// is JSON (the image in base64) or a multipart form. The model call is charged to the tenant's
+/// AI budget and published as `flowgrid.llm.call`.
+#[utoipa::path(post, path = "/api/design/analyze-image",
+    request_body(description = "The image, text known to be in it, and the model that reads it.",
+        content(
+            (AnalyzeImageBody = "application/json", example = json!({
+                "image": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==",
+                "text": "Ticket arrives -> classify urgency -> open Jira issue",
+                "model": {"provider": "offline", "model": "offline"}
+            })),
+            (ImageForm = "multipart/form-data"),
+        )),
+    responses(
+        (status = 200, description = "The draft, what the validators say of it, the stored image and the model call.", body = DraftView),
+        (status = 403, description = "The editor role is required, or the tenant's monthly AI budget is spent."),
+        (status = 422, description = "The body was read but a field is invalid, or the model cannot do what was asked (`model`: not configured, refused, truncated, filtered, an answer breaking the schema, quota exhausted)."),
+        (status = 503, description = "The model provider is unreachable, rate-limited or timed out, or storage is unreachable; retry later."),
+        (status = 413, description = "The body is larger than the limit, or the image larger than `FLOWGRID_DESIGN_MAX_IMAGE_BYTES`."),
+        (status = 415, description = "The body is neither JSON (`application/json`, `application/<x>+json`) nor `multipart/form-data`."),
+    ))]
 async fn analyze_image(
     State(state): State<AppState>,
     caller: Caller,
@@ -433,11 +496,16 @@ async fn draft_from_image(
 // analyze-model
 
 /// The body of `analyze-model`: an agent, or model settings (with the capabilities needed).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = AnalyzeModelRequest)]
 struct AnalyzeModelBody {
+    /// An agent of the caller's tenant (a UUID): its model and its declared capabilities.
+    /// Exactly one of `agentId` and `model` (422 otherwise).
     #[serde(default)]
+    #[schema(value_type = Option<AgentId>)]
     agent_id: Option<String>,
+    /// Model settings to analyze.
     #[serde(default)]
     model: Option<ModelSettings>,
     /// Capabilities wanted (`vision`, `tools`, `jsonSchema`); with an agent, its own.
@@ -446,10 +514,11 @@ struct AnalyzeModelBody {
 }
 
 /// One capability: whether the model has it, and how that is known.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ModelCapability)]
 struct Capability {
-    /// `None`: not known (not configured, no probe answered).
+    /// Null: not known (not configured, no probe answered).
     supported: Option<bool>,
     /// `configuration`, `probe`, or both.
     source: Vec<&'static str>,
@@ -457,27 +526,40 @@ struct Capability {
     /// `FLOWGRID_DESIGN_PROBE_TTL_SECS`).
     #[serde(skip_serializing_if = "Option::is_none")]
     probed_at: Option<chrono::DateTime<Utc>>,
+    /// Why it is not supported or not known.
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A capability needed that the model lacks or is not known to have.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = CapabilityGap)]
 struct Gap {
+    /// The capability as asked.
     capability: String,
+    /// Why it is a gap.
     reason: String,
 }
 
-#[derive(Debug, Serialize)]
+/// What a model can do.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ModelAnalysis)]
 struct ModelView {
     provider: String,
     model: String,
+    /// Reading images.
     vision: Capability,
+    /// Calling tools (functions).
     tools: Capability,
+    /// Answering JSON that follows a JSON Schema.
     json_schema: Capability,
+    /// The context window, when configured.
     context_tokens: Option<u64>,
+    /// The capabilities needed (the agent's and the body's), sorted.
     needs: Vec<String>,
+    /// Needed capabilities the model lacks or is not known to have.
     gaps: Vec<Gap>,
 }
 
@@ -502,9 +584,23 @@ async fn probe_verdict(
     verdict
 }
 
-/// `POST /api/design/analyze-model`: which capabilities the model has, from the deployment's
-/// configuration and a probe call each for JSON Schema output, vision and tools (probe.rs);
-/// gaps named.
+/// Which capabilities a model has, and the gaps for an agent or a need.
+///
+/// From the deployment's configuration and a probe call each for JSON Schema output, vision
+/// and tools (kept per provider, model and endpoint; charged and published like any call; the
+/// offline provider is never probed); gaps named.
+#[utoipa::path(post, path = "/api/design/analyze-model",
+    request_body(content = AnalyzeModelBody, description = "An agent, or model settings and the capabilities needed.", example = json!({
+            "model": {"provider": "offline", "model": "offline"},
+            "capabilities": ["vision", "jsonSchema"]
+        })),
+    responses(
+        (status = 200, description = "The model's capabilities and the gaps.", body = ModelView),
+        (status = 404, description = "No such agent for the caller's tenant."),
+        (status = 403, description = "The editor role is required, or the tenant's monthly AI budget is spent."),
+        (status = 422, description = "The body was read but a field is invalid, or the model cannot do what was asked (`model`: not configured, refused, truncated, filtered, an answer breaking the schema, quota exhausted)."),
+        (status = 503, description = "The model provider is unreachable, rate-limited or timed out, or storage is unreachable; retry later."),
+    ))]
 async fn analyze_model(
     State(state): State<AppState>,
     caller: Caller,
@@ -525,7 +621,10 @@ async fn model_capabilities(
     caller.require(Role::Editor)?;
     let (model, mut needs) = match (&body.agent_id, body.model) {
         (Some(id), None) => {
-            let id = AgentId::parse(id)?;
+            // A body field: a malformed one is a 422 naming it (a path id would be a 400).
+            let id = AgentId::parse(id).map_err(|_| {
+                Error::Validation(vec![FieldError::new("agentId", "is not an agent id")])
+            })?;
             let agent = state.stores.agents.get(&caller.tenant, id).await?;
             log.for_agent(id);
             (
@@ -636,26 +735,40 @@ async fn model_capabilities(
 // ------------------------------------------------------------------------------------------
 // generate-interactions
 
-#[derive(Debug, Deserialize)]
+/// The body of `generate-interactions`: an agent or a description.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = GenerateInteractionsRequest)]
 struct InteractionsBody {
+    /// An agent of the caller's tenant (a UUID). Exactly one of `agentId` and `description`
+    /// (422 otherwise).
     #[serde(default)]
+    #[schema(value_type = Option<AgentId>)]
     agent_id: Option<String>,
+    /// What the agent does, 1 to 20000 characters not all white space (422 otherwise).
     #[serde(default)]
     description: Option<String>,
+    /// Which model proposes (default: the agent's, else offline).
     #[serde(default)]
     model: Option<ModelSettings>,
 }
 
-#[derive(Debug, Serialize)]
+/// A proposed interaction the Agents app's validators refuse.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = RejectedInteraction)]
 struct Rejected {
+    /// The proposal as the model made it.
+    #[schema(value_type = Object)]
     interaction: Value,
+    /// Why it is refused.
     errors: Vec<FieldError>,
 }
 
-#[derive(Debug, Serialize)]
+/// Proposed interactions.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ProposedInteractions)]
 struct InteractionsView {
     /// Proposed interactions the Agents app's validators accept.
     interactions: Vec<Interaction>,
@@ -678,8 +791,21 @@ fn check_interaction(i: &Value) -> std::result::Result<Interaction, Vec<FieldErr
     }
 }
 
-/// `POST /api/design/generate-interactions`: proposed interactions (manual, schedule with a
-/// six-field cron, event) for an agent or a description, checked by the Agents app's validators.
+/// Proposes how an agent starts: its interactions.
+///
+/// Proposed interactions (manual, schedule with a six-field cron, event) for an agent or a
+/// description, checked by the Agents app's validators. Writes no agent.
+#[utoipa::path(post, path = "/api/design/generate-interactions",
+    request_body(content = InteractionsBody, description = "An agent, or a description of what it does.", example = json!({
+            "description": "Every weekday at 8:00 UTC, summarise yesterday's tickets and post them to Slack."
+        })),
+    responses(
+        (status = 200, description = "Interactions the validators accept, and those they refuse with why.", body = InteractionsView),
+        (status = 404, description = "No such agent for the caller's tenant."),
+        (status = 403, description = "The editor role is required, or the tenant's monthly AI budget is spent."),
+        (status = 422, description = "The body was read but a field is invalid, or the model cannot do what was asked (`model`: not configured, refused, truncated, filtered, an answer breaking the schema, quota exhausted)."),
+        (status = 503, description = "The model provider is unreachable, rate-limited or timed out, or storage is unreachable; retry later."),
+    ))]
 async fn generate_interactions(
     State(state): State<AppState>,
     caller: Caller,
@@ -700,7 +826,10 @@ async fn propose_interactions(
     caller.require(Role::Editor)?;
     let (text, model) = match (&body.agent_id, &body.description) {
         (Some(id), None) => {
-            let id = AgentId::parse(id)?;
+            // A body field: a malformed one is a 422 naming it (a path id would be a 400).
+            let id = AgentId::parse(id).map_err(|_| {
+                Error::Validation(vec![FieldError::new("agentId", "is not an agent id")])
+            })?;
             let agent = state.stores.agents.get(&caller.tenant, id).await?;
             log.for_agent(id);
             (
@@ -767,24 +896,44 @@ async fn propose_interactions(
 // ------------------------------------------------------------------------------------------
 // compile
 
-#[derive(Debug, Serialize)]
+/// A compiled plan artifact.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = CompiledAgent)]
 struct CompiledView {
     agent_id: AgentId,
+    /// The version compiled.
     agent_version: u32,
+    /// The plan's format number.
     plan_format: u32,
+    /// The compiler that made it.
     compiler_version: String,
+    /// SHA-256 of the artifact, hex.
     content_hash: String,
+    /// The artifact's blob name.
     blob: String,
+    /// The plan's step count.
     steps: usize,
+    /// The `agent-compiled` event's id (the same for an unchanged version).
     event_id: String,
     /// Whether this call stored the artifact (false: it was there already).
     stored: bool,
 }
 
-/// `POST /api/design/compile/{id}`: compiles the agent's current version into an
-/// immutable artifact in Blob Storage, records the compiled version, and publishes
-/// `agent-compiled`. Again on an unchanged version: the same artifact and event id.
+/// Compiles an agent's current version into an immutable plan artifact.
+///
+/// The artifact goes to Blob Storage, the compiled version is recorded on the agent, and
+/// `agent-compiled` is published. Again on an unchanged version: the same artifact and event id.
+#[utoipa::path(post, path = "/api/design/compile/{id}",
+    params(("id" = AgentId, Path, description = "The agent's id (a UUID).")),
+    responses(
+        (status = 200, description = "The artifact.", body = CompiledView,
+            links(("PreviewPrompts" = (operation_id = "PreviewPrompts", parameters(("id" = "$response.body#/agentId")))),
+                ("CompileAgent" = (operation_id = "CompileAgent", parameters(("id" = "$response.body#/agentId")))))),
+        (status = 403, description = "The editor role is required."),
+        (status = 409, description = "The agent is being changed by others; try again."),
+        (status = 422, description = "The agent's definition does not compile; `errors` names each problem."),
+    ))]
 async fn compile_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -878,31 +1027,45 @@ async fn compile_agent(
 // ------------------------------------------------------------------------------------------
 // prompt-preview
 
-#[derive(Debug, Serialize)]
+/// Estimated tokens of a call.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct EstimatedTokens {
+    /// The prompt's, estimated.
     input: u64,
+    /// The most the answer may have (`maxTokens`).
     max_output: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// Estimated cost of a call.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct EstimatedCost {
     /// The most the call can cost (its prompt and `maxTokens`), USD.
     max_usd: Option<f64>,
+    /// Why the cost is not known.
     #[serde(skip_serializing_if = "Option::is_none")]
     unknown_reason: Option<String>,
+    /// The price list it comes from.
     price_version: String,
 }
 
-#[derive(Debug, Serialize)]
+/// The request one `llm` step would send.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = LlmStepPreview)]
 struct StepPreview {
+    /// The step's id.
     step_id: String,
+    /// The provider.
     provider: String,
+    /// Where it would be sent (never a key).
     url: String,
+    /// The headers, each `[name, value]`, secrets redacted.
+    #[schema(value_type = Vec<Vec<String>>)]
     headers: Vec<(String, String)>,
     /// The exact body the provider would receive (for the sample input).
+    #[schema(value_type = Object)]
     body: Value,
     /// Whether every template rendered with the sample input (else the template text is shown).
     rendered: bool,
@@ -910,10 +1073,13 @@ struct StepPreview {
     estimated_cost: EstimatedCost,
 }
 
-#[derive(Debug, Serialize)]
+/// What an agent's `llm` steps would send.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = PromptPreview)]
 struct PreviewView {
     agent_id: AgentId,
+    /// The version previewed (the current one).
     agent_version: u32,
     /// The input the templates were rendered with (from the agent's input schema).
     sample_input: Value,
@@ -940,8 +1106,16 @@ fn sample(schema: Option<&Value>, name: &str) -> Value {
     }
 }
 
-/// `GET /api/design/prompt-preview/{id}`: for each `llm` step, the exact request the
-/// provider would receive (secrets redacted), with estimated tokens and cost.
+/// Previews the requests an agent's `llm` steps would send.
+///
+/// For each `llm` step, the exact request the provider would receive for a sample input
+/// (secrets redacted), with estimated tokens and cost. Calls no model.
+#[utoipa::path(get, path = "/api/design/prompt-preview/{id}",
+    params(("id" = AgentId, Path, description = "The agent's id (a UUID).")),
+    responses(
+        (status = 200, description = "One request per `llm` step.", body = PreviewView),
+        (status = 422, description = "The agent's definition does not compile, or its model provider is not configured here (`model`)."),
+    ))]
 async fn preview_prompts(
     State(state): State<AppState>,
     caller: Caller,
@@ -1022,6 +1196,33 @@ async fn preview_prompts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_schema_reference_and_link_of_the_document_resolves() {
+        let doc = app().openapi();
+        let text = doc.to_string();
+        for part in text.split("\"#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap_or("");
+            assert!(doc["components"]["schemas"].get(name).is_some(), "{name}");
+        }
+        let operations: Vec<&Value> = doc["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, item)| item.as_object().into_iter().flatten().map(|(_, op)| op))
+            .collect();
+        let links = &doc["paths"]["/api/design/compile/{id}"]["post"]["responses"]["200"]["links"];
+        assert!(links.as_object().is_some_and(|l| !l.is_empty()), "{links}");
+        for (_, link) in links.as_object().into_iter().flatten() {
+            assert!(
+                operations
+                    .iter()
+                    .any(|op| op["operationId"] == link["operationId"]),
+                "{link}"
+            );
+            assert_eq!(link["parameters"]["id"], "$response.body#/agentId");
+        }
+    }
 
     #[test]
     fn a_draft_naming_a_provider_the_deployment_does_not_offer_has_that_problem() {
