@@ -141,7 +141,7 @@ pub const OTHER_KEY: &str = "*";
 
 /// One tracked number summed over events: how many values, their sum, least and greatest.
 /// Values are finite (checked when tracked), so equality is total.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NumberSum {
     /// How many values.
     pub count: u64,
@@ -176,7 +176,7 @@ impl NumberSum {
 }
 
 /// The tracked events of one type in a period: how many, and each number summed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct CustomSums {
     /// Events of the type.
@@ -245,7 +245,19 @@ impl Metrics {
 }
 
 /// The period a rollup covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
     /// One UTC hour.
@@ -657,26 +669,30 @@ pub mod track {
     pub const MAX_AHEAD: Duration = Duration::minutes(5);
 
     /// One tracked event as sent.
-    #[derive(Debug, Clone, Deserialize)]
+    #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct TrackedEvent {
         /// The caller's name of the event (`[A-Za-z0-9._-]`, 1-64).
         #[serde(rename = "type")]
+        #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
         pub event_type: String,
         /// The agent it concerns.
         #[serde(default)]
+        #[schema(value_type = Option<AgentId>)]
         pub agent_id: Option<String>,
-        /// Named numbers.
+        /// Named numbers (at most 20; names `[A-Za-z0-9._-]`, 1-64).
         #[serde(default)]
         pub numbers: BTreeMap<String, f64>,
-        /// Free properties (bounded size).
+        /// Free properties (at most 4096 bytes as JSON).
         #[serde(default)]
+        #[schema(value_type = Object)]
         pub properties: serde_json::Map<String, Value>,
         /// When it happened (within the last 7 days, at most 5 minutes ahead).
         pub timestamp: DateTime<Utc>,
         /// The caller's id of the event, for idempotency (`[A-Za-z0-9._-]`, 1-128); one is
         /// made when absent.
         #[serde(default)]
+        #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
         pub id: Option<String>,
     }
 

@@ -124,4 +124,9 @@ mod tests {
             Vec::<String>::new()
         );
     }
+
+    #[test]
+    fn every_http_function_is_documented_in_the_openapi_document() {
+        assert_eq!(app().undocumented(), Vec::<String>::new());
+    }
 }

@@ -49,7 +49,11 @@ fn answer(content_type: &'static str, body: &'static str) -> Response {
     r
 }
 
-/// `GET /api/analytics/ui`: the dashboard page.
+/// The dashboard page (no token needed to load it; its script reads with the caller's token).
+#[utoipa::path(get, path = "/api/analytics/ui", security(()),
+    responses((status = 200, description = "The page.", content_type = "text/html", body = String,
+        headers(("Content-Security-Policy" = String, description = "Scripts and styles from this origin only."),
+            ("Cache-Control" = String, description = "`no-cache`.")))))]
 pub async fn index() -> Response {
     answer("text/html; charset=utf-8", INDEX)
 }
@@ -64,7 +68,12 @@ impl PathParam for AssetName {
     }
 }
 
-/// `GET /api/analytics/ui/{asset}`: one of the page's assets; any other name is a 404.
+/// One of the dashboard page's assets; any other name is a 404.
+#[utoipa::path(get, path = "/api/analytics/ui/{asset}", security(()),
+    params(("asset" = String, Path, description = "`dashboard.js`, `uPlot.iife.min.js` or `uPlot.min.css`.")),
+    responses((status = 200, description = "The asset.",
+        content((String = "text/javascript"), (String = "text/css")),
+        headers(("Cache-Control" = String, description = "`no-cache`.")))))]
 pub async fn asset(Id(AssetName(name)): Id<AssetName>) -> Result<Response> {
     ASSETS
         .iter()

@@ -13,6 +13,7 @@ use flowgrid_domain::{AgentId, FieldError, TenantId};
 use flowgrid_http::app::{App, Trigger};
 use flowgrid_http::auth::{Caller, Role};
 use flowgrid_http::extract::{Id, PathParam};
+use flowgrid_http::openapi::routes;
 use flowgrid_http::{Error, Json, Query, Result};
 use serde::{Deserialize, Serialize};
 
@@ -23,16 +24,24 @@ use crate::{AppState, page};
 /// the same.
 pub fn app() -> App<AppState> {
     App::new(crate::APP)
-        .post("TrackEvents", "analytics/track", track_events)
-        .get("GetUsage", "analytics/usage/{tenantId}", get_usage)
+        .post("TrackEvents", "analytics/track", routes!(track_events))
+        .get("GetUsage", "analytics/usage/{tenantId}", routes!(get_usage))
         .get(
             "GetAgentMetrics",
             "analytics/agents/{agentId}/metrics",
-            get_agent_metrics,
+            routes!(get_agent_metrics),
         )
-        .get("GetDashboard", "analytics/dashboard", get_dashboard)
-        .get("DashboardPage", "analytics/ui", page::index)
-        .get("DashboardAsset", "analytics/ui/{asset}", page::asset)
+        .get(
+            "GetDashboard",
+            "analytics/dashboard",
+            routes!(get_dashboard),
+        )
+        .get("DashboardPage", "analytics/ui", routes!(page::index))
+        .get(
+            "DashboardAsset",
+            "analytics/ui/{asset}",
+            routes!(page::asset),
+        )
         .function(
             "IngestEvent",
             Trigger::ServiceBus(format!("{}/{SUBSCRIPTION}", topics::PLATFORM_EVENTS)),
@@ -53,6 +62,8 @@ struct TenantParam(String);
 impl PathParam for TenantParam {
     const NAME: &'static str = "tenantId";
     fn parse(segment: &str) -> flowgrid_domain::Result<Self> {
+        // A malformed tenant id is a 400 like any malformed id; a well-formed other one, a 404.
+        TenantId::parse(segment)?;
         Ok(TenantParam(segment.to_owned()))
     }
 }
@@ -67,20 +78,46 @@ impl PathParam for AgentParam {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /api/analytics/track`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TrackRequest)]
 struct TrackBody {
+    /// 1 to 100 events, stored all or none.
+    #[schema(min_items = 1, max_items = 100)]
     events: Vec<track::TrackedEvent>,
 }
 
-#[derive(Debug, Serialize)]
+/// What a batch of tracked events did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = TrackResult)]
 struct Tracked {
+    /// Events stored now.
     accepted: usize,
+    /// Events whose id was stored before (ignored).
     duplicates: usize,
 }
 
-/// `POST /api/analytics/track`: stores a batch of up to 100 tracked events, all or none.
+/// Tracks a batch of up to 100 custom events, all or none.
+///
+/// Each event is counted in the rollups of its period once (an `id` sent again is a duplicate);
+/// its numbers are summed by name.
+#[utoipa::path(post, path = "/api/analytics/track",
+    request_body(content = TrackBody, description = "The events.", example = json!({
+            "events": [{
+                "type": "ticket.triaged",
+                "agentId": "0192f0c1-7c3e-7d2a-9a55-3f5b1c2d4e6f",
+                "numbers": {"minutes": 4.5},
+                "properties": {"queue": "support"},
+                "timestamp": "2026-12-01T08:00:00Z",
+                "id": "ticket-4711"
+            }]
+        })),
+    responses(
+        (status = 202, description = "Stored (or known already).", body = Tracked),
+        (status = 403, description = "The editor role is required."),
+    ))]
 async fn track_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -98,8 +135,9 @@ async fn track_events(
     ))
 }
 
-/// Percentiles of a histogram, in ms (bucket upper bounds).
-#[derive(Debug, Serialize, PartialEq)]
+/// Percentiles of a histogram, in ms (bucket upper bounds); null without values.
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = LatencyPercentiles)]
 pub struct Percentiles {
     p50: Option<u64>,
     p95: Option<u64>,
@@ -107,8 +145,9 @@ pub struct Percentiles {
 }
 
 /// Tokens by kind and their total.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = AnalyticsTokens)]
 pub struct TokensView {
     input: u64,
     cached_input: u64,
@@ -118,8 +157,9 @@ pub struct TokensView {
 }
 
 /// The numbers of a period (or a range), as the API shows them.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = AnalyticsMetrics)]
 pub struct MetricsView {
     runs: u64,
     succeeded: u64,
@@ -179,36 +219,68 @@ impl MetricsView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /api/analytics/usage/{tenantId}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct UsageParams {
+    /// Start, RFC 3339 (default: `to` less 1 day at hour, 30 days at day, 365 days at month);
+    /// rounded down to its period.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
+    /// End, RFC 3339 (default: now); after `from`, at most 31 days (hour), 1100 (day) or 3700
+    /// (month) later.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
+    /// The period of each point (default: day).
+    #[param(inline, value_type = Option<Granularity>)]
     granularity: Option<String>,
+    /// One series per agent, model, app or route instead of one overall.
+    #[param(inline, value_type = Option<GroupBy>)]
     group_by: Option<String>,
 }
 
+/// What usage can be grouped by.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[expect(dead_code, reason = "documents UsageParams' groupBy, read as text")]
+enum GroupBy {
+    Agent,
+    Model,
+    App,
+    Route,
+}
+
 /// One period of the usage series (with the group's key when grouped).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct UsagePoint {
+    /// The period's start.
     period: DateTime<Utc>,
+    /// The group (an agent id, a model, an app, a route) when grouped.
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<String>,
     #[serde(flatten)]
     metrics: MetricsView,
 }
 
-#[derive(Debug, Serialize)]
+/// A tenant's usage over a range.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Usage)]
 struct UsageView {
     tenant_id: TenantId,
+    /// The range's start (rounded down to its period).
     from: DateTime<Utc>,
+    /// The range's end.
     to: DateTime<Utc>,
     granularity: Granularity,
+    /// What the series is grouped by, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     group_by: Option<String>,
+    /// The whole range.
     totals: MetricsView,
+    /// Per period (and group), oldest first.
     series: Vec<UsagePoint>,
 }
 
@@ -274,8 +346,16 @@ fn total(rollups: &[Rollup]) -> Metrics {
     m
 }
 
-/// `GET /api/analytics/usage/{tenantId}`: the caller's own tenant's usage per period,
-/// overall or grouped by agent, model or app; another tenant's id is a 404.
+/// The caller's own tenant's usage per period, overall or grouped.
+///
+/// Grouped by agent, model, app or route on demand; another tenant's id is a 404. Read from
+/// rollups only.
+#[utoipa::path(get, path = "/api/analytics/usage/{tenantId}",
+    params(("tenantId" = TenantId, Path, description = "The caller's own tenant id (another's: 404)."), UsageParams),
+    responses(
+        (status = 200, description = "Totals and the series.", body = UsageView),
+        (status = 422, description = "`from`/`to` not RFC 3339, `from` not before `to`, a range too long for the granularity, or an unknown `granularity` or `groupBy`."),
+    ))]
 async fn get_usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -350,34 +430,55 @@ async fn get_usage(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /api/analytics/agents/{agentId}/metrics`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct MetricsParams {
+    /// Start, RFC 3339 (default: `to` less 30 days); rounded down to its day.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
+    /// End, RFC 3339 (default: now); after `from`, at most 1100 days later.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// One UTC day's numbers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = MetricsDay)]
 struct DayPoint {
+    /// The day's start.
     date: DateTime<Utc>,
     #[serde(flatten)]
     metrics: MetricsView,
 }
 
-#[derive(Debug, Serialize)]
+/// An agent's numbers over a range: the totals, and per day.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = AgentMetrics)]
 struct AgentMetricsView {
     agent_id: AgentId,
+    /// The range's start (a day's start).
     from: DateTime<Utc>,
+    /// The range's end.
     to: DateTime<Utc>,
     #[serde(flatten)]
     totals: MetricsView,
+    /// The days with numbers, oldest first.
     days: Vec<DayPoint>,
 }
 
-/// `GET /api/analytics/agents/{agentId}/metrics`: an agent's runs, success rate, duration
-/// percentiles, tokens and cost, in total and per day (default: the last 30 days). 404 when the
-/// agent is neither in the caller's tenant nor has numbers there.
+/// An agent's runs, success rate, duration percentiles, tokens and cost, in total and per day.
+///
+/// Default range: the last 30 days. 404 when the agent is neither in the caller's tenant nor
+/// has numbers there.
+#[utoipa::path(get, path = "/api/analytics/agents/{agentId}/metrics",
+    params(("agentId" = AgentId, Path, description = "The agent's id (a UUID)."), MetricsParams),
+    responses(
+        (status = 200, description = "Totals and the days.", body = AgentMetricsView),
+        (status = 422, description = "`from`/`to` not RFC 3339, `from` not before `to`, or more than 1100 days."),
+    ))]
 async fn get_agent_metrics(
     State(state): State<AppState>,
     caller: Caller,
@@ -424,36 +525,48 @@ async fn get_agent_metrics(
     }))
 }
 
-#[derive(Debug, Serialize)]
+/// The numbers from a day to now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DashboardWindow)]
 struct WindowView {
+    /// The first day's start.
     from: DateTime<Utc>,
     #[serde(flatten)]
     metrics: MetricsView,
 }
 
-#[derive(Debug, Serialize)]
+/// An agent among the most costly of the last 30 days.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TopAgent {
+    /// The agent's id.
     agent_id: String,
     cost_micro_usd: u64,
     runs: u64,
     failures: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// A model's cost over the last 30 days.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ModelCost {
+    /// `provider/model`.
     model: String,
     cost_micro_usd: u64,
     llm_calls: u64,
+    /// Tokens of every kind.
     tokens: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// The month's AI spend against the plan's budget.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = AiBudget)]
 struct BudgetView {
+    /// The tenant's plan.
     plan: String,
+    /// `YYYY-MM`, UTC.
     month: String,
     /// The plan's monthly AI budget (null: no limit).
     budget_micro_usd: Option<u64>,
@@ -463,8 +576,10 @@ struct BudgetView {
     used: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
+/// The dashboard's numbers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Dashboard)]
 struct DashboardView {
     generated_at: DateTime<Utc>,
     today: WindowView,
@@ -477,9 +592,12 @@ struct DashboardView {
     budget: BudgetView,
 }
 
-/// `GET /api/analytics/dashboard`: today, the last 7 and 30 days (UTC days, today included),
-/// the day-by-day series, the top agents by cost and the failures over 30 days, cost by model,
-/// and the month's AI spend against the plan's budget.
+/// The dashboard: today, the last 7 and 30 days, top agents, cost by model, the AI budget.
+///
+/// UTC days, today included; the day-by-day series, the top agents by cost and their failures
+/// over 30 days, cost by model, and the month's AI spend against the plan's budget.
+#[utoipa::path(get, path = "/api/analytics/dashboard",
+    responses((status = 200, description = "The dashboard's numbers.", body = DashboardView)))]
 async fn get_dashboard(
     State(state): State<AppState>,
     caller: Caller,
