@@ -161,10 +161,19 @@ async fn one_run_through_flowgrid_dev_is_one_trace_from_the_submit_request_to_th
     run_agent(&dev, &addr, "otel-e2e-run").await;
 
     let in_trace = |s: &ReceivedSpan| s.trace_id == CLIENT_TRACE;
+    // Spans end (and are exported) when their work ends, the invocation's after its steps:
+    // wait until every expected one has arrived.
     let spans = receiver
         .wait_for(Duration::from_secs(20), |spans| {
-            spans.iter().filter(|s| in_trace(s)).count() >= 7
-                && spans.iter().any(|s| in_trace(s) && s.kind == 3)
+            let has = |f: &dyn Fn(&ReceivedSpan) -> bool| spans.iter().any(|s| f(s));
+            has(&|s| in_trace(s) && s.service == "flowgrid-host" && s.kind == 2)
+                && has(&|s| in_trace(s) && s.service == "flowgrid-execution" && s.kind == 2)
+                && has(&|s| in_trace(s) && s.service == "flowgrid-execution" && s.kind == 5)
+                && has(&|s| in_trace(s) && s.kind == 3)
+                && ["greet", "call", "done"]
+                    .iter()
+                    .all(|id| has(&|s| in_trace(s) && s.name == format!("step {id}")))
+                && has(&|s| s.service == "flowgrid-host" && s.kind == 5)
         })
         .await;
     assert_eq!(receiver.rejected(), Vec::<String>::new());
