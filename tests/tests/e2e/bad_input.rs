@@ -122,6 +122,13 @@ impl Case {
     }
 
     async fn run(&self, addr: &str) {
+        if let Err(e) = self.check(addr).await {
+            panic!("{e}");
+        }
+    }
+
+    /// Sends the case; `Err` says how the answer is outside the contract.
+    async fn check(&self, addr: &str) -> Result<(), String> {
         let mut head =
             format!("{} {} HTTP/1.1\r\nhost: 127.0.0.1", self.method, self.path).into_bytes();
         for h in &self.headers {
@@ -141,8 +148,14 @@ impl Case {
                 .take(400)
                 .collect::<String>()
         );
-        assert_eq!(answer.status, self.status, "{what}");
-        assert_problem(&answer, &what);
+        if answer.status != self.status {
+            return Err(format!("expected {}: {what}", self.status));
+        }
+        std::panic::catch_unwind(|| assert_problem(&answer, &what)).map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| format!("not a problem: {what}"))
+        })
     }
 }
 
@@ -956,4 +969,486 @@ async fn a_rotated_key_works_at_once_and_a_dev_401_says_why() {
         let (status, body) = problem(fresh.clone(), path).await;
         assert_eq!(status, 200, "{path} right after the rotation: {body}");
     }
+}
+
+/// Sends `cases` [`ROUNDS`] times while the VmRSS of `apps`' handlers is sampled; answers the
+/// peaks (KiB per app).
+async fn run_corpus(dev: &Dev, apps: &[&str], cases: &[Case]) -> BTreeMap<String, u64> {
+    let addr = dev.url.trim_start_matches("http://").to_owned();
+    let health = dev.health().await.expect("health");
+    let pids: Vec<(String, u32)> = apps
+        .iter()
+        .map(|app| {
+            let pid = health["apps"][*app]["pid"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("a pid for {app} in /api/health: {health}"));
+            ((*app).to_owned(), u32::try_from(pid).expect("pid"))
+        })
+        .collect();
+    let running = Arc::new(AtomicBool::new(true));
+    let sampler = sample_rss(pids, running.clone());
+    let started = Instant::now();
+    // The first round reports every case outside the contract at once.
+    let mut failures = Vec::new();
+    for case in cases {
+        let one = Instant::now();
+        if let Err(e) = case.check(&addr).await {
+            failures.push(format!("- {}: {e}", case.name));
+        }
+        if one.elapsed() > Duration::from_millis(500) {
+            eprintln!(
+                "bad-input suite: slow case {} ({:?})",
+                case.name,
+                one.elapsed()
+            );
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases answered outside the contract:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    for case in cases.iter().cycle().take(cases.len() * (ROUNDS - 1)) {
+        let one = Instant::now();
+        case.run(&addr).await;
+        if one.elapsed() > Duration::from_millis(500) {
+            eprintln!(
+                "bad-input suite: slow case {} ({:?})",
+                case.name,
+                one.elapsed()
+            );
+        }
+    }
+    running.store(false, Ordering::SeqCst);
+    let peaks = sampler.await.expect("sampler");
+    eprintln!(
+        "bad-input suite: {} cases x {ROUNDS} in {:.1} s",
+        cases.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(peaks.len(), apps.len(), "{peaks:?}");
+    for (app, kib) in &peaks {
+        eprintln!("bad-input suite: {app} peaked at {} MiB", kib / 1024);
+        assert!(
+            *kib < RSS_BOUND_MIB * 1024,
+            "the {app} handler reached {} MiB (bound {RSS_BOUND_MIB} MiB)",
+            kib / 1024
+        );
+    }
+    peaks
+}
+
+/// What a tenant can see of the Design, Integrations and Analytics apps' data.
+async fn snapshot_more(url: &str, token: &str, tenant: &str) -> Value {
+    let client = reqwest::Client::new();
+    let mut all = serde_json::Map::new();
+    for path in [
+        "agents?limit=100".to_owned(),
+        "integrations/connections?limit=100".to_owned(),
+        format!("analytics/usage/{tenant}?granularity=day"),
+    ] {
+        let reply = client
+            .get(format!("{url}/api/{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("snapshot");
+        assert_eq!(reply.status(), 200, "{path}");
+        let mut seen: Value = reply.json().await.expect("json");
+        if path.starts_with("analytics/") {
+            // What the corpus could change there: tracked events. (The rest of the usage comes
+            // from the setup's own platform events, rolled up on a timer whenever it fires.)
+            seen = json!({"customEvents": seen["totals"]["customEvents"]});
+        }
+        all.insert(path, seen);
+    }
+    Value::Object(all)
+}
+
+/// The same corpus over every route of the Design, Integrations and Analytics apps.
+#[tokio::test]
+async fn no_bad_input_on_a_design_integrations_or_analytics_route_gets_an_answer_outside_the_contract()
+ {
+    let started = Instant::now();
+    let apps = ["agents", "auth", "design", "integrations", "analytics"];
+    let dev = Dev::start(&apps, &[("FLOWGRID_RATE_LIMIT_RPS", "0")]).await;
+    let url = dev.url.clone();
+    let ann = tenant(&dev, "Acme", "ann@acme.test").await;
+    let bob = tenant(&dev, "Globex", "bob@globex.test").await;
+    let ann_tid = claims_of(&ann)["tid"].as_str().expect("tid").to_owned();
+    let bob_tid = claims_of(&bob)["tid"].as_str().expect("tid").to_owned();
+    let agent_of = async |token: &str, name: &str| {
+        post_json(
+            &url,
+            token,
+            "agents",
+            json!({"name": name, "definition": {"instructions": "x", "steps": [
+                {"id": "t", "kind": "transform", "output": {"ok": "{{ input.n }}"}}]}}),
+        )
+        .await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    let agent = agent_of(&ann, "mine").await;
+    let theirs = agent_of(&bob, "theirs").await;
+    for token in [&ann, &bob] {
+        post_json(
+            &url,
+            token,
+            "integrations/connections",
+            json!({"name": "hook", "kind": "http", "auth": "none",
+                   "config": {"baseUrl": "https://example.invalid"}}),
+        )
+        .await;
+    }
+    post_json(
+        &url,
+        &bob,
+        "integrations/connections",
+        json!({"name": "bobs", "kind": "http", "auth": "none",
+               "config": {"baseUrl": "https://example.invalid"}}),
+    )
+    .await;
+    // Ann's defaults for the actions, so their bodies are checked (none of them is ever called:
+    // every body of the corpus is refused first).
+    for connection in [
+        json!({"name": "snow", "kind": "servicenow", "auth": "basic", "secret": "pw-123456789",
+               "config": {"instanceUrl": "https://example.invalid", "username": "u"}}),
+        json!({"name": "jira", "kind": "jira", "auth": "api-token", "secret": "tok-123456789",
+               "config": {"baseUrl": "https://example.invalid", "email": "a@example.invalid"}}),
+    ] {
+        post_json(&url, &ann, "integrations/connections", connection).await;
+    }
+    eprintln!(
+        "bad-input suite: set up in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let before = (
+        snapshot_more(&url, &ann, &ann_tid).await,
+        snapshot_more(&url, &bob, &bob_tid).await,
+    );
+
+    let mut cases: Vec<Case> = Vec::new();
+    for (name, method, path, optional) in [
+        (
+            "analyze image",
+            "POST",
+            "/api/design/analyze-image".to_owned(),
+            false,
+        ),
+        (
+            "analyze model",
+            "POST",
+            "/api/design/analyze-model".to_owned(),
+            false,
+        ),
+        (
+            "generate interactions",
+            "POST",
+            "/api/design/generate-interactions".to_owned(),
+            false,
+        ),
+        (
+            "create connection",
+            "POST",
+            "/api/integrations/connections".to_owned(),
+            false,
+        ),
+        (
+            "update connection",
+            "PUT",
+            "/api/integrations/connections/hook".to_owned(),
+            false,
+        ),
+        (
+            "rotate secret",
+            "POST",
+            "/api/integrations/connections/hook/secret".to_owned(),
+            false,
+        ),
+        (
+            "servicenow incident",
+            "POST",
+            "/api/integrations/servicenow/incident".to_owned(),
+            false,
+        ),
+        (
+            "jira issue",
+            "POST",
+            "/api/integrations/jira/issue".to_owned(),
+            false,
+        ),
+        ("track", "POST", "/api/analytics/track".to_owned(), false),
+    ] {
+        cases.extend(body_cases(name, method, &path, Some(&ann), optional));
+    }
+    // Wrong types and hostile values inside otherwise well-formed bodies.
+    for (what, path, body, status) in [
+        (
+            "an image that is not base64",
+            "/api/design/analyze-image",
+            json!({"image": "%%% not base64 %%%"}),
+            422,
+        ),
+        (
+            "an image that is no known format",
+            "/api/design/analyze-image",
+            json!({"image": "aGVsbG8gd29ybGQ="}),
+            422,
+        ),
+        (
+            "an image of the wrong type",
+            "/api/design/analyze-image",
+            json!({"image": 12}),
+            422,
+        ),
+        (
+            "another tenant's agent to analyze",
+            "/api/design/analyze-model",
+            json!({"agentId": theirs}),
+            404,
+        ),
+        (
+            "a malformed agent id to analyze",
+            "/api/design/analyze-model",
+            json!({"agentId": "%FF\u{0}"}),
+            422,
+        ),
+        (
+            "another tenant's agent for interactions",
+            "/api/design/generate-interactions",
+            json!({"agentId": theirs}),
+            404,
+        ),
+        (
+            "a description of the wrong type",
+            "/api/design/generate-interactions",
+            json!({"description": ["x"]}),
+            422,
+        ),
+        (
+            "a connection of an unknown kind",
+            "/api/integrations/connections",
+            json!({"name": "x", "kind": "gopher", "auth": "none", "config": {}}),
+            422,
+        ),
+        (
+            "a connection named with a NUL",
+            "/api/integrations/connections",
+            json!({"name": "a\u{0}b", "kind": "http", "auth": "none", "config": {"baseUrl": "https://example.invalid"}}),
+            422,
+        ),
+        (
+            "a connection to the metadata address",
+            "/api/integrations/connections",
+            json!({"name": "meta", "kind": "http", "auth": "none", "config": {"baseUrl": "http://169.254.169.254/"}}),
+            422,
+        ),
+        (
+            "a connection whose config is a list",
+            "/api/integrations/connections",
+            json!({"name": "listy", "kind": "http", "auth": "none", "config": ["https://example.invalid"]}),
+            422,
+        ),
+        (
+            "an incident on another tenant's connection",
+            "/api/integrations/servicenow/incident",
+            json!({"connection": "bobs", "shortDescription": "x"}),
+            404,
+        ),
+        (
+            "101 tracked events",
+            "/api/analytics/track",
+            json!({"events": (0..101).map(|_| json!({"type": "custom.x"})).collect::<Vec<_>>()}),
+            422,
+        ),
+        (
+            "a tracked event with a timestamp that is not one",
+            "/api/analytics/track",
+            json!({"events": [{"type": "custom.x", "timestamp": "yesterday"}]}),
+            422,
+        ),
+        (
+            "a tracked event of another tenant's agent",
+            "/api/analytics/track",
+            json!({"events": [{"type": "custom.x", "agentId": theirs}]}),
+            422,
+        ),
+        (
+            "a tracked event whose numbers are a string",
+            "/api/analytics/track",
+            json!({"events": [{"type": "custom.x", "numbers": "12"}]}),
+            422,
+        ),
+    ] {
+        cases.push(
+            Case::new(what, "POST", path)
+                .token(&ann)
+                .json(body.to_string().as_bytes())
+                .expect(status),
+        );
+    }
+    // Hostile ids and names in paths; another tenant's → 404.
+    let id_routes: [(&'static str, &str, &str); 10] = [
+        ("POST", "/api/design/compile/{}", "agent"),
+        ("GET", "/api/design/prompt-preview/{}", "agent"),
+        ("GET", "/api/analytics/agents/{}/metrics", "agent"),
+        ("GET", "/api/analytics/usage/{}", "tenant"),
+        ("GET", "/api/integrations/connections/{}", "connection"),
+        ("PUT", "/api/integrations/connections/{}", "connection"),
+        ("DELETE", "/api/integrations/connections/{}", "connection"),
+        (
+            "POST",
+            "/api/integrations/connections/{}/secret",
+            "connection",
+        ),
+        ("POST", "/api/integrations/{}/test", "connection"),
+        ("GET", "/api/integrations/{}/status", "connection"),
+    ];
+    for (method, template, kind) in id_routes {
+        for (what, id) in [
+            ("invalid UTF-8", "%FF".to_owned()),
+            ("a NUL", "a%00b".to_owned()),
+            ("a very long id", "a".repeat(8000)),
+        ] {
+            let mut case = Case::new(
+                format!("{what} in {template}"),
+                method,
+                template.replace("{}", &id),
+            )
+            .token(&ann);
+            if method == "PUT" || template.ends_with("/secret") {
+                case = case.json(b"{}");
+            }
+            cases.push(case.expect(400));
+        }
+        let other = match kind {
+            "agent" => theirs.clone(),
+            "tenant" => bob_tid.clone(),
+            _ => "bobs".to_owned(),
+        };
+        let mut case = Case::new(
+            format!("another tenant's {kind} in {template}"),
+            method,
+            template.replace("{}", &other),
+        )
+        .token(&ann);
+        if method == "PUT" {
+            case =
+                case.json(br#"{"auth": "none", "config": {"baseUrl": "https://example.invalid"}}"#);
+        } else if template.ends_with("/secret") {
+            case = case.json(br#"{"secret": "stolen-secret-1234"}"#);
+        }
+        cases.push(case.expect(404));
+    }
+    for (what, method, path, status) in [
+        (
+            "an unknown granularity",
+            "GET",
+            format!("/api/analytics/usage/{ann_tid}?granularity=week"),
+            422,
+        ),
+        (
+            "a from that is not a time",
+            "GET",
+            format!("/api/analytics/usage/{ann_tid}?from=yesterday"),
+            422,
+        ),
+        (
+            "a range longer than the granularity allows",
+            "GET",
+            format!("/api/analytics/usage/{ann_tid}?granularity=hour&from=2020-01-01T00:00:00Z"),
+            422,
+        ),
+        (
+            "an unknown grouping",
+            "GET",
+            format!("/api/analytics/usage/{ann_tid}?groupBy=planet"),
+            422,
+        ),
+        (
+            "a forged connections continuation token",
+            "GET",
+            format!(
+                "/api/integrations/connections?continuationToken={}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"n":1e999}"#)
+            ),
+            400,
+        ),
+        (
+            "repos of another tenant's connection",
+            "GET",
+            "/api/integrations/github/repos?connection=bobs".to_owned(),
+            404,
+        ),
+        (
+            "an unknown dashboard asset",
+            "GET",
+            "/api/analytics/ui/..%2F..%2Fetc%2Fpasswd".to_owned(),
+            404,
+        ),
+        (
+            "a method the catalog does not take",
+            "DELETE",
+            "/api/integrations/catalog".to_owned(),
+            405,
+        ),
+        (
+            "a method preview does not take",
+            "POST",
+            format!("/api/design/prompt-preview/{agent}"),
+            405,
+        ),
+    ] {
+        cases.push(Case::new(what, method, path).token(&ann).expect(status));
+    }
+    // Roles and tokens.
+    let viewer = dev.token(&ann_tid, "viewer");
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/design/analyze-model".to_owned(),
+            r#"{"model": {"provider": "offline", "model": "m"}}"#,
+        ),
+        ("POST", format!("/api/design/compile/{agent}"), ""),
+        (
+            "DELETE",
+            "/api/integrations/connections/hook".to_owned(),
+            "",
+        ),
+        (
+            "POST",
+            "/api/analytics/track".to_owned(),
+            r#"{"events": []}"#,
+        ),
+    ] {
+        let mut case =
+            Case::new(format!("a viewer's {method} {path}"), method, path).token(&viewer);
+        if !body.is_empty() {
+            case = case.json(body.as_bytes());
+        }
+        cases.push(case.expect(403));
+    }
+    for path in [
+        "/api/integrations/catalog",
+        "/api/analytics/dashboard",
+        "/api/design/prompt-preview/x",
+    ] {
+        cases.push(Case::new(format!("no token on {path}"), "GET", path).expect(401));
+        cases.push(
+            Case::new(format!("an expired token on {path}"), "GET", path)
+                .token(&expired(&dev, &ann))
+                .expect(401),
+        );
+    }
+
+    run_corpus(&dev, &["design", "integrations", "analytics"], &cases).await;
+    let after = (
+        snapshot_more(&url, &ann, &ann_tid).await,
+        snapshot_more(&url, &bob, &bob_tid).await,
+    );
+    assert_eq!(before, after, "the bad input changed something");
 }
