@@ -19,7 +19,8 @@ impl Bus {
         let now = now_ms();
         let lock_ms = i64::try_from(self.settings.lock_duration.as_millis()).unwrap_or(60_000);
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // Immediate, as a send: it writes the lock after reading.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         loop {
             // `+visible_at` keeps SQLite on `messages_next` (walk in seq order, stop at the first
             // available) instead of sorting every visible message of a backlog per receive.

@@ -2,7 +2,7 @@
 //! scheduled messages.
 
 use anyhow::{Result, bail};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::{Bus, Outgoing, SendOutcome, Target, now_ms};
@@ -12,7 +12,10 @@ impl Bus {
     pub fn send(&self, target: &Target, mut msg: Outgoing) -> Result<SendOutcome> {
         let now = now_ms();
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // Immediate: the write lock is taken (or waited for, busy_timeout) at BEGIN. A deferred
+        // transaction that read first fails at once with SQLITE_BUSY_SNAPSHOT when another
+        // process (the host, `flowgrid queue send`) wrote in between.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (target_name, entities) = resolve_target(&tx, target)?;
         let explicit_id = msg.message_id.is_some();
         let message_id = msg
