@@ -175,10 +175,11 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn dev_refuses_malformed_integrations_and_analytics_settings_with_one_line_each_and_starts_nothing()
 {
+    // Two malformed settings of one app are both named (an app's reader stops at the first).
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for app in ["integrations", "analytics"] {
+    for app in ["integrations", "analytics", "design"] {
         copy_dir(
             &repo.join("functions").join(app),
             &root.join("functions").join(app),
@@ -193,6 +194,9 @@ fn dev_refuses_malformed_integrations_and_analytics_settings_with_one_line_each_
     let values = settings["Values"].as_object_mut().expect("Values");
     values.insert("FLOWGRID_INTEGRATION_TIMEOUT_MS".into(), "soon".into());
     values.insert("FLOWGRID_ANALYTICS_RETENTION_DAYS".into(), "0".into());
+    values.insert("FLOWGRID_INTEGRATION_MAX_ATTEMPTS".into(), "many".into());
+    values.insert("FLOWGRID_DESIGN_MAX_IMAGE_BYTES".into(), "big".into());
+    values.insert("FLOWGRID_AI_CALL_TIMEOUT_SECS".into(), "never".into());
     std::fs::write(
         root.join("local.settings.json"),
         serde_json::to_vec(&settings).expect("json"),
@@ -207,6 +211,9 @@ fn dev_refuses_malformed_integrations_and_analytics_settings_with_one_line_each_
         .arg(dir.path().join("no-binaries-here"))
         .env_remove("FLOWGRID_INTEGRATION_TIMEOUT_MS")
         .env_remove("FLOWGRID_ANALYTICS_RETENTION_DAYS")
+        .env_remove("FLOWGRID_INTEGRATION_MAX_ATTEMPTS")
+        .env_remove("FLOWGRID_DESIGN_MAX_IMAGE_BYTES")
+        .env_remove("FLOWGRID_AI_CALL_TIMEOUT_SECS")
         .output()
         .expect("running flowgrid dev");
     let err = text(&out.stderr);
@@ -227,6 +234,13 @@ fn dev_refuses_malformed_integrations_and_analytics_settings_with_one_line_each_
         1,
         "{err}"
     );
+    for (setting, app) in [
+        ("FLOWGRID_INTEGRATION_MAX_ATTEMPTS", "integrations"),
+        ("FLOWGRID_DESIGN_MAX_IMAGE_BYTES", "design"),
+        ("FLOWGRID_AI_CALL_TIMEOUT_SECS", "design"),
+    ] {
+        assert_eq!(named(setting, app), 1, "{setting}: {err}");
+    }
     assert!(err.contains("nothing was started"), "{err}");
     assert!(
         !err.contains("panicked") && !err.contains("backtrace"),

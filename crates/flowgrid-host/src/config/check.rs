@@ -64,13 +64,41 @@ pub fn malformed(
         ));
     }
     for app in &apps {
-        if let Some(rules) = app_settings.get(*app)
-            && let Err(e) = (rules.check)(get)
-        {
-            problems.push(format!("{} (read by app {app})", describe(&e)));
+        if let Some(rules) = app_settings.get(*app) {
+            problems.extend(app_problems(app, rules, get));
         }
     }
     problems
+}
+
+/// One line per malformed setting of `app`. An app's reader stops at the first malformed
+/// setting, so each of its settings is also read on its own (the others at their defaults) to
+/// name every malformed one; the error as read in full when none fails alone (settings that
+/// only fail together).
+fn app_problems(
+    app: &str,
+    rules: &AppSettings,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let Err(first) = (rules.check)(get) else {
+        return Vec::new();
+    };
+    let mut each: Vec<String> = Vec::new();
+    for name in rules.names.iter().filter(|n| get(n).is_some()) {
+        let only = |n: &str| if n == *name { get(n) } else { None };
+        if let Err(e) = (rules.check)(&only)
+            && e.contains(name)
+            && !each.contains(&e)
+        {
+            each.push(e);
+        }
+    }
+    if each.is_empty() {
+        each.push(first);
+    }
+    each.iter()
+        .map(|e| format!("{} (read by app {app})", describe(e)))
+        .collect()
 }
 
 /// `configuration error: setting X: ...` without the error kind's prefix.
@@ -151,6 +179,31 @@ fn distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_malformed_setting_of_an_app_is_named_not_only_the_first_it_reads() {
+        fn number(get: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<u32, String> {
+            get(name).map_or(Ok(1), |v| {
+                v.parse().map_err(|_| {
+                    format!("configuration error: setting {name}: {v:?} is not a number")
+                })
+            })
+        }
+        let rules = AppSettings {
+            names: vec!["A_ONE", "A_TWO", "A_THREE"],
+            // Stops at the first, as the apps' readers do.
+            check: |get| {
+                number(get, "A_ONE")?;
+                number(get, "A_TWO")?;
+                number(get, "A_THREE").map(drop)
+            },
+        };
+        let values = BTreeMap::from([("A_ONE", "x"), ("A_TWO", "2"), ("A_THREE", "y")]);
+        let get = |n: &str| values.get(n).map(|v| (*v).to_owned());
+        let own = app_problems("design", &rules, &get);
+        assert_eq!(own.len(), 2, "{own:?}");
+        assert!(own[0].starts_with("setting A_ONE") && own[1].starts_with("setting A_THREE"));
+    }
 
     #[test]
     fn the_closest_name_is_a_likely_misspelling_only() {
