@@ -86,6 +86,7 @@ impl AppState {
             settings.template_max_bytes,
         ));
         runner.response_max_bytes = settings.http_response_max_bytes;
+        runner.offered = Some(settings.offered.clone());
         // `integration` steps: the Integrations app's connectors, in-process, on the same store
         // and key-encryption key.
         runner.connectors = Arc::new(flowgrid_providers::integrations::Integrations::new(

@@ -61,6 +61,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "largest value one template or expression of a step may yield (a step's whole rendered output counts); evaluation also stops once it has built four times this (docs/agents.md, Limits)",
     },
     Setting {
+        name: "FLOWGRID_AI_PROVIDERS",
+        default: "offline",
+        meaning: "comma-separated model providers this deployment offers (of offline, openai, openai-chat, azure-openai, anthropic), as the Agents app reads it: an `llm` step of an agent saved before its provider was withdrawn fails naming the setting, and nothing is sent",
+    },
+    Setting {
         name: "FLOWGRID_HTTP_RESPONSE_MAX_BYTES",
         default: "10485760",
         meaning: "most of a response body an `http` step reads (1 KiB-10 MiB), whatever its `maxResponseBytes` says; a larger body fails the step naming the limit that applied",
@@ -90,6 +95,8 @@ pub struct Settings {
     pub job_record_max_bytes: usize,
     /// `FLOWGRID_HTTP_RESPONSE_MAX_BYTES`.
     pub http_response_max_bytes: u64,
+    /// `FLOWGRID_AI_PROVIDERS`.
+    pub offered: flowgrid_domain::agent::OfferedProviders,
     /// How often a running step checks for a cancel (and renews the lease when due).
     pub cancel_poll: Duration,
     /// The model providers of `llm` steps.
@@ -109,6 +116,7 @@ impl Default for Settings {
             run_input_max_bytes: 256 * 1024,
             job_record_max_bytes: 1536 * 1024,
             http_response_max_bytes: flowgrid_domain::plan::limits::MAX_RESPONSE_BYTES,
+            offered: flowgrid_domain::agent::OfferedProviders::default(),
             cancel_poll: Duration::from_millis(250),
             ai: AiSettings::default(),
         }
@@ -196,6 +204,7 @@ impl Settings {
                 d.http_response_max_bytes,
                 |n| (1024..=flowgrid_domain::plan::limits::MAX_RESPONSE_BYTES).contains(n),
             )?,
+            offered: flowgrid_domain::agent::OfferedProviders::from_lookup(&get)?,
             cancel_poll: d.cancel_poll,
             ai: AiSettings::from_lookup(&get)?,
         })

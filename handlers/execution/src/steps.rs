@@ -131,6 +131,8 @@ pub struct StepRunner {
     /// `FLOWGRID_HTTP_RESPONSE_MAX_BYTES`: no `http` step reads more of a response, whatever its
     /// `maxResponseBytes` says.
     pub response_max_bytes: u64,
+    /// `FLOWGRID_AI_PROVIDERS`: the model providers `llm` steps may call (`None`: any).
+    pub offered: Option<flowgrid_domain::agent::OfferedProviders>,
 }
 
 impl StepRunner {
@@ -145,6 +147,7 @@ impl StepRunner {
             connectors: Arc::new(NoConnectors),
             budget: None,
             response_max_bytes: flowgrid_domain::plan::limits::MAX_RESPONSE_BYTES,
+            offered: None,
         })
     }
 
@@ -355,6 +358,18 @@ impl Attempt<'_> {
         system: &str,
         max_tokens: Option<u32>,
     ) -> Result<StepOutcome, StepError> {
+        // Saving refuses a provider the deployment does not offer; one withdrawn since the
+        // agent was saved is refused here, before anything is rendered, reserved or sent.
+        let provider = &self.plan.model.provider;
+        if let Some(offered) = &self.runner.offered
+            && !offered.names().iter().any(|p| p == provider)
+        {
+            return Err(StepError::permanent(format!(
+                "model provider {provider} is not offered by this deployment \
+                 (FLOWGRID_AI_PROVIDERS lists {}); nothing was sent",
+                offered.names().join(", ")
+            )));
+        }
         let request = LlmRequest {
             model: self.plan.model.clone(),
             system: self.render_str(system)?,

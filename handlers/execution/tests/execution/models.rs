@@ -16,6 +16,7 @@ async fn app_on(mock: &ai_fakes::Fake, extra: &[(&str, &str)]) -> ExecApp {
     let mut settings = vec![
         ("FLOWGRID_AI_OPENAI_BASE_URL", base.as_str()),
         ("FLOWGRID_AI_OPENAI_API_KEY", "sk-exec-test-never-shown"),
+        ("FLOWGRID_AI_PROVIDERS", "offline,openai"),
     ];
     settings.extend_from_slice(extra);
     ExecApp::with(&settings).await
@@ -235,4 +236,36 @@ async fn a_step_whose_call_failed_after_generating_tokens_records_and_is_charged
     assert_eq!(job.status, JobStatus::Failed, "{job:?}");
     assert!(job.steps[0].llm.is_none() && job.steps[0].tokens.is_none());
     assert_eq!(ledger.spent(&tenant, &month).await.unwrap(), charged);
+}
+
+/// An agent saved while its provider was offered, run after the deployment withdrew it
+/// (`FLOWGRID_AI_PROVIDERS` no longer lists it): the step fails naming the setting and the
+/// provider is never called.
+#[tokio::test]
+async fn an_llm_step_whose_provider_is_no_longer_offered_fails_naming_the_setting_and_sends_nothing()
+ {
+    let mock = ai_fakes::llmock(0);
+    let app = app_on(&mock, &[("FLOWGRID_AI_PROVIDERS", "offline")]).await;
+    let agent = app.agent("t1", openai_agent()).await;
+    let token = app.token("t1", Role::Editor);
+    let id = job_id(
+        &app.submit(&token, &agent, json!({"ticket": "VPN drops hourly"}), None)
+            .await,
+    );
+    app.drain().await;
+    let job = app.job("t1", &id).await;
+    assert_eq!(job.status, JobStatus::Failed, "{job:?}");
+    let error = job.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("step \"ask\"")
+            && error.contains("openai is not offered")
+            && error.contains("FLOWGRID_AI_PROVIDERS lists offline"),
+        "{error}"
+    );
+    assert_eq!(
+        requests_seen(&mock).await,
+        0,
+        "nothing reached the provider"
+    );
+    assert!(job.steps[0].llm.is_none(), "no model call recorded");
 }
