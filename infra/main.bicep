@@ -91,7 +91,7 @@ param revocationCacheSeconds int = 5
 @description('External OpenID Connect issuers whose tokens are accepted (FLOWGRID_OIDC_ISSUERS): [{issuer, audience, tenantClaim?, rolesClaim?}]. The gateway validates only the built-in issuer\'s tokens and passes the others to the apps.')
 param oidcIssuers array = []
 
-@description('Model providers this deployment offers (FLOWGRID_AI_PROVIDERS of the Agents and Design apps): comma-separated of offline, openai, openai-chat, azure-openai, anthropic. Widen it when the Execution app gets the provider\'s key (docs/ai-providers.md); agents naming another provider are refused when saved.')
+@description('Model providers this deployment offers (FLOWGRID_AI_PROVIDERS of the Agents, Design and Execution apps): comma-separated of offline, openai, openai-chat, azure-openai, anthropic. Widen it when the Execution app gets the provider\'s key (docs/ai-providers.md); agents naming another provider are refused when saved.')
 param aiProviders string = 'offline'
 
 @description('Log filter of the handlers (FLOWGRID_LOG).')
