@@ -645,6 +645,50 @@ mod tests {
         assert!(by_field.contains_key("definition.steps[4].retry.maxAttempts"));
     }
 
+    /// Save-time limits name the field, the step and the line: a literal range or repetition
+    /// too large to run, and a constant too large for minijinja to fold; a range bounded only
+    /// by input is accepted here and capped when it runs.
+    #[test]
+    fn ranges_and_constants_too_large_to_run_are_refused_at_save_naming_field_and_line() {
+        let err = compile_agent(&agent(json!({
+            "instructions": "x",
+            "steps": [
+                {"id": "a", "kind": "transform", "output": {"x": "ok\n{% for i in range(1000000) %}{% endfor %}"}},
+                {"id": "b", "kind": "transform", "output": {"y": "{{ 'a' ~ ([[[1] * 1000] * 1000] * 1000) }}"}},
+                {"id": "c", "kind": "condition", "if": "input.n in ([1] * 100000000)", "then": "d"},
+                {"id": "d", "kind": "transform", "output": {"z": "{% for i in range(input.n) %}{% endfor %}"}}
+            ]
+        })))
+        .unwrap_err();
+        let Error::Validation(errors) = err else {
+            panic!("{err:?}")
+        };
+        let fields: Vec<(&str, Option<usize>)> =
+            errors.iter().map(|e| (e.field.as_str(), e.line)).collect();
+        assert_eq!(
+            fields,
+            [
+                ("definition.steps[0].output.x", Some(2)),
+                ("definition.steps[1].output.y", Some(1)),
+                ("definition.steps[2].if", Some(1)),
+            ],
+            "{errors:?}"
+        );
+        assert!(errors[0].message.contains("at most 10000"), "{errors:?}");
+        assert!(
+            errors[1].message.contains(template::MAX_BYTES_SETTING),
+            "{errors:?}"
+        );
+        let templates = template::Templates::new();
+        let err = templates
+            .render_str(
+                "{% for i in range(input.n) %}{% endfor %}",
+                &json!({"input": {"n": 20000}, "steps": {}}),
+            )
+            .unwrap_err();
+        assert!(err.message.contains("at most 10000"), "{err}");
+    }
+
     #[test]
     fn a_plan_needs_a_step() {
         let err = compile_agent(&agent(json!({"instructions": "x"}))).unwrap_err();
