@@ -1,5 +1,5 @@
-//! The bad-input suite (issue #18): every route of Agents, Auth and Execution, through
-//! `flowgrid dev`, fed malformed, oversized and wrongly typed bodies, hostile templates, ids,
+//! The bad-input suite (issue #18): every route of Agents, Auth and Execution (and, in a second
+//! test, of Design, Integrations and Analytics), through `flowgrid dev`, fed malformed, oversized and wrongly typed bodies, hostile templates, ids,
 //! paths and headers. Each answer must be the documented status in `application/problem+json`
 //! with `type`, `title`, `status`, `detail` and a `correlationId` equal to the
 //! `X-Correlation-Id` header; afterwards every tenant's agents, users and jobs are as they were;

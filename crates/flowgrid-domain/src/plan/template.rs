@@ -1535,6 +1535,8 @@ mod tests {
         let ctx = json!({"input": {"n": 100_000_000, "k": 30, "s": "abc"}, "steps": {}});
         let nested = "{% set ns = namespace(a='x' * 1000) %}\
                       {% for i in range(input.k) %}{% set ns.a = [ns.a, ns.a] %}{% endfor %}";
+        // Unguarded, each of these takes seconds and hundreds of MB to GBs (docs/agents.md has
+        // the figures); the Execution tests bound the process's memory while such steps run.
         for template in [
             "{{ 'a' ~ ([1] * input.n) }}",
             "x{{ 'a' ~ ([1] * input.n) }}",
@@ -1577,19 +1579,12 @@ mod tests {
             &format!("{nested}{{{{ ns.a }}}}"),
             &format!("{nested}{{{{ [ns.a]|join }}}}"),
         ] {
-            let started = std::time::Instant::now();
             let err = t
                 .render_str(template, &ctx)
                 .expect_err(&format!("{template} rendered"));
             assert!(
                 err.message.contains(MAX_BYTES_SETTING) || err.message.contains("at most"),
                 "{template}: {err}"
-            );
-            // Far from a benchmark: a guard that printed first would take seconds and GBs.
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(3),
-                "{template} took {:?}",
-                started.elapsed()
             );
         }
         // The same operators and filters still work within the cap.
@@ -1631,15 +1626,10 @@ mod tests {
             "{{ ('x' * 1000) * 2000 }}",
             "{% if 'a' ~ ([[1] * 1000] * 1000) %}{% endif %}",
         ] {
-            let started = std::time::Instant::now();
             assert!(t.check_template(template).is_err(), "{template}");
             assert!(!t.check_in_scope(template, &scope).is_empty(), "{template}");
             let err = t.render_str(template, &ctx()).unwrap_err();
             assert!(err.message.contains(MAX_BYTES_SETTING), "{template}: {err}");
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(3),
-                "{template}"
-            );
         }
         let errors = t.check_in_scope("{{ 1 < 2 in [true] }}", &scope);
         assert!(errors[0].message.contains("chain"), "{errors:?}");
