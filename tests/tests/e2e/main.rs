@@ -5,7 +5,7 @@
 //! with Auth and Agents (`dev_host_auth`), on the Cosmos emulator (`dev_host_cosmos`), a connection used by a run's integration step
 //! (`dev_host_integrations`), runs
 //! through Execution and the local Service Bus (`execution`), the offline checks of the Azure
-//! deployment (`infra`), and one run as one OpenTelemetry trace (`traces`).
+//! deployment (`infra`), the API description and schemathesis (`openapi`), and one run as one OpenTelemetry trace (`traces`).
 
 mod analytics;
 mod bad_input;
@@ -18,4 +18,5 @@ mod dev_host_cosmos;
 mod dev_host_integrations;
 mod execution;
 mod infra;
+mod openapi;
 mod traces;
