@@ -30,13 +30,17 @@ pub(crate) async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Respo
     let correlation_id = correlation::from_headers(req.headers());
     // The gateway's server span (when traces are exported), a child of the client's
     // `traceparent`; the handler gets this span's as its parent.
-    let mut span = otel::Span::remote(
-        req.method().as_str(),
-        otel::Kind::Server,
-        req.headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok()),
-    );
+    let mut span = if otel::enabled() {
+        otel::Span::remote(
+            req.method().as_str(),
+            otel::Kind::Server,
+            req.headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+        )
+    } else {
+        None
+    };
     let traceparent = match &span {
         Some(span) => span.traceparent(),
         None => correlation::traceparent(req.headers()),

@@ -125,7 +125,7 @@ async fn observe(app: &'static str, mut req: Request, next: Next) -> Response {
     // The server span (when traces are exported): a child of the caller's `traceparent`; the
     // request goes on carrying this span's, so what the handler sends (a job message, events)
     // names it as the parent.
-    let mut span = if probe {
+    let mut span = if probe || !otel::enabled() {
         None
     } else {
         otel::Span::remote(
@@ -147,11 +147,12 @@ async fn observe(app: &'static str, mut req: Request, next: Next) -> Response {
         None => correlation::traceparent(req.headers()),
     };
 
-    let mut response = otel::within(
-        &span,
-        correlation::scope(correlation_id.clone(), next.run(req)),
-    )
-    .await;
+    let served = correlation::scope(correlation_id.clone(), next.run(req));
+    let mut response = match &span {
+        // Boxed, so that the request's future is no larger when export is off.
+        Some(s) => Box::pin(otel::within_context(Some(s.context()), served)).await,
+        None => served.await,
+    };
 
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&correlation_id) {

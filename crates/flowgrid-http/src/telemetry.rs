@@ -245,17 +245,20 @@ where
         // Every line written while a request or a run is served carries its correlation id
         // (and, when traces are exported, the trace and span it belongs to), unless it names
         // them itself, as the access log does.
+        // (The task-locals are looked at first: the access log is written outside the request's
+        // scope, so its line costs two thread-local reads and no scan of its field names.)
         let named = event.metadata().fields();
-        if named.field("correlation_id").is_none() {
-            crate::correlation::with_current(|id| {
-                writer.write_str(",\"correlation_id\":\"")?;
-                Escaped(&mut writer).write_str(id)?;
-                writer.write_char('"')
-            })
-            .unwrap_or(Ok(()))?;
-        }
-        if named.field("trace_id").is_none()
-            && let Some(span) = crate::otel::current()
+        crate::correlation::with_current(|id| {
+            if named.field("correlation_id").is_some() {
+                return Ok(());
+            }
+            writer.write_str(",\"correlation_id\":\"")?;
+            Escaped(&mut writer).write_str(id)?;
+            writer.write_char('"')
+        })
+        .unwrap_or(Ok(()))?;
+        if let Some(span) = crate::otel::current()
+            && named.field("trace_id").is_none()
         {
             let tp = span.traceparent();
             write!(
@@ -459,6 +462,35 @@ mod tests {
         tracing::subscriber::with_default(subscriber, log);
         let text = String::from_utf8(memory.0.lock().unwrap().clone()).unwrap();
         text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_line_written_inside_a_request_carries_its_correlation_id_unless_it_names_one() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let inside = runtime.block_on(crate::correlation::scope("corr-42".into(), async {
+            lines_of(|| {
+                tracing::info!(job.id = 7u64, "step retried");
+                tracing::info!(correlation_id = "its-own", "access");
+            })
+        }));
+        let plain: serde_json::Value = serde_json::from_str(&inside[0]).unwrap();
+        assert_eq!(plain["correlation_id"], "corr-42");
+        assert_eq!(plain["job.id"], 7);
+        assert_eq!(
+            inside[1].matches("correlation_id").count(),
+            1,
+            "{}",
+            inside[1]
+        );
+        assert!(inside[1].contains("\"correlation_id\":\"its-own\""));
+        assert!(
+            !inside[0].contains("trace_id"),
+            "no trace ids while export is off"
+        );
+        let outside = lines_of(|| tracing::info!("startup"));
+        assert!(!outside[0].contains("correlation_id"), "{}", outside[0]);
     }
 
     #[test]

@@ -165,7 +165,7 @@ async fn one_run_through_flowgrid_dev_is_one_trace_from_the_submit_request_to_th
     // wait until every expected one has arrived.
     let spans = receiver
         .wait_for(Duration::from_secs(20), |spans| {
-            let has = |f: &dyn Fn(&ReceivedSpan) -> bool| spans.iter().any(|s| f(s));
+            let has = |f: &dyn Fn(&ReceivedSpan) -> bool| spans.iter().any(f);
             has(&|s| in_trace(s) && s.service == "flowgrid-host" && s.kind == 2)
                 && has(&|s| in_trace(s) && s.service == "flowgrid-execution" && s.kind == 2)
                 && has(&|s| in_trace(s) && s.service == "flowgrid-execution" && s.kind == 5)
