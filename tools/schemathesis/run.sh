@@ -9,12 +9,19 @@
 # Run from the workspace root. Exit status: schemathesis's.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-ip link set lo up
+python="$(dirname "$SCHEMATHESIS")/python"
+# Bring loopback up in the new namespace (what `ip link set lo up` does, without needing iproute2):
+# SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP.
+"$python" - <<'PY'
+import fcntl, socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0)))[1]
+fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 1))
+PY
 export FLOWGRID_DATA_DIR="$DATA" FLOWGRID_LOG=warn FLOWGRID_RATE_LIMIT_RPS=0
 "$FLOWGRID" dev --no-build --port "$PORT" > "$DATA/dev.log" 2>&1 &
 dev=$!
 trap 'kill -TERM "$dev" 2>/dev/null; wait "$dev" 2>/dev/null || true' EXIT
-python="$(dirname "$SCHEMATHESIS")/python"
 "$python" - "$PORT" <<'PY'
 import json, sys, time, urllib.error, urllib.request
 def apps():
