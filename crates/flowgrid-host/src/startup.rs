@@ -200,11 +200,11 @@ fn gateway_settings(config: &Config) -> Result<GatewaySettings> {
     Ok(GatewaySettings {
         rate_limit_rps: parse_setting(config, "FLOWGRID_RATE_LIMIT_RPS", 100.0f64)?,
         rate_limit_burst: parse_setting(config, "FLOWGRID_RATE_LIMIT_BURST", 200.0f64)?,
-        body_limit: parse_setting(
-            config,
-            "FLOWGRID_BODY_LIMIT_BYTES",
-            flowgrid_http::BODY_LIMIT_BYTES,
-        )?,
+        body_limit: match config.setting("FLOWGRID_BODY_LIMIT_BYTES") {
+            Some(v) if !v.trim().is_empty() => flowgrid_http::parse_body_limit(&v)
+                .map_err(|e| anyhow::anyhow!("setting FLOWGRID_BODY_LIMIT_BYTES: {e}"))?,
+            _ => flowgrid_http::BODY_LIMIT_BYTES,
+        },
     })
 }
 

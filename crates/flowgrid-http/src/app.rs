@@ -90,7 +90,9 @@ pub fn openapi_route(app: &str) -> String {
 }
 
 /// Invocation envelopes carry their body base64-encoded inside JSON: allow for the growth.
-const INVOCATION_BODY_LIMIT: usize = 8 * crate::BODY_LIMIT_BYTES;
+pub(crate) fn invocation_body_limit() -> usize {
+    8 * crate::body_limit_bytes()
+}
 
 /// The axum path of a `function.json` route template: the `api` prefix, and constraints
 /// (`{version:int}`) and optional markers (`{x?}`) dropped, since handlers parse their ids.
@@ -500,7 +502,7 @@ where
                 envelope::http_function(api.clone(), "req", "res"),
             );
         }
-        api.merge(invocations.layer(DefaultBodyLimit::max(INVOCATION_BODY_LIMIT)))
+        api.merge(invocations.layer(DefaultBodyLimit::max(invocation_body_limit())))
     }
 }
 

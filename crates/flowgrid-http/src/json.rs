@@ -90,7 +90,7 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Err
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             Error::PayloadTooLarge {
-                limit_bytes: super::BODY_LIMIT_BYTES,
+                limit_bytes: super::body_limit_bytes(),
             }
         } else {
             Error::BadRequest("The request body could not be read.".into())

@@ -36,7 +36,7 @@ pub fn with_common_layers(router: Router, app: &'static str) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(super::BODY_LIMIT_BYTES))
+        .layer(DefaultBodyLimit::max(super::body_limit_bytes()))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             observe(app, req, next)
         }))
@@ -248,8 +248,6 @@ async fn observe(app: &'static str, mut req: Request, next: Next) -> Response {
 /// The Service Bus entity of each (app, function) with a Service Bus trigger.
 static ENTITIES: OnceLock<Mutex<HashMap<(&'static str, String), String>>> = OnceLock::new();
 
-/// The largest invocation envelope the span layer reads (as the invocation routes accept).
-const ENVELOPE_LIMIT: usize = 8 * crate::BODY_LIMIT_BYTES;
 
 /// Wraps `app`'s Service Bus and timer functions (`POST /{Function}`): when traces are
 /// exported, each invocation is a span (`process <queue>`, consumer; a timer's, server) with
@@ -270,11 +268,11 @@ async fn invocation(app: &'static str, req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, ENVELOPE_LIMIT).await {
+    let bytes = match axum::body::to_bytes(body, crate::app::invocation_body_limit()).await {
         Ok(b) => b,
         Err(_) => {
             return axum::response::IntoResponse::into_response(ApiError(Error::PayloadTooLarge {
-                limit_bytes: ENVELOPE_LIMIT,
+                limit_bytes: crate::app::invocation_body_limit(),
             }));
         }
     };

@@ -431,7 +431,7 @@ async fn draft_from_image(
 ) -> Result<DraftView> {
     caller.require(Role::Editor)?;
     let body = body.map_err(|_| Error::PayloadTooLarge {
-        limit_bytes: flowgrid_http::BODY_LIMIT_BYTES,
+        limit_bytes: flowgrid_http::body_limit_bytes(),
     })?;
     let (bytes, text, model) = read_image_request(headers, &body)?;
     let limit = state.settings.max_image_bytes;

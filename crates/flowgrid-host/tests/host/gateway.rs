@@ -312,14 +312,14 @@ async fn the_rate_limit_answers_429_problem_json_with_retry_after() {
 async fn a_body_over_the_limit_is_413_problem_json() {
     let root = AppRoot::new(
         &[("edge", echo_app())],
-        json!({"FLOWGRID_BODY_LIMIT_BYTES": "10"}),
+        json!({"FLOWGRID_BODY_LIMIT_BYTES": "1024"}),
     );
     let host = root.start().await;
     let (status, hs, _) = request(
         "POST",
         &format!("{}/api/echo/big", host.url()),
         &[],
-        Some("01234567890123"),
+        Some(&"x".repeat(1025)),
     )
     .await;
     assert_eq!(status, 413);
@@ -331,7 +331,7 @@ async fn a_body_over_the_limit_is_413_problem_json() {
         "POST",
         &format!("{}/api/echo/big", host.url()),
         &[],
-        Some("0123"),
+        Some(&"x".repeat(1024)),
     )
     .await;
     assert_eq!(status, 200);
