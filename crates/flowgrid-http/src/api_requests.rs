@@ -122,36 +122,56 @@ pub fn take(
     instance: &str,
     now: DateTime<Utc>,
 ) -> (Vec<CloudEvent<PlatformEvent>>, u64) {
+    let events = take_completed(Some(app), instance, now);
+    (events, counter().dropped.swap(0, Ordering::Relaxed))
+}
+
+/// The counts of this process's apps (one, in a handler) whose minute is over, as events of
+/// this instance: what [`crate::trigger::Outputs::events`] adds to every invocation that sends
+/// platform events. In Azure a timer function runs on one instance of a scaled-out app only,
+/// so the other instances' counts travel with the events their own invocations send (job
+/// events, agent changes, model calls) as well as with the timer.
+pub(crate) fn take_pending(now: DateTime<Utc>) -> Vec<CloudEvent<PlatformEvent>> {
+    take_completed(None, instance(), now)
+}
+
+fn take_completed(
+    app: Option<&'static str>,
+    instance: &str,
+    now: DateTime<Utc>,
+) -> Vec<CloudEvent<PlatformEvent>> {
     let current = now.timestamp().div_euclid(60) * 60;
     let c = counter();
     let taken: Vec<(Key, u64)> = {
         let mut counts = c.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.is_empty() {
+            return Vec::new();
+        }
         let done: Vec<Key> = counts
             .keys()
-            .filter(|k| k.app == app && k.minute < current)
+            .filter(|k| app.is_none_or(|a| k.app == a) && k.minute < current)
             .cloned()
             .collect();
         done.into_iter()
             .filter_map(|k| counts.remove(&k).map(|n| (k, n)))
             .collect()
     };
-    let events = taken
+    taken
         .into_iter()
         .filter_map(|(k, count)| {
             let tenant = TenantId::parse(&k.tenant).ok()?;
             let minute = Utc.timestamp_opt(k.minute, 0).single()?;
             let data = PlatformEvent::ApiRequests {
-                app: app.to_owned(),
+                app: k.app.to_owned(),
                 instance: instance.to_owned(),
                 minute,
                 route: k.route,
                 status: k.status,
                 count,
             };
-            Some(CloudEvent::new(app, &tenant, minute, data))
+            Some(CloudEvent::new(k.app, &tenant, minute, data))
         })
-        .collect();
-    (events, c.dropped.swap(0, Ordering::Relaxed))
+        .collect()
 }
 
 /// The [`FUNCTION`] handler of `app`: sends the counts of the minutes that are over.
@@ -246,5 +266,35 @@ mod tests {
         let (later, _) = take(APP, "i1", next + chrono::Duration::seconds(60));
         assert_eq!(later.len(), 1);
         assert_ne!(later[0].id, events[0].id);
+    }
+
+    #[test]
+    fn finished_minutes_travel_with_any_platform_events_the_instance_sends() {
+        use crate::trace::Trace;
+        use crate::trigger::Outputs;
+        let trace = Trace::default();
+        let no_events = Vec::<CloudEvent<PlatformEvent>>::new;
+        let earlier = Utc::now() - chrono::Duration::seconds(120);
+        record_at("agents", "acme", "POST", "/api/agents", 201, earlier);
+        // A minute not over yet (a later one, so the test never straddles a minute's end).
+        let current = Utc::now() + chrono::Duration::seconds(120);
+        record_at("agents", "acme", "GET", "/api/agents", 200, current);
+
+        // Another binding carries none of them.
+        let other = Outputs::new().events("out", no_events(), &trace).unwrap();
+        assert!(other.into_inner().outputs.is_empty());
+
+        let sent = Outputs::new()
+            .events(BINDING, no_events(), &trace)
+            .unwrap()
+            .into_inner();
+        let sent = sent.outputs[BINDING].as_array().unwrap().clone();
+        assert_eq!(sent.len(), 1, "only the minute that is over: {sent:?}");
+        assert_eq!(sent[0]["type"], "flowgrid.api.requests");
+        assert_eq!(sent[0]["data"]["route"], "POST /api/agents");
+        assert_eq!(sent[0]["data"]["count"], 1);
+
+        let again = Outputs::new().events(BINDING, no_events(), &trace).unwrap();
+        assert!(again.into_inner().outputs.is_empty(), "sent once");
     }
 }

@@ -248,7 +248,6 @@ async fn observe(app: &'static str, mut req: Request, next: Next) -> Response {
 /// The Service Bus entity of each (app, function) with a Service Bus trigger.
 static ENTITIES: OnceLock<Mutex<HashMap<(&'static str, String), String>>> = OnceLock::new();
 
-
 /// Wraps `app`'s Service Bus and timer functions (`POST /{Function}`): when traces are
 /// exported, each invocation is a span (`process <queue>`, consumer; a timer's, server) with
 /// the function, trigger, invocation id, correlation id and tenant. A message whose body

@@ -227,7 +227,12 @@ impl Outputs {
         events: Vec<CloudEvent<T>>,
         trace: &Trace,
     ) -> Result<Self, Error> {
-        let messages = trace.stamp(events)?;
+        let mut messages = trace.stamp(events)?;
+        if binding == crate::api_requests::BINDING {
+            // The platform-events binding also carries this instance's finished minutes of
+            // API request counts (crate::api_requests::take_pending says why).
+            messages.extend(trace.stamp(crate::api_requests::take_pending(chrono::Utc::now()))?);
+        }
         if !messages.is_empty() {
             append(&mut self.0, binding, messages);
         }

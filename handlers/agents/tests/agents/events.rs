@@ -51,9 +51,15 @@ async fn invoke(
     reply.body["Outputs"].clone()
 }
 
-/// The one event of `outputs`, read back as a platform event.
+/// The one agent event of `outputs`, read back as a platform event (API request counts of a
+/// minute that ended meanwhile may travel with it: flowgrid_http::api_requests).
 fn the_event(outputs: &Value) -> (Value, CloudEvent<PlatformEvent>) {
-    let sent = outputs["events"].as_array().expect("an events output");
+    let sent: Vec<&Value> = outputs["events"]
+        .as_array()
+        .expect("an events output")
+        .iter()
+        .filter(|e| e["type"] != "flowgrid.api.requests")
+        .collect();
     assert_eq!(sent.len(), 1, "{outputs}");
     let event: CloudEvent<PlatformEvent> =
         CloudEvent::from_slice(&serde_json::to_vec(&sent[0]).expect("json")).expect("an event");
