@@ -96,7 +96,8 @@ impl Histogram {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Metrics {
-    /// Events of any kind.
+    /// Events of any kind but the per-minute API request counts (those are summed in
+    /// `api_requests`, and how many count events carried them says nothing a tenant asked).
     pub events: u64,
     /// Finished runs.
     pub runs: u64,
@@ -552,6 +553,7 @@ impl RawEvent {
                     count,
                     ..
                 } => {
+                    overall.events = 0;
                     overall.api_requests = count;
                     overall.api_errors = if status >= 500 { count } else { 0 };
                     route = Some(format!("{counted} {path} {status}"));
@@ -997,6 +999,10 @@ mod tests {
                 .find(|(k, _)| *k == d)
                 .map(|(_, m)| (m.api_requests, m.api_errors))
         };
+        assert!(
+            parts.iter().all(|(_, m)| m.events == 0),
+            "a count event is a carrier, not an event of the tenant's: {parts:?}"
+        );
         assert_eq!(find(Dimension::Overall), Some((7, 7)));
         assert_eq!(find(Dimension::App("agents".into())), Some((7, 7)));
         assert_eq!(
