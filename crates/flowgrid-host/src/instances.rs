@@ -14,8 +14,6 @@ use tokio::task::JoinHandle;
 
 use crate::balance::{Balancer, Candidate, FailPolicy, FailState, Strategy};
 use crate::client::HttpClient;
-use crate::config::Trigger;
-use crate::runtime::Shared;
 use crate::scale::{Decision, Rules, ScaleView};
 use crate::supervisor::{self, Launch, State, Status};
 
@@ -547,21 +545,6 @@ impl Pool {
             if let Some(t) = task {
                 let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
             }
-        }
-    }
-}
-
-/// Adds an instance to app `ai` and starts its Service Bus receivers.
-pub(crate) fn add_instance(sh: &Arc<Shared>, ai: usize) {
-    let inst = sh.apps[ai].pool.spawn_instance();
-    start_receivers(sh, ai, &inst);
-}
-
-/// One pump per Service Bus trigger of the app on this instance (competing consumers).
-pub(crate) fn start_receivers(sh: &Arc<Shared>, ai: usize, inst: &Arc<Instance>) {
-    for (fi, f) in sh.apps[ai].functions.iter().enumerate() {
-        if let Trigger::ServiceBus { .. } = &f.trigger {
-            tokio::spawn(crate::bus_trigger::pump(sh.clone(), ai, fi, inst.clone()));
         }
     }
 }

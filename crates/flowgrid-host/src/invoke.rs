@@ -15,6 +15,14 @@ use serde_json::{Map, Value, json};
 use crate::bus::{Outgoing, Target};
 use crate::config::{FunctionDef, OutputKind};
 
+/// The call context of an invocation that no HTTP request started (a message, a timer).
+pub(crate) fn background_context(correlation_id: String) -> CallContext {
+    CallContext::new(
+        correlation_id,
+        flowgrid_http::correlation::traceparent(&HeaderMap::new()),
+    )
+}
+
 /// The host version the local host reports.
 pub const HOST_VERSION: &str = "4.1037.0";
 
@@ -64,7 +72,7 @@ pub fn message_context(
     else {
         let ctx = match parent {
             Some(tp) => CallContext::new(correlation_id, tp.to_owned()),
-            None => crate::runtime::background_context(correlation_id),
+            None => background_context(correlation_id),
         };
         return (ctx, None);
     };
@@ -89,7 +97,7 @@ pub fn message_context(
 pub fn timer_context(function: &str) -> (CallContext, Option<otel::Span>) {
     let correlation_id = uuid::Uuid::new_v4().to_string();
     let Some(mut span) = otel::Span::remote(function, otel::Kind::Server, None) else {
-        return (crate::runtime::background_context(correlation_id), None);
+        return (background_context(correlation_id), None);
     };
     let ctx = CallContext::new(correlation_id, span.traceparent());
     span.set("faas.name", function);

@@ -22,6 +22,7 @@ pub mod scale;
 pub mod supervisor;
 pub mod timer;
 
+mod autoscale;
 mod bus_trigger;
 mod docs;
 mod gateway;

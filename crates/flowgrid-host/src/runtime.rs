@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
 use flowgrid_http::auth::TokenVerifier;
-use flowgrid_http::correlation;
 use tokio::sync::watch;
 
 use crate::bus::{Bus, Outgoing, Target};
@@ -53,11 +51,6 @@ pub(crate) struct Shared {
     pub(crate) verifier: Option<TokenVerifier>,
     pub(crate) gateway: GatewaySettings,
     pub(crate) shutdown: watch::Receiver<bool>,
-}
-
-/// The call context of an invocation that no HTTP request started (a message, a timer).
-pub(crate) fn background_context(correlation_id: String) -> CallContext {
-    CallContext::new(correlation_id, correlation::traceparent(&HeaderMap::new()))
 }
 
 /// Waits for a ready instance of the app (chosen by its strategy); `None` when shutting down.

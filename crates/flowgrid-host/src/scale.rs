@@ -10,16 +10,12 @@
 //!   that are idle (nothing in flight) are removed.
 //!
 //! [`Controller::decide`] is a pure function of what it observes and the time it is given, so
-//! the tests drive it with a fake clock; [`run`] applies its decisions to the app's pool.
+//! the tests drive it with a fake clock; `autoscale::run` applies its decisions to the app's pool.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-
-use crate::config::Trigger;
-use crate::runtime::Shared;
 
 /// At most this many instances are added in one decision (target-based scaling).
 pub const MAX_ADDED_PER_DECISION: usize = 4;
@@ -199,66 +195,5 @@ impl ScaleView {
                 self.decisions.pop_front();
             }
         }
-    }
-}
-
-/// The controller of app `ai`: observes, decides and applies every `interval` until shutdown.
-pub(crate) async fn run(sh: Arc<Shared>, ai: usize, interval: Duration) {
-    let app = &sh.apps[ai];
-    let pool = &app.pool;
-    let entities: Vec<String> = app
-        .functions
-        .iter()
-        .filter_map(|f| match &f.trigger {
-            Trigger::ServiceBus { entity, .. } => Some(entity.clone()),
-            _ => None,
-        })
-        .collect();
-    let mut controller = Controller::default();
-    let mut stop = sh.shutdown.clone();
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-        let bus = sh.bus.clone();
-        let names = entities.clone();
-        let queues = tokio::task::spawn_blocking(move || {
-            names
-                .into_iter()
-                .map(|e| {
-                    let n = bus.active_count(&e).unwrap_or(0);
-                    (e, n)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        let seen = Observed {
-            instances: pool.len(),
-            http_in_flight: pool.http_in_flight(),
-            queues,
-        };
-        let decision = controller.decide(pool.rules(), &seen, Instant::now());
-        let applied = if decision.to > decision.from {
-            for _ in decision.from..decision.to {
-                crate::instances::add_instance(&sh, ai);
-            }
-            pool.len()
-        } else if decision.to < decision.from {
-            pool.retire_idle(decision.from - decision.to)
-        } else {
-            decision.from
-        };
-        if decision.to != decision.from {
-            tracing::info!(target: "scale", app = %app.name, from = decision.from, to = applied, target_instances = decision.target,
-                "{}: {} → {applied} instances; {}", app.name, decision.from, decision.reason);
-        } else if decision.target != pool.view().target {
-            tracing::debug!(target: "scale", app = %app.name, target_instances = decision.target, "{}: {}", app.name, decision.reason);
-        }
-        pool.record(&decision, applied);
     }
 }

@@ -100,7 +100,7 @@ pub(crate) async fn start(opts: HostOptions, notice: &mut dyn FnMut(String)) -> 
     });
     spawn_triggers(&shared, &mut tasks);
     for ai in 0..shared.apps.len() {
-        tasks.push(tokio::spawn(crate::scale::run(
+        tasks.push(tokio::spawn(crate::autoscale::run(
             shared.clone(),
             ai,
             scaling.interval,
@@ -427,7 +427,7 @@ fn route_table(apps: &[AppRt]) -> Vec<RouteEntry> {
 fn spawn_triggers(shared: &Arc<Shared>, tasks: &mut Vec<JoinHandle<()>>) {
     for (ai, app) in shared.apps.iter().enumerate() {
         for inst in app.pool.instances() {
-            crate::instances::start_receivers(shared, ai, &inst);
+            crate::autoscale::start_receivers(shared, ai, &inst);
         }
         for (fi, f) in app.functions.iter().enumerate() {
             match &f.trigger {

@@ -5,7 +5,7 @@
 //! The access-log middleware calls [`record`] once per answered request that was authenticated
 //! for a tenant (requests without one — sign-in, JWKS, health, 401s, unknown routes — belong to
 //! no tenant and are not counted). Every app has the timer function [`FUNCTION`] (declared by
-//! [`crate::app::App::new`], `functions/<app>/FlushApiRequests/function.json`, every minute at
+//! `App::new`, `functions/<app>/FlushApiRequests/function.json`, every minute at
 //! second 0), which takes the counts of the minutes that are over and sends one event per
 //! (tenant, minute, route, status) through its output binding [`BINDING`] (topic
 //! `platform-events`). The event id names the app, the instance, the minute, the route and the
@@ -22,8 +22,6 @@ use std::sync::{Mutex, OnceLock};
 use chrono::{DateTime, TimeZone, Utc};
 use flowgrid_domain::TenantId;
 use flowgrid_domain::events::{CloudEvent, PlatformEvent};
-
-use crate::trigger::{Failed, Outputs, Tick};
 
 /// The timer function every app has.
 pub const FUNCTION: &str = "FlushApiRequests";
@@ -60,7 +58,7 @@ pub fn record(app: &'static str, tenant: &str, method: &str, route: &str, status
     record_at(app, tenant, method, route, status, Utc::now());
 }
 
-fn record_at(
+pub(crate) fn record_at(
     app: &'static str,
     tenant: &str,
     method: &str,
@@ -127,7 +125,7 @@ pub fn take(
 }
 
 /// The counts of this process's apps (one, in a handler) whose minute is over, as events of
-/// this instance: what [`crate::trigger::Outputs::events`] adds to every invocation that sends
+/// this instance: what `Outputs::events` adds to every invocation that sends
 /// platform events. In Azure a timer function runs on one instance of a scaled-out app only,
 /// so the other instances' counts travel with the events their own invocations send (job
 /// events, agent changes, model calls) as well as with the timer.
@@ -172,44 +170,6 @@ fn take_completed(
             Some(CloudEvent::new(k.app, &tenant, minute, data))
         })
         .collect()
-}
-
-/// The [`FUNCTION`] handler of `app`: sends the counts of the minutes that are over.
-pub async fn flush(app: &'static str, tick: Tick) -> Result<Outputs, Failed> {
-    let (events, dropped) = take(app, instance(), Utc::now());
-    let n = events.len();
-    let mut outputs = Outputs::new().events(BINDING, events, &tick.trace)?;
-    outputs = outputs.log(format!("sent {n} API request count(s)"));
-    if dropped > 0 {
-        tracing::warn!(
-            app,
-            dropped,
-            "API request counts over the limit were dropped"
-        );
-        outputs = outputs.log(format!("{dropped} request(s) over the count limit dropped"));
-    }
-    Ok(outputs)
-}
-
-/// `functions` with [`FUNCTION`] added (what [`crate::app::App::new`] declares for every app).
-pub fn declared(mut functions: Vec<crate::app::Function>) -> Vec<crate::app::Function> {
-    functions.push(crate::app::Function {
-        name: FUNCTION.to_owned(),
-        trigger: crate::app::Trigger::Timer,
-        outputs: vec![(
-            BINDING.to_owned(),
-            flowgrid_domain::events::topics::PLATFORM_EVENTS.to_owned(),
-        )],
-    });
-    functions
-}
-
-/// `invocations` with `POST /FlushApiRequests` of `app`.
-pub fn route(invocations: axum::Router, app: &'static str) -> axum::Router {
-    invocations.route(
-        &format!("/{FUNCTION}"),
-        axum::routing::post(move |tick: Tick| flush(app, tick)),
-    )
 }
 
 #[cfg(test)]
@@ -266,35 +226,5 @@ mod tests {
         let (later, _) = take(APP, "i1", next + chrono::Duration::seconds(60));
         assert_eq!(later.len(), 1);
         assert_ne!(later[0].id, events[0].id);
-    }
-
-    #[test]
-    fn finished_minutes_travel_with_any_platform_events_the_instance_sends() {
-        use crate::trace::Trace;
-        use crate::trigger::Outputs;
-        let trace = Trace::default();
-        let no_events = Vec::<CloudEvent<PlatformEvent>>::new;
-        let earlier = Utc::now() - chrono::Duration::seconds(120);
-        record_at("agents", "acme", "POST", "/api/agents", 201, earlier);
-        // A minute not over yet (a later one, so the test never straddles a minute's end).
-        let current = Utc::now() + chrono::Duration::seconds(120);
-        record_at("agents", "acme", "GET", "/api/agents", 200, current);
-
-        // Another binding carries none of them.
-        let other = Outputs::new().events("out", no_events(), &trace).unwrap();
-        assert!(other.into_inner().outputs.is_empty());
-
-        let sent = Outputs::new()
-            .events(BINDING, no_events(), &trace)
-            .unwrap()
-            .into_inner();
-        let sent = sent.outputs[BINDING].as_array().unwrap().clone();
-        assert_eq!(sent.len(), 1, "only the minute that is over: {sent:?}");
-        assert_eq!(sent[0]["type"], "flowgrid.api.requests");
-        assert_eq!(sent[0]["data"]["route"], "POST /api/agents");
-        assert_eq!(sent[0]["data"]["count"], 1);
-
-        let again = Outputs::new().events(BINDING, no_events(), &trace).unwrap();
-        assert!(again.into_inner().outputs.is_empty(), "sent once");
     }
 }

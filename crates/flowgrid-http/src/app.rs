@@ -27,51 +27,16 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::handler::Handler;
-use axum::routing::{MethodFilter, get, post};
+use axum::routing::{get, post};
 use flowgrid_domain::health::HealthCheck;
 use serde_json::{Value, json};
 
+use crate::api_requests;
 use crate::auth::TokenVerifier;
 use crate::openapi::{Endpoint, HandlerDoc};
 use crate::{envelope, health, openapi, with_common_layers};
 
-/// The route prefix of every HTTP function (`extensions.http.routePrefix` in host.json).
-pub const ROUTE_PREFIX: &str = "api";
-
-/// How a function is triggered, as its `function.json` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trigger {
-    /// An HTTP trigger forwarded to the handler as it came (`enableForwardingHttpRequest`).
-    Http {
-        /// The method, lower case (`get`, `post`, ...).
-        method: String,
-        /// The route template, as in `function.json` (`agents/{id}`).
-        route: String,
-    },
-    /// An HTTP trigger delivered in the invocation envelope, because the function has output
-    /// bindings.
-    HttpEnvelope {
-        /// The method, lower case.
-        method: String,
-        /// The route template.
-        route: String,
-    },
-    /// A Service Bus queue (`queue`) or topic subscription (`topic/subscription`).
-    ServiceBus(String),
-    /// A timer.
-    Timer,
-}
-
-/// One function of an app.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Function {
-    /// The folder name under `functions/<app>/`.
-    pub name: String,
-    /// Its trigger.
-    pub trigger: Trigger,
-    /// The names and targets of its Service Bus output bindings (`out` → `executions`).
-    pub outputs: Vec<(String, String)>,
-}
+pub use crate::function::{Function, ROUTE_PREFIX, Trigger, axum_path};
 
 /// An app under construction: its functions and the router serving them.
 pub struct App<S> {
@@ -87,47 +52,6 @@ pub struct App<S> {
 /// The route of an app's OpenAPI document, as in `function.json`.
 pub fn openapi_route(app: &str) -> String {
     format!("openapi/{app}.json")
-}
-
-/// Invocation envelopes carry their body base64-encoded inside JSON: allow for the growth.
-pub(crate) fn invocation_body_limit() -> usize {
-    8 * crate::body_limit_bytes()
-}
-
-/// The axum path of a `function.json` route template: the `api` prefix, and constraints
-/// (`{version:int}`) and optional markers (`{x?}`) dropped, since handlers parse their ids.
-pub fn axum_path(route: &str) -> String {
-    let mut out = format!("/{ROUTE_PREFIX}/");
-    let mut rest = route;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let Some(close) = rest[open..].find('}') else {
-            break;
-        };
-        let inner = &rest[open + 1..open + close];
-        let name = inner
-            .split(':')
-            .next()
-            .unwrap_or(inner)
-            .trim_end_matches('?');
-        out.push('{');
-        out.push_str(name);
-        out.push('}');
-        rest = &rest[open + close + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The axum method filter of a lower-case method name.
-pub(crate) fn method_filter(method: &str) -> MethodFilter {
-    match method {
-        "post" => MethodFilter::POST,
-        "put" => MethodFilter::PUT,
-        "patch" => MethodFilter::PATCH,
-        "delete" => MethodFilter::DELETE,
-        _ => MethodFilter::GET,
-    }
 }
 
 impl<S> App<S>
@@ -158,7 +82,7 @@ where
             router: Router::new(),
             invocations: Router::new(),
             envelope_http: Vec::new(),
-            functions: crate::api_requests::declared(functions),
+            functions: with_flush_api_requests(functions),
             docs: Vec::new(),
         }
     }
@@ -494,7 +418,7 @@ where
             self.name,
         );
         let mut invocations =
-            crate::api_requests::route(self.invocations.with_state(state), self.name);
+            route_flush_api_requests(self.invocations.with_state(state), self.name);
         invocations = crate::middleware::invocation_spans(invocations, self.name);
         for name in self.envelope_http {
             invocations = invocations.route(
@@ -502,7 +426,7 @@ where
                 envelope::http_function(api.clone(), "req", "res"),
             );
         }
-        api.merge(invocations.layer(DefaultBodyLimit::max(invocation_body_limit())))
+        api.merge(invocations.layer(DefaultBodyLimit::max(crate::invocation_body_limit())))
     }
 }
 
@@ -649,6 +573,48 @@ fn owned(outputs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(name, entity)| ((*name).to_owned(), (*entity).to_owned()))
         .collect()
+}
+
+/// The `FlushApiRequests` handler of `app`: sends the counts of the minutes that are over.
+async fn flush_api_requests(
+    app: &'static str,
+    tick: crate::trigger::Tick,
+) -> Result<crate::trigger::Outputs, crate::trigger::Failed> {
+    let (events, dropped) = api_requests::take(app, api_requests::instance(), chrono::Utc::now());
+    let n = events.len();
+    let mut outputs =
+        crate::trigger::Outputs::new().events(api_requests::BINDING, events, &tick.trace)?;
+    outputs = outputs.log(format!("sent {n} API request count(s)"));
+    if dropped > 0 {
+        tracing::warn!(
+            app,
+            dropped,
+            "API request counts over the limit were dropped"
+        );
+        outputs = outputs.log(format!("{dropped} request(s) over the count limit dropped"));
+    }
+    Ok(outputs)
+}
+
+/// `functions` with `FlushApiRequests` added (what [`App::new`] declares for every app).
+fn with_flush_api_requests(mut functions: Vec<Function>) -> Vec<Function> {
+    functions.push(Function {
+        name: api_requests::FUNCTION.to_owned(),
+        trigger: Trigger::Timer,
+        outputs: vec![(
+            api_requests::BINDING.to_owned(),
+            flowgrid_domain::events::topics::PLATFORM_EVENTS.to_owned(),
+        )],
+    });
+    functions
+}
+
+/// `invocations` with `POST /FlushApiRequests` of `app`.
+fn route_flush_api_requests(invocations: axum::Router, app: &'static str) -> axum::Router {
+    invocations.route(
+        &format!("/{}", api_requests::FUNCTION),
+        axum::routing::post(move |tick: crate::trigger::Tick| flush_api_requests(app, tick)),
+    )
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod envelope;
 mod error;
 pub mod etag;
 pub mod extract;
+mod function;
 pub mod health;
 pub mod invocation;
 pub mod json;
@@ -67,6 +68,12 @@ pub fn body_limit_bytes() -> usize {
         }),
         _ => BODY_LIMIT_BYTES,
     })
+}
+
+/// The largest invocation envelope: its body is base64-encoded inside JSON, so 8 times
+/// [`body_limit_bytes`].
+pub fn invocation_body_limit() -> usize {
+    8 * body_limit_bytes()
 }
 
 #[cfg(test)]

@@ -47,11 +47,11 @@ type FunctionNames = HashMap<(&'static str, String, String), String>;
 static FUNCTIONS: OnceLock<Mutex<FunctionNames>> = OnceLock::new();
 
 /// Records the names of `app`'s HTTP functions, so its request spans carry `faas.name`.
-pub fn register_functions(app: &'static str, functions: &[crate::app::Function]) {
+pub fn register_functions(app: &'static str, functions: &[crate::function::Function]) {
     let names = FUNCTIONS.get_or_init(Mutex::default);
     let mut names = names.lock().unwrap_or_else(PoisonError::into_inner);
     for f in functions {
-        if let crate::app::Trigger::ServiceBus(entity) = &f.trigger {
+        if let crate::function::Trigger::ServiceBus(entity) = &f.trigger {
             ENTITIES
                 .get_or_init(Mutex::default)
                 .lock()
@@ -59,8 +59,8 @@ pub fn register_functions(app: &'static str, functions: &[crate::app::Function])
                 .insert((app, f.name.clone()), entity.clone());
             continue;
         }
-        let (crate::app::Trigger::Http { method, route }
-        | crate::app::Trigger::HttpEnvelope { method, route }) = &f.trigger
+        let (crate::function::Trigger::Http { method, route }
+        | crate::function::Trigger::HttpEnvelope { method, route }) = &f.trigger
         else {
             continue;
         };
@@ -68,7 +68,7 @@ pub fn register_functions(app: &'static str, functions: &[crate::app::Function])
             (
                 app,
                 method.to_ascii_uppercase(),
-                crate::app::axum_path(route),
+                crate::function::axum_path(route),
             ),
             f.name.clone(),
         );
@@ -267,11 +267,11 @@ async fn invocation(app: &'static str, req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, crate::app::invocation_body_limit()).await {
+    let bytes = match axum::body::to_bytes(body, crate::invocation_body_limit()).await {
         Ok(b) => b,
         Err(_) => {
             return axum::response::IntoResponse::into_response(ApiError(Error::PayloadTooLarge {
-                limit_bytes: crate::app::invocation_body_limit(),
+                limit_bytes: crate::invocation_body_limit(),
             }));
         }
     };

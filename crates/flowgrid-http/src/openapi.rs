@@ -1,7 +1,7 @@
 //! OpenAPI 3.1 documents generated from the code.
 //!
 //! A handler is documented with utoipa's `#[utoipa::path]` attribute and declared through the
-//! [`App`](crate::app::App) builder with `routes!(handler)` instead of the bare handler:
+//! `App` builder with `routes!(handler)` instead of the bare handler:
 //!
 //! ```ignore
 //! /// Reads one agent.                                   // summary (first line) and description
@@ -14,7 +14,7 @@
 //! ```
 //!
 //! The app's declaration is the source of truth: the operation id is the function name, the
-//! tag the app, and [`App::undocumented`](crate::app::App::undocumented) reports an HTTP function
+//! tag the app, and `App::undocumented` reports an HTTP function
 //! without documentation, or whose attribute names another path or method, or leaves a path
 //! parameter undeclared (every app has a test that this list is empty). The kit completes each
 //! operation the same way ([`complete`]):
@@ -85,7 +85,7 @@ where
 {
     fn into_endpoint(self, method: &str) -> (MethodRouter<S>, Option<HandlerDoc>) {
         (
-            axum::routing::on(crate::app::method_filter(method), self),
+            axum::routing::on(crate::function::method_filter(method), self),
             None,
         )
     }
