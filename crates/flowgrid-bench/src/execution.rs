@@ -21,9 +21,9 @@ use flowgrid_domain::config::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 use flowgrid_http::auth::{DevKey, Role, TokenRequest};
 use serde_json::{Value, json};
 
-struct Dev {
-    child: Child,
-    url: String,
+pub(crate) struct Dev {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl Drop for Dev {

@@ -14,37 +14,16 @@
 //! `cargo run --release -p flowgrid-bench -- scale [--runs 3000] [--requests 400] [--kill-secs 5]`.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::execution::Dev;
 use anyhow::{Context, bail};
 use flowgrid_domain::config::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 use flowgrid_http::auth::{DevKey, Role, TokenRequest};
 use serde_json::{Value, json};
-
-struct Dev {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs the benchmark with the arguments after `scale`.
 pub fn main(args: Vec<String>) -> anyhow::Result<()> {
