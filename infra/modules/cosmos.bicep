@@ -41,6 +41,9 @@ param principalIds array
 // FLOWGRID_ANALYTICS_RETENTION_DAYS). usage (rollups and stale-hour marks): rollups by
 // `c.granularity`, `c.periodMs` and `c.dimension` in the tenant's partition, and the rollup
 // timer's cross-tenant `c.type = @type ORDER BY c.hourMs`; rollups are kept.
+// requestCounts (every app's pending API request counts, one fixed partition `_app:<app>` per
+// app): `c.tenantId = @pk AND c.type = @type ORDER BY c.minuteMs` in the app's partition; rows
+// are deleted once the app's FlushApiRequests timer has sent them twice.
 var containers = [
   {
     name: 'agents'
@@ -138,6 +141,15 @@ var containers = [
       '/periodMs/?'
       '/dimension/?'
       '/hourMs/?'
+    ]
+    defaultTtl: null
+  }
+  {
+    name: 'requestCounts'
+    indexedPaths: [
+      '/tenantId/?'
+      '/type/?'
+      '/minuteMs/?'
     ]
     defaultTtl: null
   }
