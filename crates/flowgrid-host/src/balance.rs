@@ -175,8 +175,8 @@ impl Balancer {
     }
 }
 
-/// 64-bit FNV-1a.
-fn fnv1a(s: &str) -> u64 {
+/// 64-bit FNV-1a (IP hash here; a tenant's canary bucket in the canary module).
+pub fn fnv1a(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.as_bytes() {
         h ^= u64::from(*b);

@@ -47,6 +47,11 @@ pub struct DevArgs {
     /// the FLOWGRID_BALANCE setting; default round-robin.
     #[arg(long, value_name = "APP=STRATEGY")]
     pub balance: Vec<String>,
+    /// Start a canary: another binary of an app beside the current one, taking a share of its
+    /// HTTP traffic sticky per tenant: `app=/path/to/flowgrid-app:10` (percent; repeatable). Over
+    /// the FLOWGRID_CANARY setting. On a running host: `flowgrid canary`.
+    #[arg(long, value_name = "APP=BINARY:WEIGHT")]
+    pub canary: Vec<String>,
 }
 
 /// `flowgrid package`.
@@ -248,6 +253,7 @@ pub fn dev(
             scaling: crate::config::scaling::ScaleOverrides {
                 instances: args.instances.clone(),
                 balance: args.balance.clone(),
+                canary: args.canary.clone(),
             },
         };
         let host = Host::start(opts, &mut |n| eprintln!("flowgrid: {n}")).await?;

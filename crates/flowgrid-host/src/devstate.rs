@@ -14,6 +14,52 @@ use serde::{Deserialize, Serialize};
 /// The lock file's name in the data folder.
 pub const LOCK_FILE: &str = "dev.lock";
 
+/// The host admin key's file in the data folder (mode 0600, written by each `flowgrid dev`):
+/// the admin endpoints (`/admin/...`) want it in [`ADMIN_KEY_HEADER`], as the Functions host
+/// wants its master key.
+pub const ADMIN_KEY_FILE: &str = "host-admin.key";
+
+/// The header carrying the host admin key (the Functions host's name for its keys).
+pub const ADMIN_KEY_HEADER: &str = "x-functions-key";
+
+/// The admin key of the host that runs (or last ran) on `data_dir`.
+pub fn read_admin_key(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    let key = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read the host admin key {} (is `flowgrid dev` running on this data folder?)",
+            path.display()
+        )
+    })?;
+    Ok(key.trim().to_owned())
+}
+
+/// Writes a new random admin key to `data_dir` (readable by its owner only) and returns it.
+pub fn write_admin_key(data_dir: &Path) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    // A new file each time: an old one may have had wider permissions.
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot replace {}", path.display())),
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(key.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key)
+}
+
 /// What a running `flowgrid dev` says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DevState {

@@ -18,8 +18,9 @@ use flowgrid_http::{correlation, otel};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
+use crate::canary::Version;
 use crate::config::{FunctionDef, Trigger};
-use crate::instances::Lease;
+use crate::instances::{Lease, Pool};
 use crate::invoke::{self, CallContext};
 use crate::runtime::{AppRt, RouteEntry, Shared, call, send_all};
 use crate::supervisor::{State as AppState, Status};
@@ -142,6 +143,13 @@ type Served = (Response, Option<(String, String)>);
 async fn serve(sh: &Arc<Shared>, req: Request, ctx: &CallContext) -> Served {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // The host's admin API, outside the route prefix (as the Functions host's `/admin`).
+    if segments.first() == Some(&"admin") {
+        let (parts, body) = req.into_parts();
+        let answer =
+            crate::admin::serve(sh, &segments[1..], &parts.method, &parts.headers, body).await;
+        return (answer, Some(("host".into(), "admin".into())));
+    }
     let Some(rest) = strip_route_prefix(&segments, &sh.config.host.route_prefix) else {
         return (Error::NotFound.into_response(), None);
     };
@@ -158,15 +166,43 @@ async fn serve(sh: &Arc<Shared>, req: Request, ctx: &CallContext) -> Served {
     let app = &sh.apps[route.app];
     let f = &app.functions[route.function];
     let target = Some((app.name.clone(), f.name.clone()));
-    if let Err(refused) = check_limits(sh, req.headers()).await {
-        return (refused, target);
-    }
-    let client = client_key(req.headers());
-    let response = if f.forwarded {
-        forward(sh, app, req, ctx, client.as_deref()).await
-    } else {
-        envelope_http(sh, app, f, req, params, ctx, client.as_deref()).await
+    let tenant = match check_limits(sh, req.headers()).await {
+        Ok(tenant) => tenant,
+        Err(refused) => return (refused, target),
     };
+    let client = client_key(req.headers());
+    // With a canary running: the version by the verified tenant's bucket (docs/scaling.md).
+    let canary = match app.canary.active() {
+        Some(c) => {
+            let tenant = match tenant {
+                Some(t) => Some(t),
+                // Not looked up yet (the rate limit is off).
+                None if !sh.limiter.enabled() => tenant_of(sh, req.headers()).await,
+                None => None,
+            };
+            let version = c.route(tenant.as_deref());
+            Some((c, version))
+        }
+        None => None,
+    };
+    let pool = match &canary {
+        Some((c, Version::Canary)) => c.pool.clone(),
+        _ => app.pool.clone(),
+    };
+    let started = Instant::now();
+    let mut response = if f.forwarded {
+        forward(sh, app, &pool, req, ctx, client.as_deref()).await
+    } else {
+        envelope_http(sh, app, &pool, f, req, params, ctx, client.as_deref()).await
+    };
+    if let Some((c, version)) = canary {
+        c.stats(version)
+            .record(response.status().as_u16(), started.elapsed());
+        response.headers_mut().insert(
+            "x-flowgrid-version",
+            HeaderValue::from_static(version.name()),
+        );
+    }
     (response, target)
 }
 
@@ -225,8 +261,9 @@ fn not_routed(mut allowed: Vec<String>) -> Response {
     allow(Error::MethodNotAllowed.into_response(), &allowed.join(", "))
 }
 
-/// The body limit (on `Content-Length`), then the rate limit of the request's tenant.
-async fn check_limits(sh: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// The body limit (on `Content-Length`), then the rate limit of the request's tenant; the
+/// verified tenant when the rate limit looked it up.
+async fn check_limits(sh: &Shared, headers: &HeaderMap) -> Result<Option<String>, Response> {
     if let Some(len) = content_length(headers)
         && len > sh.gateway.body_limit as u64
     {
@@ -246,7 +283,7 @@ async fn check_limits(sh: &Shared, headers: &HeaderMap) -> Result<(), Response> 
     {
         return Err(Error::TooManyRequests { retry_after_secs }.into_response());
     }
-    Ok(())
+    Ok(tenant)
 }
 
 /// Tries of one request: the first instance and at most two others.
@@ -258,15 +295,16 @@ const MAX_ATTEMPTS: usize = 3;
 async fn lease(
     sh: &Shared,
     app: &AppRt,
+    pool: &Pool,
     client: Option<&str>,
     tried: &[(usize, Option<u32>)],
 ) -> Result<Lease, Response> {
     let init = sh.config.host.initialization_timeout;
     let wait = if tried.is_empty() { init * 4 } else { init };
-    match app.pool.lease(client, tried, wait).await {
+    match pool.lease(client, tried, wait).await {
         Ok(lease) => Ok(lease),
         Err(_) => {
-            let s = app.pool.status();
+            let s = pool.status();
             tracing::warn!(app = %app.name, "app is {:?}: {}", s.state, s.reason.unwrap_or_default());
             Err(Error::Unavailable(format!("app {} is not running", app.name)).into_response())
         }
@@ -338,6 +376,7 @@ const HOP_BY_HOP: [&str; 8] = [
 async fn forward(
     sh: &Shared,
     app: &AppRt,
+    pool: &Pool,
     req: Request,
     ctx: &CallContext,
     client: Option<&str>,
@@ -357,7 +396,7 @@ async fn forward(
     };
     let mut tried = Vec::new();
     loop {
-        let lease = match lease(sh, app, client, &tried).await {
+        let lease = match lease(sh, app, pool, client, &tried).await {
             Ok(l) => l,
             Err(refused) => return refused,
         };
@@ -391,7 +430,7 @@ async fn forward(
                 return Response::from_parts(parts, Body::new(body));
             }
             Err(e) => {
-                lease.instance.failed(app.pool.fail_policy(), lease.pid);
+                lease.instance.failed(pool.fail_policy(), lease.pid);
                 tried.push((lease.instance.ordinal, lease.pid));
                 if !again || tried.len() >= MAX_ATTEMPTS {
                     return Error::Internal(format!("forwarding to the handler failed: {e}"))
@@ -435,9 +474,14 @@ fn header_value(s: &str) -> HeaderValue {
 }
 
 /// Envelope mode for an HTTP-triggered function that also has other bindings.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request's parts and where it goes"
+)]
 async fn envelope_http(
     sh: &Shared,
     app: &AppRt,
+    pool: &Pool,
     f: &FunctionDef,
     req: Request,
     params: BTreeMap<String, String>,
@@ -465,7 +509,7 @@ async fn envelope_http(
     let again = retryable(&parts.method, &parts.headers);
     let mut tried = Vec::new();
     let answer = loop {
-        let lease = match lease(sh, app, client, &tried).await {
+        let lease = match lease(sh, app, pool, client, &tried).await {
             Ok(l) => l,
             Err(refused) => return refused,
         };
@@ -480,7 +524,7 @@ async fn envelope_http(
                     && tried.len() + 1 < MAX_ATTEMPTS
                     && !sh.client.probe(lease.port).await =>
             {
-                lease.instance.failed(app.pool.fail_policy(), lease.pid);
+                lease.instance.failed(pool.fail_policy(), lease.pid);
                 tried.push((lease.instance.ordinal, lease.pid));
                 tracing::warn!(app = %app.name, function = %f.name, instance = lease.instance.ordinal,
                     "invocation failed: {e}; idempotent, invoked again on another instance");
@@ -576,6 +620,7 @@ async fn app_health(sh: &Shared, app: &AppRt, ctx: &CallContext) -> (bool, Value
         obj.insert("health".into(), deep);
         obj.insert("instances".into(), app.pool.instances_json());
         obj.insert("scale".into(), app.pool.scale_json());
+        obj.insert("canary".into(), app.canary.json(&app.pool.program()));
     }
     (ok, entry)
 }

@@ -115,6 +115,9 @@ impl Host {
     pub async fn settle(&self, timeout: Duration) {
         for app in &self.shared.apps {
             app.pool.settle(timeout).await;
+            if let Some(c) = app.canary.active() {
+                c.pool.settle(timeout).await;
+            }
         }
     }
 

@@ -160,7 +160,8 @@ pub(crate) struct PoolSettings {
 /// One app's instances.
 pub(crate) struct Pool {
     pub(crate) app: String,
-    launch: Launch,
+    /// How its instances start (the program changes when a canary is promoted).
+    launch: Mutex<Launch>,
     client: HttpClient,
     rules: Rules,
     balancer: Balancer,
@@ -185,7 +186,7 @@ impl Pool {
         let (version, _) = watch::channel(0u64);
         let pool = Arc::new(Self {
             app: launch.app.clone(),
-            launch,
+            launch: Mutex::new(launch),
             client,
             rules: settings.rules,
             balancer: Balancer::new(settings.strategy),
@@ -250,6 +251,27 @@ impl Pool {
         self.http_in_flight.load(Ordering::SeqCst)
     }
 
+    /// The program its instances run.
+    pub(crate) fn program(&self) -> std::path::PathBuf {
+        self.launch_mut().program.clone()
+    }
+
+    /// How its instances start.
+    pub(crate) fn launch(&self) -> Launch {
+        self.launch_mut().clone()
+    }
+
+    /// How its requests are spread.
+    pub(crate) fn strategy(&self) -> Strategy {
+        self.balancer.strategy().clone()
+    }
+
+    fn launch_mut(&self) -> std::sync::MutexGuard<'_, Launch> {
+        self.launch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Starts one more instance (the lowest free ordinal) and returns it.
     pub(crate) fn spawn_instance(&self) -> Arc<Instance> {
         let mut list = self
@@ -259,7 +281,17 @@ impl Pool {
         let ordinal = (0..)
             .find(|o| !list.iter().any(|i| i.ordinal == *o))
             .unwrap_or(list.len());
-        let mut launch = self.launch.clone();
+        let launch = self.launch_mut().clone();
+        let inst = self.start_process(ordinal, launch);
+        list.push(inst.clone());
+        list.sort_by_key(|i| i.ordinal);
+        drop(list);
+        self.version.send_modify(|v| *v += 1);
+        inst
+    }
+
+    /// Starts instance `ordinal` of `launch` under its supervisor, outside the pool's list.
+    fn start_process(&self, ordinal: usize, mut launch: Launch) -> Arc<Instance> {
         if ordinal > 0 {
             launch.app = format!("{}#{ordinal}", self.app);
         }
@@ -305,11 +337,109 @@ impl Pool {
                 version.send_modify(|v| *v += 1);
             }
         });
-        list.push(inst.clone());
-        list.sort_by_key(|i| i.ordinal);
-        drop(list);
-        self.version.send_modify(|v| *v += 1);
         inst
+    }
+
+    /// Whether an instance is ready and not taken out by failures now (a canary without one
+    /// sends its share to the current version).
+    pub(crate) fn has_available(&self) -> bool {
+        let now = Instant::now();
+        self.instances().iter().any(|i| {
+            let s = i.snapshot();
+            s.state == State::Ready && i.available(now, s.pid)
+        })
+    }
+
+    /// Replaces every instance by one running `program` without dropping a request: as many new
+    /// instances as there are now start (same ordinals), and once every one is ready within
+    /// `wait` they take the old ones' places at once; the old ones receive nothing new and stop
+    /// when what they hold is done. Later instances (scale out) run `program` too. Returns the
+    /// new instances, or why nothing changed (the new ones are then stopped).
+    pub(crate) async fn replace_all(
+        &self,
+        program: std::path::PathBuf,
+        wait: Duration,
+    ) -> Result<Vec<Arc<Instance>>, String> {
+        let mut launch = self.launch_mut().clone();
+        launch.program = program;
+        let ordinals: Vec<usize> = self.instances().iter().map(|i| i.ordinal).collect();
+        let fresh: Vec<Arc<Instance>> = ordinals
+            .iter()
+            .map(|o| self.start_process(*o, launch.clone()))
+            .collect();
+        for inst in &fresh {
+            let mut rx = inst.status.clone();
+            let ready = tokio::time::timeout(
+                wait,
+                rx.wait_for(|s| matches!(s.state, State::Ready | State::Stopped | State::Failed)),
+            )
+            .await;
+            let state = inst.snapshot();
+            if !matches!(ready, Ok(Ok(_))) || state.state != State::Ready {
+                for i in &fresh {
+                    i.retiring.store(true, Ordering::SeqCst);
+                    i.stop.send_replace(true);
+                }
+                return Err(format!(
+                    "instance {} of {} did not get ready within {} s ({:?}{})",
+                    inst.ordinal,
+                    launch.program.display(),
+                    wait.as_secs(),
+                    state.state,
+                    state.reason.map(|r| format!(": {r}")).unwrap_or_default()
+                ));
+            }
+        }
+        *self.launch_mut() = launch;
+        let old = {
+            let mut list = self
+                .instances
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::replace(&mut *list, fresh.clone())
+        };
+        self.version.send_modify(|v| *v += 1);
+        self.retire(old);
+        Ok(fresh)
+    }
+
+    /// Takes every instance out of the pool at once; each stops when what it holds is done.
+    pub(crate) fn retire_all(&self) {
+        let old = std::mem::take(
+            &mut *self
+                .instances
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        self.version.send_modify(|v| *v += 1);
+        self.retire(old);
+    }
+
+    /// Marks `old` retiring (no new request or message) and stops each once it is idle (a
+    /// minute at most).
+    fn retire(&self, old: Vec<Arc<Instance>>) {
+        for inst in old {
+            inst.retiring.store(true, Ordering::SeqCst);
+            self.retired
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(inst.clone());
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    while !inst.idle() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    // A lease taken from a list read just before the switch shows up within a
+                    // moment: look again before stopping.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if inst.idle() || Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                inst.stop.send_replace(true);
+            });
+        }
     }
 
     /// Takes up to `n` idle instances out of the pool (the highest ordinals first, never below
@@ -331,20 +461,8 @@ impl Pool {
         }
         let after = list.len();
         drop(list);
-        for inst in removed {
-            self.retired
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(inst.clone());
-            tokio::spawn(async move {
-                // Let what it holds finish (its receivers stop taking messages at once).
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while !inst.idle() && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                inst.stop.send_replace(true);
-            });
-        }
+        // Let what they hold finish (their receivers stop taking messages at once).
+        self.retire(removed);
         self.version.send_modify(|v| *v += 1);
         after
     }

@@ -22,8 +22,10 @@ pub mod scale;
 pub mod supervisor;
 pub mod timer;
 
+mod admin;
 mod autoscale;
 mod bus_trigger;
+mod canary;
 mod docs;
 mod gateway;
 mod instances;

@@ -21,6 +21,8 @@ pub(crate) struct AppRt {
     /// Its instances (handler processes).
     pub(crate) pool: Arc<Pool>,
     pub(crate) functions: Vec<FunctionDef>,
+    /// Its canary, when one runs, and the record of canary changes.
+    pub(crate) canary: crate::canary::Slot,
 }
 
 pub(crate) struct RouteEntry {
@@ -51,6 +53,8 @@ pub(crate) struct Shared {
     pub(crate) verifier: Option<TokenVerifier>,
     pub(crate) gateway: GatewaySettings,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The host admin key (`host-admin.key` in the data folder): the admin endpoints want it.
+    pub(crate) admin_key: String,
 }
 
 /// Waits for a ready instance of the app (chosen by its strategy); `None` when shutting down.

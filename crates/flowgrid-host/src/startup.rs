@@ -71,6 +71,9 @@ pub(crate) async fn start(opts: HostOptions, notice: &mut dyn FnMut(String)) -> 
     check_settings(&config, &opts, &data_dir, notice)?;
     let bus = open_bus(&data_dir, bus_settings, &config, notice)?;
     let verifier = token_verifier(&config, &data_dir, notice);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+    let admin_key = crate::devstate::write_admin_key(&data_dir)?;
 
     let client = handler_client(&config);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -97,8 +100,21 @@ pub(crate) async fn start(opts: HostOptions, notice: &mut dyn FnMut(String)) -> 
         verifier,
         gateway,
         shutdown: shutdown_rx.clone(),
+        admin_key,
     });
     spawn_triggers(&shared, &mut tasks);
+    for (app, spec) in &scaling.canaries {
+        if let Some(ai) = shared.apps.iter().position(|a| &a.name == app) {
+            notice(format!(
+                "starting a canary of {app} ({}, {} % of its HTTP traffic)",
+                spec.binary.display(),
+                spec.weight
+            ));
+            crate::admin::start_canary(&shared, ai, spec.binary.clone(), spec.weight, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("canary of {app}: {e}"))?;
+        }
+    }
     for ai in 0..shared.apps.len() {
         tasks.push(tokio::spawn(crate::autoscale::run(
             shared.clone(),
@@ -400,6 +416,7 @@ fn spawn_app(
         name: app.name.clone(),
         pool,
         functions: app.functions.clone(),
+        canary: crate::canary::Slot::default(),
     };
     (rt, task)
 }

@@ -5,7 +5,8 @@
 //! - `ANY /api/echo/{*rest}` (forwarded) answers JSON describing the request it received; the
 //!   `x-fixture-status` request header picks the status, `x-fixture-sleep-ms` waits first, and
 //!   `x-fixture-die-instance: 0,2` makes those instances (`FLOWGRID_INSTANCE`) exit mid-request
-//!   (logged as `died instance=<n>`).
+//!   (logged as `died instance=<n>`); `program` is the path it was started as (which build
+//!   answered, for the canary tests).
 //! - `POST /Inspect` answers `res` with the envelope and headers it received.
 //! - `POST /Outputs` answers outputs exercising the base64 rule.
 //! - `POST /Enqueue` sends the JSON array in the request body to output `out`.
@@ -109,6 +110,7 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Resp
             "headers": headers_json(&headers),
             "body": String::from_utf8_lossy(&body),
             "env": env,
+            "program": program(),
         })),
     )
         .into_response();
@@ -200,10 +202,11 @@ async fn invoke(
                 record(&format!("latency_us={}", now - sent));
             } else {
                 record(&format!(
-                    "{} {msg} count={count} id={id} props={props} max_in_flight={} at_ms={} instance={}",
+                    "{} {msg} count={count} id={id} props={props} max_in_flight={} at_ms={} program={} instance={}",
                     fx.app,
                     fx.max_in_flight.load(Ordering::SeqCst),
                     chrono::Utc::now().timestamp_millis(),
+                    program(),
                     std::env::var("FLOWGRID_INSTANCE").unwrap_or_default()
                 ));
             }
@@ -227,6 +230,11 @@ async fn invoke(
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     axum::Json(answer).into_response()
+}
+
+/// The path this process was started as (argv[0]).
+fn program() -> String {
+    std::env::args().next().unwrap_or_default()
 }
 
 async fn health(Path(app): Path<String>) -> Response {

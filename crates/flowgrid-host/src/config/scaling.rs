@@ -9,6 +9,7 @@
 //! | `FLOWGRID_LB_FAIL_TIMEOUT_MS` | `10000` | `10000` |
 //! | `FLOWGRID_SCALE_INTERVAL_MS` | `1000` | `1000` |
 //! | `FLOWGRID_SCALE_IN_AFTER_MS` | `30000` | `30000` |
+//! | `FLOWGRID_CANARY` | `agents=/builds/new/flowgrid-agents:10` | none |
 //!
 //! A per-app list is comma-separated `app=value` items; a bare value applies to every app not
 //! named. `flowgrid dev --instances app=1..4 --balance app=ip-hash` is read after the settings
@@ -30,6 +31,7 @@ pub const SETTINGS: &[&str] = &[
     "FLOWGRID_LB_FAIL_TIMEOUT_MS",
     "FLOWGRID_SCALE_INTERVAL_MS",
     "FLOWGRID_SCALE_IN_AFTER_MS",
+    "FLOWGRID_CANARY",
 ];
 
 /// Most instances of one app.
@@ -42,6 +44,73 @@ pub struct ScaleOverrides {
     pub instances: Vec<String>,
     /// `--balance` items (`app=strategy`).
     pub balance: Vec<String>,
+    /// `--canary` items (`app=/path/to/binary:weight`).
+    pub canary: Vec<String>,
+}
+
+/// A canary to start with the host: another binary of an app taking `weight` percent of its
+/// HTTP traffic (docs/scaling.md, "Canary and cutover").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanarySpec {
+    /// The canary's handler binary.
+    pub binary: std::path::PathBuf,
+    /// Its share of HTTP traffic, 0–100 percent.
+    pub weight: u8,
+}
+
+/// A canary weight: a whole number from 0 to 100.
+pub fn parse_weight(v: &str) -> Result<u8, String> {
+    v.trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|w| *w <= 100)
+        .ok_or_else(|| format!("weight {:?} is not a whole number from 0 to 100", v.trim()))
+}
+
+/// A file that can be run as a handler: it exists, is a file, and is executable.
+pub fn check_binary(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(m) if m.is_file() => Err(format!("{} is not executable", path.display())),
+        Ok(_) => Err(format!("{} is not a file", path.display())),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// `app=/path/to/binary:weight` items, comma-separated (one canary per app).
+fn parse_canaries(
+    name: &str,
+    value: &str,
+    apps: &[String],
+    out: &mut BTreeMap<String, CanarySpec>,
+) -> Result<()> {
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((app, rest)) = item.split_once('=') else {
+            bail!("setting {name}: {item:?} is not app=/path/to/binary:weight");
+        };
+        let app = app.trim();
+        if !apps.iter().any(|a| a == app) {
+            bail!(
+                "setting {name}: no app named {app:?} (apps: {})",
+                apps.join(", ")
+            );
+        }
+        let Some((path, weight)) = rest.rsplit_once(':') else {
+            bail!("setting {name}: {app}: {rest:?} is not /path/to/binary:weight");
+        };
+        let weight =
+            parse_weight(weight).map_err(|e| anyhow::anyhow!("setting {name}: {app}: {e}"))?;
+        let binary = std::path::PathBuf::from(path.trim());
+        let binary = if binary.is_absolute() {
+            binary
+        } else {
+            std::env::current_dir()?.join(binary)
+        };
+        check_binary(&binary).map_err(|e| anyhow::anyhow!("setting {name}: {app}: {e}"))?;
+        out.insert(app.to_owned(), CanarySpec { binary, weight });
+    }
+    Ok(())
 }
 
 /// One app's instance range, strategy and HTTP concurrency.
@@ -68,6 +137,8 @@ pub struct Scaling {
     pub interval: Duration,
     /// How long a lower target must last before instances are removed.
     pub scale_in_after: Duration,
+    /// Canaries to start with the host, per app.
+    pub canaries: BTreeMap<String, CanarySpec>,
 }
 
 /// `min..max` or `n`.
@@ -186,6 +257,13 @@ impl Scaling {
                 &mut concurrency,
             )?;
         }
+        let mut canaries = BTreeMap::new();
+        if let Some(v) = get("FLOWGRID_CANARY") {
+            parse_canaries("FLOWGRID_CANARY", &v, apps, &mut canaries)?;
+        }
+        for v in &overrides.canary {
+            parse_canaries("--canary", v, apps, &mut canaries)?;
+        }
         let apps = apps
             .iter()
             .map(|a| {
@@ -219,6 +297,7 @@ impl Scaling {
                 "FLOWGRID_SCALE_IN_AFTER_MS",
                 30_000u64,
             )?),
+            canaries,
         })
     }
 }

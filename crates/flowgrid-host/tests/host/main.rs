@@ -3,6 +3,7 @@
 
 mod access_log;
 mod apps;
+mod canary;
 mod common;
 mod configuration;
 mod dev_guards;
