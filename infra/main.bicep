@@ -1,5 +1,6 @@
-// Flowgrid on Azure: every app in functions/ as its own Function App (Flex Consumption by
-// default), in front of them API Management, behind them Cosmos DB, Blob Storage, Service Bus,
+// Flowgrid on Azure: every app in functions/ as its own blue/green pair of Function Apps (Flex
+// Consumption by default; one colour live, the other idle or a canary), in front of them API
+// Management, behind them Cosmos DB, Blob Storage, Service Bus,
 // Key Vault and Application Insights. Identity-based access only: every app has its own
 // user-assigned managed identity with data-plane roles scoped to what that app uses, no keys.
 //
@@ -103,6 +104,19 @@ param otlpEndpoint string = ''
 @description('Object id of the person or pipeline that deploys: Key Vault Secrets Officer on the vault to set the secrets, and on Elastic Premium Storage Blob Data Contributor on the package containers to upload them (docs/deploy.md); empty: none.')
 param deployerPrincipalId string = ''
 
+@description('Blue/green state per app (docs/deploy.md, "Canary, promote, rollback"): {"<app>": {"live": "blue" or "green", "greenWeight": 0-100}}; greenWeight is the percentage of tenants (FNV-1a of the tenant id into 100 buckets) and of token-less requests the green Function App gets. An app not named: blue live, green weight 0 (100 when green is live). flowgrid deploy passes the state recorded in API Management, so a redeploy keeps it.')
+param colours object = {}
+
+@description('Circuit breaker of each Function App behind the gateway: this many 5xx answers within circuitBreakerInterval trip it for circuitBreakerTripDuration (or the Retry-After the app sends).')
+@minValue(1)
+param circuitBreakerFailures int = 5
+
+@description('ISO 8601 window in which circuitBreakerFailures trip the circuit breaker.')
+param circuitBreakerInterval string = 'PT1M'
+
+@description('ISO 8601 time a tripped circuit breaker stays open.')
+param circuitBreakerTripDuration string = 'PT1M'
+
 @description('Tags on every resource.')
 param tags object = {
   application: 'flowgrid'
@@ -122,7 +136,22 @@ var issuer = '${gatewayUrl}/api/auth'
 
 var cosmosDatabase = 'flowgrid'
 var dataContainer = 'flowgrid'
-var packageContainers = [for app in apps: 'package-${app.name}']
+// Blue/green: every app runs as two Function Apps, slot s = app s / 2 in colour s % 2, each with
+// its own plan (Flex allows one app per plan) and its own deployment container.
+var colourNames = [
+  'blue'
+  'green'
+]
+var appColours = [for app in apps: union({
+  live: 'blue'
+}, contains(colours, app.name) ? colours[app.name] : {})]
+var liveColours = [for c in appColours: c.live]
+var greenWeights = [for c in appColours: contains(c, 'greenWeight') ? c.greenWeight : (c.live == 'green' ? 100 : 0)]
+var slots = [for s in range(0, 2 * length(apps)): {
+  app: s / 2
+  colour: colourNames[s % 2]
+}]
+var packageContainers = [for slot in slots: 'package-${apps[slot.app].name}-${slot.colour}']
 
 resource identities 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = [for app in apps: {
   name: '${base}-${app.name}-id'
@@ -160,7 +189,7 @@ module runtimeStorage 'modules/storage.bicep' = {
       principalType: 'ServicePrincipal'
     }]
     // Elastic Premium deploys upload the packages as the deployer (docs/deploy.md).
-    containerRoles: flex || empty(deployerPrincipalId) ? [] : map(range(0, length(apps)), i => {
+    containerRoles: flex || empty(deployerPrincipalId) ? [] : map(range(0, length(packageContainers)), i => {
       principalId: deployerPrincipalId
       container: packageContainers[i]
       role: 'Storage Blob Data Contributor'
@@ -245,31 +274,35 @@ resource premiumPlan 'Microsoft.Web/serverfarms@2024-04-01' = if (!flex) {
   }
 }
 
-module functionApps 'modules/functionapp.bicep' = [for (app, i) in apps: {
-  name: 'app-${app.name}'
+// Both colours of an app share its identity and settings; the idle colour has its timer and
+// Service Bus functions disabled (only the live colour consumes) and no always-ready instances.
+module functionApps 'modules/functionapp.bicep' = [for (slot, s) in slots: {
+  name: 'app-${apps[slot.app].name}-${slot.colour}'
   params: {
     location: location
-    name: '${base}-${app.name}'
+    name: '${base}-${apps[slot.app].name}-${slot.colour}'
     tags: union(tags, {
-      'flowgrid-app': app.name
+      'flowgrid-app': apps[slot.app].name
+      'flowgrid-colour': slot.colour
     })
     flex: flex
     premiumPlanId: flex ? '' : premiumPlan.id
-    alwaysReadyInstances: alwaysReadyInstances
+    alwaysReadyInstances: liveColours[slot.app] == slot.colour ? alwaysReadyInstances : 0
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
-    identityId: identities[i].id
-    identityClientId: identities[i].properties.clientId
+    identityId: identities[slot.app].id
+    identityClientId: identities[slot.app].properties.clientId
     runtimeStorageName: runtimeStorage.outputs.name
     runtimeBlobEndpoint: runtimeStorage.outputs.blobEndpoint
-    packageContainer: packageContainers[i]
-    packageBlob: '${app.name}.zip'
+    packageContainer: packageContainers[s]
+    packageBlob: '${apps[slot.app].name}.zip'
+    disabledFunctions: liveColours[slot.app] == slot.colour ? [] : apps[slot.app].triggers
     appInsightsConnectionString: monitoring.outputs.connectionString
     otlpEndpoint: otlpEndpoint
-    serviceBusConnections: app.serviceBusConnections
+    serviceBusConnections: apps[slot.app].serviceBusConnections
     serviceBusNamespace: hasServiceBus ? serviceBus.outputs.fullyQualifiedNamespace : ''
-    secrets: app.secrets
-    ownSettings: contains(app.settings, 'FLOWGRID_AI_PROVIDERS') ? union(app.settings, { FLOWGRID_AI_PROVIDERS: aiProviders }) : app.settings
+    secrets: apps[slot.app].secrets
+    ownSettings: contains(apps[slot.app].settings, 'FLOWGRID_AI_PROVIDERS') ? union(apps[slot.app].settings, { FLOWGRID_AI_PROVIDERS: aiProviders }) : apps[slot.app].settings
     keyVaultName: keyVault.outputs.name
     flowgridSettings: {
       FLOWGRID_DATA_DIR: '/tmp/flowgrid'
@@ -277,7 +310,7 @@ module functionApps 'modules/functionapp.bicep' = [for (app, i) in apps: {
       COSMOS_ENDPOINT: cosmos.outputs.endpoint
       COSMOS_DATABASE: cosmosDatabase
       COSMOS_CREATE_CONTAINERS: 'false'
-      AZURE_CLIENT_ID: identities[i].properties.clientId
+      AZURE_CLIENT_ID: identities[slot.app].properties.clientId
       FLOWGRID_BLOBS: 'azure'
       BLOB_ENDPOINT: dataStorage.outputs.blobEndpoint
       BLOB_CONTAINER: dataContainer
@@ -293,6 +326,8 @@ module functionApps 'modules/functionapp.bicep' = [for (app, i) in apps: {
 }]
 
 var authIndex = indexOf(map(apps, a => a.name), 'auth')
+// The slot of each app's live colour.
+var liveSlots = [for (app, i) in apps: 2 * i + (liveColours[i] == 'green' ? 1 : 0)]
 
 module gateway 'modules/apim.bicep' = {
   name: 'gateway'
@@ -304,10 +339,16 @@ module gateway 'modules/apim.bicep' = {
     publisherName: publisherName
     backends: [for (app, i) in apps: {
       app: app.name
-      url: 'https://${functionApps[i].outputs.hostName}/api'
+      blueUrl: 'https://${functionApps[2 * i].outputs.hostName}/api'
+      greenUrl: 'https://${functionApps[2 * i + 1].outputs.hostName}/api'
+      live: liveColours[i]
+      greenWeight: greenWeights[i]
     }]
+    circuitBreakerFailures: circuitBreakerFailures
+    circuitBreakerInterval: circuitBreakerInterval
+    circuitBreakerTripDuration: circuitBreakerTripDuration
     operations: manifest.operations
-    openIdConfigurationUrl: 'https://${functionApps[authIndex].outputs.hostName}/api/auth/.well-known/openid-configuration'
+    openIdConfigurationUrl: 'https://${functionApps[liveSlots[authIndex]].outputs.hostName}/api/auth/.well-known/openid-configuration'
     issuer: issuer
     audience: jwtAudience
     corsAllowedOrigins: corsAllowedOrigins
@@ -321,11 +362,22 @@ module gateway 'modules/apim.bicep' = {
 @description('The gateway every client calls: routes under /api.')
 output gatewayUrl string = gatewayUrl
 
-@description('The Function App of each app, by app name (for the zip deploys).')
+@description('The Function Apps of each app, by app name: name = the live colour\'s (for the zip deploys), blue and green.')
 output functionAppNames array = [for (app, i) in apps: {
   app: app.name
-  name: functionApps[i].outputs.name
+  name: functionApps[liveSlots[i]].outputs.name
+  blue: functionApps[2 * i].outputs.name
+  green: functionApps[2 * i + 1].outputs.name
 }]
+
+@description('The API Management service: its named values <app>-green-weight and <app>-live record each app\'s blue/green state.')
+output gatewayName string = apimName
+
+@description('Resource id of the API Management service (its backend pools are updated through it).')
+output gatewayResourceId string = resourceId('Microsoft.ApiManagement/service', apimName)
+
+@description('Application Insights (requests by cloud_RoleName = Function App name: per-colour error rate and latency).')
+output appInsightsName string = monitoring.outputs.appInsightsName
 
 @description('FlexConsumption or ElasticPremium: how the apps are deployed (docs/deploy.md).')
 output hostingPlan string = hostingPlan

@@ -1,8 +1,16 @@
 // API Management (Consumption) in front of the apps: one API under /api whose operations are
 // exactly the HTTP functions of every app (infra/apps.json, checked against the function.json
-// files by tests/tests/infra.rs), each sent to its app's Function App. The API's policy
-// (api-policy.xml) sets the correlation id, validates bearer tokens against the Auth app's
-// JWKS, limits calls per tenant, limits body size and, when origins are given, answers CORS.
+// files by tests/tests/infra.rs), each sent to its app's blue or green Function App. The API's
+// policy (api-policy.xml) sets the correlation id, validates bearer tokens against the Auth app's
+// JWKS, puts the token's tenant in one of 100 buckets, limits calls per tenant, limits body size
+// and, when origins are given, answers CORS.
+//
+// Blue/green (docs/deploy.md, "Canary, promote, rollback"): per app a backend per colour, each
+// with a circuit breaker, and a weighted pool of the two. An operation sends a request with a
+// tenant to green when the tenant's bucket is below the named value <app>-green-weight, else to
+// blue (sticky per tenant, the local host's rule); a request without a token goes to the pool,
+// which spreads by the same weights per request. Shifting weight is one named-value update (and
+// the pool's weights), no redeploy; <app>-live records which colour consumes queues and timers.
 
 param location string
 param name string
@@ -10,8 +18,13 @@ param tags object
 param publisherEmail string
 param publisherName string
 
-@description('[{app, url}]: the base URL (…/api) of each app\'s Function App.')
+@description('[{app, blueUrl, greenUrl, live, greenWeight}]: the base URLs (…/api) of each app\'s blue and green Function Apps, its live colour and the percentage of its traffic green gets.')
 param backends array
+
+@description('5xx answers within circuitBreakerInterval that trip a Function App\'s circuit breaker.')
+param circuitBreakerFailures int
+param circuitBreakerInterval string
+param circuitBreakerTripDuration string
 
 @description('[{app, function, method, urlTemplate, parameters}].')
 param operations array
@@ -43,16 +56,99 @@ resource service 'Microsoft.ApiManagement/service@2023-05-01-preview' = {
   }
 }
 
-resource appBackends 'Microsoft.ApiManagement/service/backends@2023-05-01-preview' = [for b in backends: {
+// One backend per app and colour: <app>-blue, <app>-green.
+var colourBackends = flatten(map(backends, b => [
+  {
+    name: '${b.app}-blue'
+    url: b.blueUrl
+  }
+  {
+    name: '${b.app}-green'
+    url: b.greenUrl
+  }
+]))
+
+resource appBackends 'Microsoft.ApiManagement/service/backends@2024-05-01' = [for b in colourBackends: {
   parent: service
-  name: b.app
+  name: b.name
   properties: {
+    type: 'Single'
     url: b.url
     protocol: 'http'
     tls: {
       validateCertificateChain: true
       validateCertificateName: true
     }
+    circuitBreaker: {
+      rules: [
+        {
+          name: 'server-errors'
+          failureCondition: {
+            count: circuitBreakerFailures
+            interval: circuitBreakerInterval
+            statusCodeRanges: [
+              {
+                min: 500
+                max: 599
+              }
+            ]
+            errorReasons: [
+              'Server errors'
+            ]
+          }
+          tripDuration: circuitBreakerTripDuration
+          acceptRetryAfter: true
+        }
+      ]
+    }
+  }
+}]
+
+// The pool of an app's two colours, weighted like the per-tenant choice: <app>-pool.
+resource appPools 'Microsoft.ApiManagement/service/backends@2024-05-01' = [for b in backends: {
+  parent: service
+  name: '${b.app}-pool'
+  properties: {
+    type: 'Pool'
+    description: 'Blue/green pool of ${b.app}'
+    pool: {
+      services: [
+        {
+          id: '/backends/${b.app}-blue'
+          priority: 1
+          weight: 100 - b.greenWeight
+        }
+        {
+          id: '/backends/${b.app}-green'
+          priority: 1
+          weight: b.greenWeight
+        }
+      ]
+    }
+  }
+  dependsOn: [
+    appBackends
+  ]
+}]
+
+// The per-app state, read by the operations' policies (green weight) and by flowgrid deploy.
+resource greenWeightValues 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = [for b in backends: {
+  parent: service
+  name: '${b.app}-green-weight'
+  properties: {
+    displayName: '${b.app}-green-weight'
+    value: string(b.greenWeight)
+    secret: false
+  }
+}]
+
+resource liveColourValues 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = [for b in backends: {
+  parent: service
+  name: '${b.app}-live'
+  properties: {
+    displayName: '${b.app}-live'
+    value: b.live
+    secret: false
   }
 }]
 
@@ -115,15 +211,20 @@ resource apiOperations 'Microsoft.ApiManagement/service/apis/operations@2023-05-
   }
 }]
 
+// Each operation's backend: with a tenant (tenantBucket, set by api-policy.xml from the validated
+// token's tid), green when its bucket is below the app's green weight, else blue; without one,
+// the app's pool. `>` rather than `<`: the expression sits in an XML attribute.
 resource operationPolicies 'Microsoft.ApiManagement/service/apis/operations/policies@2023-05-01-preview' = [for (op, i) in operations: {
   parent: apiOperations[i]
   name: 'policy'
   properties: {
     format: 'rawxml'
-    value: '<policies><inbound><base /><set-backend-service backend-id="${op.app}" /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
+    value: '<policies><inbound><base /><choose><when condition="@(!context.Variables.ContainsKey("tenantBucket"))"><set-backend-service backend-id="${op.app}-pool" /></when><when condition="@(int.Parse("{{${op.app}-green-weight}}") > (int)context.Variables["tenantBucket"])"><set-backend-service backend-id="${op.app}-green" /></when><otherwise><set-backend-service backend-id="${op.app}-blue" /></otherwise></choose></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>'
   }
   dependsOn: [
     appBackends
+    appPools
+    greenWeightValues
   ]
 }]
 

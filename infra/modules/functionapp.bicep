@@ -1,5 +1,7 @@
-// One Flowgrid app as a Function App running its custom-handler binary (`handler` in the
-// package), with its own user-assigned identity and identity-based settings only.
+// One colour (blue or green) of one Flowgrid app as a Function App running its custom-handler
+// binary (`handler` in the package), with the app's user-assigned identity and identity-based
+// settings only. main.bicep deploys two per app (docs/deploy.md, "Canary, promote, rollback"):
+// the idle colour gets `disabledFunctions`, so only the live colour consumes queues and timers.
 //
 // Flex Consumption (default): one FC1 plan per app (Flex allows one app per plan), runtime
 // `custom` 1.0 in `functionAppConfig`, the package pulled from the app's blob container with the
@@ -50,6 +52,9 @@ param flowgridSettings object
 @description('The app\'s own settings (its handler\'s settings table), from apps.json.')
 param ownSettings object
 
+@description('Functions the host must not trigger (AzureWebJobs.<name>.Disabled = true): the timer and Service Bus functions of the idle colour; empty for the live colour.')
+param disabledFunctions array = []
+
 // What the Functions host itself reads: its storage and telemetry, by identity.
 var hostSettings = {
   AzureWebJobsStorage__accountName: runtimeStorageName
@@ -92,7 +97,10 @@ var connectionSettings = toObject(flatten(map(serviceBusConnections, c => [
 
 var secretSettings = toObject(items(secrets), s => s.key, s => '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${s.value})')
 
-var appSettings = union(hostSettings, otelSettings, premiumSettings, connectionSettings, flowgridSettings, ownSettings, secretSettings)
+// The Functions host's documented switch for one function; HTTP functions stay on in both colours.
+var triggerSettings = toObject(disabledFunctions, f => 'AzureWebJobs.${f}.Disabled', f => 'true')
+
+var appSettings = union(hostSettings, otelSettings, premiumSettings, connectionSettings, flowgridSettings, ownSettings, secretSettings, triggerSettings)
 
 resource flexPlan 'Microsoft.Web/serverfarms@2024-04-01' = if (flex) {
   name: '${name}-plan'

@@ -48,4 +48,5 @@ resource publishers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for 
 }]
 
 output appInsightsId string = appInsights.id
+output appInsightsName string = appInsights.name
 output connectionString string = appInsights.properties.ConnectionString

@@ -8,13 +8,19 @@
 //!    (`FLOWGRID_AI_*_API_KEY`) is optional: when absent it is named and left unset (the app then
 //!    runs without that provider, the offline provider being the default); any other missing
 //!    secret stops the deployment, naming the command that sets it;
-//! 4. the packages (`flowgrid package`), then one deploy per app: a zip deploy on Flex
-//!    Consumption, an upload of the package blob and a restart on Elastic Premium;
+//! 4. the packages (`flowgrid package`), then one deploy per app to its live colour: a zip
+//!    deploy on Flex Consumption, an upload of the package blob and a restart on Elastic Premium;
 //! 5. a smoke call through the gateway: each app's liveness route.
 //!
 //! Every step is idempotent, so rerunning the command after a failure or a change is the way to
-//! resume or update.
+//! resume or update. Each app is a blue/green pair of Function Apps; the deployment keeps the
+//! state API Management records (which colour is live, green's weight), and the options
+//! `--stage`, `--canary`, `--promote`, `--rollback` and `--status` work on it without a redeploy
+//! (`colours`, docs/deploy.md "Canary, promote, rollback").
 
+mod colours;
+
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,6 +29,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::Value;
+
+use colours::{Colour, Deployment, Operation, State};
 
 /// The deployment's name in the resource group (its outputs are read back by name).
 const DEPLOYMENT: &str = "flowgrid";
@@ -40,9 +48,10 @@ pub struct DeployArgs {
     /// Create the resource group in this region first (idempotent); without it, the group must exist.
     #[arg(long)]
     location: Option<String>,
-    /// API Management publisher e-mail (the service requires one).
-    #[arg(long)]
-    publisher_email: String,
+    /// API Management publisher e-mail (the service requires one); needed to deploy the
+    /// infrastructure, not by the colour options.
+    #[arg(long, required_unless_present_any = ["stage", "canary", "promote", "rollback", "status"])]
+    publisher_email: Option<String>,
     /// Object id of the deployer, granted the rights to set secrets and upload packages;
     /// default: the signed-in user's (`az ad signed-in-user show`).
     #[arg(long)]
@@ -68,6 +77,25 @@ pub struct DeployArgs {
     /// The curl executable, for the smoke calls.
     #[arg(long, env = "FLOWGRID_CURL", default_value = "curl")]
     curl: String,
+    /// Deploy only this app's package, to its idle colour (its timer and Service Bus functions
+    /// off), without traffic until --canary gives it some.
+    #[arg(long, value_name = "APP")]
+    stage: Option<String>,
+    /// Send this percentage of the app's tenants (and token-less requests) to its idle colour,
+    /// the canary: APP=WEIGHT, 0-100.
+    #[arg(long, value_name = "APP=WEIGHT")]
+    canary: Option<String>,
+    /// Make this colour of the app live: all its traffic, its timer and Service Bus functions on
+    /// and the other colour's off: APP=blue|green.
+    #[arg(long, value_name = "APP=COLOUR")]
+    promote: Option<String>,
+    /// Take the app's canary back to 0% (its triggers off, the live colour's on).
+    #[arg(long, value_name = "APP")]
+    rollback: Option<String>,
+    /// Print each app's live colour and canary weight, and the query that compares the colours'
+    /// error rate and latency.
+    #[arg(long)]
+    status: bool,
 }
 
 /// Runs every step.
@@ -78,10 +106,34 @@ pub fn run(args: &DeployArgs) -> Result<()> {
             .context("reading infra/apps.json")?,
     )
     .context("infra/apps.json is not JSON")?;
+    let app_names: Vec<String> = manifest["apps"]
+        .as_array()
+        .context("infra/apps.json has no apps array")?
+        .iter()
+        .filter_map(|a| a["name"].as_str().map(str::to_owned))
+        .collect();
+    // Checked before any az call.
+    let operation = Operation::from_options(
+        args.stage.as_deref(),
+        args.canary.as_deref(),
+        args.promote.as_deref(),
+        args.rollback.as_deref(),
+        args.status,
+        &app_names,
+    )?;
     let az = Az {
         program: &args.az,
         group: &args.resource_group,
     };
+    match operation {
+        None => {}
+        Some(Operation::Stage(app)) => return stage(args, &root, &az, &manifest, &app_names, &app),
+        Some(operation) => return colours::run(&az, &manifest, &operation, &app_names),
+    }
+    let publisher_email = args
+        .publisher_email
+        .as_deref()
+        .context("--publisher-email is required to deploy the infrastructure")?;
 
     if let Some(location) = &args.location {
         step(&format!(
@@ -121,10 +173,30 @@ pub fn run(args: &DeployArgs) -> Result<()> {
             .trim()
             .to_owned(),
     };
+    // The blue/green state API Management records, so the deployment keeps it (a first
+    // deployment has none: every app blue).
+    let states = match Deployment::read(&az)? {
+        None => BTreeMap::new(),
+        Some(outputs) => match outputs.get("gatewayName").and_then(|o| o.get("value")) {
+            Some(Value::String(gateway)) => colours::read_states(&az, gateway, &app_names)?,
+            // A deployment from before blue/green: its gateway has no state yet.
+            _ => BTreeMap::new(),
+        },
+    };
+    for (app, state) in &states {
+        if state.canary_weight() > 0 {
+            println!(
+                "    {app}: canary {} at {}% kept (flowgrid deploy --promote or --rollback ends it)",
+                state.idle(),
+                state.canary_weight()
+            );
+        }
+    }
     let template = root.join("infra/main.bicep");
     let parameters = format!("@{}", root.join("infra/main.parameters.json").display());
-    let email = format!("publisherEmail={}", args.publisher_email);
+    let email = format!("publisherEmail={publisher_email}");
     let deployer = format!("deployerPrincipalId={deployer}");
+    let colours_parameter = colours::colours_parameter(&states);
     let mut command = vec![
         "deployment",
         "group",
@@ -142,6 +214,9 @@ pub fn run(args: &DeployArgs) -> Result<()> {
         &deployer,
     ];
     command.extend(args.parameters.iter().map(String::as_str));
+    if !args.parameters.iter().any(|p| p.starts_with("colours=")) {
+        command.push(&colours_parameter);
+    }
     command.extend(["--query", "properties.outputs", "--output", "json"]);
     let outputs: Value = serde_json::from_str(&az.run(&command)?)
         .context("the deployment's outputs are not JSON")?;
@@ -160,95 +235,26 @@ pub fn run(args: &DeployArgs) -> Result<()> {
     let gateway = text("gatewayUrl")?;
     let vault = text("keyVaultName")?;
     let flex = text("hostingPlan")? == "FlexConsumption";
-    let apps: Vec<(String, String)> = output("functionAppNames")?
-        .as_array()
-        .context("output functionAppNames is not an array")?
-        .iter()
-        .map(|a| {
-            Some((
-                a.get("app")?.as_str()?.to_owned(),
-                a.get("name")?.as_str()?.to_owned(),
-            ))
-        })
-        .collect::<Option<_>>()
-        .context("output functionAppNames is not [{app, name}]")?;
+    let deployment = Deployment::from_outputs(&outputs)?;
 
     step(&format!("secrets in Key Vault {vault}"));
     for (setting, secret) in secrets(&manifest) {
         ensure_secret(&az, &vault, &setting, &secret)?;
     }
 
-    if args.no_package {
-        step(&format!("packages: using {}", args.dist.display()));
-    } else {
-        step("packages: flowgrid package");
-        flowgrid_host::cli::run_package(&flowgrid_host::cli::PackageArgs {
-            app: None,
-            out: args.dist.clone(),
-            root: Some(root.clone()),
-            target: args.target.clone(),
-            no_build: false,
-        })?;
-    }
+    packages(args, &root, None)?;
 
     let account = if flex {
         None
     } else {
         Some(text("packageStorageAccount")?)
     };
-    for (app, name) in &apps {
-        step(&format!("app {app}: deploying to {name}"));
-        let zip = args.dist.join(format!("{app}.zip"));
-        if !zip.is_file() {
-            bail!("{}: no package for {app}", zip.display());
-        }
-        let zip = zip.to_str().context("a non-UTF-8 path")?;
-        match &account {
-            None => {
-                az.run(&[
-                    "functionapp",
-                    "deployment",
-                    "source",
-                    "config-zip",
-                    "--resource-group",
-                    &args.resource_group,
-                    "--name",
-                    name,
-                    "--src",
-                    zip,
-                    "--output",
-                    "none",
-                ])?;
-            }
-            Some(account) => {
-                az.run(&[
-                    "storage",
-                    "blob",
-                    "upload",
-                    "--auth-mode",
-                    "login",
-                    "--account-name",
-                    account,
-                    "--container-name",
-                    &format!("package-{app}"),
-                    "--name",
-                    &format!("{app}.zip"),
-                    "--file",
-                    zip,
-                    "--overwrite",
-                    "--output",
-                    "none",
-                ])?;
-                az.run(&[
-                    "functionapp",
-                    "restart",
-                    "--resource-group",
-                    &args.resource_group,
-                    "--name",
-                    name,
-                ])?;
-            }
-        }
+    // Each app's build goes to its live colour (the idle one gets builds with --stage).
+    for app in &app_names {
+        let live = states.get(app).copied().unwrap_or(State::INITIAL).live;
+        let name = deployment.function_app(app, live)?;
+        step(&format!("app {app}: deploying to {name} ({live}, live)"));
+        deploy_package(args, &az, account.as_deref(), app, live, name)?;
     }
 
     step("smoke: each app's liveness through the gateway");
@@ -283,6 +289,151 @@ pub fn run(args: &DeployArgs) -> Result<()> {
 
 fn step(what: &str) {
     println!("==> {what}");
+}
+
+/// Builds the packages (of one app, or all) unless --no-package.
+fn packages(args: &DeployArgs, root: &Path, app: Option<&str>) -> Result<()> {
+    if args.no_package {
+        step(&format!("packages: using {}", args.dist.display()));
+        return Ok(());
+    }
+    step("packages: flowgrid package");
+    flowgrid_host::cli::run_package(&flowgrid_host::cli::PackageArgs {
+        app: app.map(str::to_owned),
+        out: args.dist.clone(),
+        root: Some(root.to_owned()),
+        target: args.target.clone(),
+        no_build: false,
+    })
+}
+
+/// Deploys `<dist>/<app>.zip` to the Function App `name` (colour `colour` of `app`): a zip deploy
+/// on Flex Consumption (`account` None), else an upload to its package container and a restart.
+fn deploy_package(
+    args: &DeployArgs,
+    az: &Az,
+    account: Option<&str>,
+    app: &str,
+    colour: Colour,
+    name: &str,
+) -> Result<()> {
+    let zip = args.dist.join(format!("{app}.zip"));
+    if !zip.is_file() {
+        bail!("{}: no package for {app}", zip.display());
+    }
+    let zip = zip.to_str().context("a non-UTF-8 path")?;
+    match account {
+        None => {
+            az.run(&[
+                "functionapp",
+                "deployment",
+                "source",
+                "config-zip",
+                "--resource-group",
+                &args.resource_group,
+                "--name",
+                name,
+                "--src",
+                zip,
+                "--output",
+                "none",
+            ])?;
+        }
+        Some(account) => {
+            az.run(&[
+                "storage",
+                "blob",
+                "upload",
+                "--auth-mode",
+                "login",
+                "--account-name",
+                account,
+                "--container-name",
+                &format!("package-{app}-{colour}"),
+                "--name",
+                &format!("{app}.zip"),
+                "--file",
+                zip,
+                "--overwrite",
+                "--output",
+                "none",
+            ])?;
+            az.run(&[
+                "functionapp",
+                "restart",
+                "--resource-group",
+                &args.resource_group,
+                "--name",
+                name,
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// `--stage <app>`: the app's package on its idle colour, whose timer and Service Bus functions
+/// stay off; its traffic stays as it is (0% until --canary).
+fn stage(
+    args: &DeployArgs,
+    root: &Path,
+    az: &Az,
+    manifest: &Value,
+    app_names: &[String],
+    app: &str,
+) -> Result<()> {
+    // The package first: a zip that cannot be built or found stops before anything changes.
+    packages(args, root, Some(app))?;
+    if !args.dist.join(format!("{app}.zip")).is_file() {
+        bail!(
+            "{}: no package for {app}",
+            args.dist.join(format!("{app}.zip")).display()
+        );
+    }
+    let outputs = Deployment::read(az)?.with_context(|| {
+        format!(
+            "no deployment {DEPLOYMENT} in resource group {}: run flowgrid deploy first",
+            az.group
+        )
+    })?;
+    let deployment = Deployment::from_outputs(&outputs)?;
+    let states = colours::read_states(az, &deployment.gateway, app_names)?;
+    let state = states.get(app).copied().unwrap_or(State::INITIAL);
+    let idle = state.idle();
+    let name = deployment.function_app(app, idle)?;
+    step(&format!(
+        "{app}: staging on {name} ({idle}, idle; {} stays live)",
+        state.live
+    ));
+    colours::disable_idle_triggers(az, &deployment, manifest, app, idle)?;
+    let flex = outputs
+        .get("hostingPlan")
+        .and_then(|o| o.get("value"))
+        .and_then(Value::as_str)
+        != Some("ElasticPremium");
+    let account = if flex {
+        None
+    } else {
+        Some(
+            outputs
+                .get("packageStorageAccount")
+                .and_then(|o| o.get("value"))
+                .and_then(Value::as_str)
+                .context("the deployment has no output packageStorageAccount")?
+                .to_owned(),
+        )
+    };
+    deploy_package(args, az, account.as_deref(), app, idle, name)?;
+    println!(
+        "    {app}: {idle} has the new build and {}% of the traffic; next: flowgrid deploy \
+         --resource-group {} --canary {app}=10",
+        state.canary_weight(),
+        az.group
+    );
+    println!(
+        "    watch: {}",
+        colours::watch_command(az, &deployment, app)?
+    );
+    Ok(())
 }
 
 /// The `az` CLI, with the resource group at hand.

@@ -13,7 +13,10 @@
 //!   `local.settings.example.json` and is deployed, apart from a short list of local-only
 //!   settings (keys), and nothing else is;
 //! - the Cosmos containers in the Bicep are exactly the storage layer's `CONTAINERS`;
-//! - no keys: no `listKeys`, local auth off everywhere, data-plane roles only.
+//! - no keys: no `listKeys`, local auth off everywhere, data-plane roles only;
+//! - blue/green: every app is two Function Apps behind a weighted API Management pool with a
+//!   circuit breaker per colour, a per-tenant choice reading the app's weight named value, and
+//!   the idle colour's timer and Service Bus functions disabled.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -211,20 +214,30 @@ fn every_app_in_functions_has_a_function_app() {
         "infra/apps.json must list every app in functions/, in order"
     );
 
-    // main.bicep deploys one Function App per manifest entry.
+    // main.bicep deploys two Function Apps (blue and green) per manifest entry.
     let main = bicep("infra/main.bicep");
     assert!(
         main.referenced_files().iter().any(|f| f == "apps.json"),
         "main.bicep must load apps.json"
     );
-    let looped = main
-        .modules()
-        .into_iter()
-        .any(|m| m.path == "modules/functionapp.bicep" && m.looped_over.as_deref() == Some("apps"));
+    let looped = main.modules().into_iter().any(|m| {
+        m.path == "modules/functionapp.bicep" && m.looped_over.as_deref() == Some("slots")
+    });
     assert!(
         looped,
-        "main.bicep must deploy modules/functionapp.bicep for each app in apps"
+        "main.bicep must deploy modules/functionapp.bicep for each slot (app and colour)"
     );
+    let slots = main.text(main.variable("slots").expect("var slots"));
+    for part in [
+        "range(0, 2 * length(apps))",
+        "app: s / 2",
+        "colour: colourNames[s % 2]",
+    ] {
+        assert!(
+            slots.contains(part),
+            "slots must be every app in both colours; {part} missing from {slots}"
+        );
+    }
     let app = bicep("infra/modules/functionapp.bicep");
     let types = app.resource_types();
     for ty in ["Microsoft.Web/sites", "Microsoft.Web/serverfarms"] {
@@ -651,5 +664,413 @@ fn every_module_gets_the_parameters_it_declares_and_has_the_outputs_used() {
     assert!(
         checked >= 7,
         "expected main.bicep's modules, checked {checked}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blue/green (issue 15, item 8; docs/deploy.md "Canary, promote, rollback")
+
+/// The text of `object.key`, panicking with what is missing.
+fn value_text<'t>(
+    file: &'t Bicep,
+    object: flowgrid_testkit::bicep::Node<'t>,
+    key: &str,
+) -> &'t str {
+    let value = file.property(object, key).unwrap_or_else(|| {
+        panic!(
+            "{}: no `{key}` in {}",
+            relative(file.path()),
+            file.text(object)
+        )
+    });
+    file.text(value)
+}
+
+/// The property at `path` (keys, outermost first) of `object`.
+fn at<'t>(
+    file: &'t Bicep,
+    object: flowgrid_testkit::bicep::Node<'t>,
+    path: &[&str],
+) -> flowgrid_testkit::bicep::Node<'t> {
+    path.iter().fold(object, |node, key| {
+        file.property(node, key).unwrap_or_else(|| {
+            panic!(
+                "{}: no `{}` (looking for {path:?}) in {}",
+                relative(file.path()),
+                key,
+                file.text(node)
+            )
+        })
+    })
+}
+
+#[test]
+fn every_app_is_a_blue_green_pair_and_only_the_live_colour_runs_triggers() {
+    let main = bicep("infra/main.bicep");
+    // The two colours, from a parameter per app saying which is live and green's weight.
+    let colours = main.variable("colourNames").expect("var colourNames");
+    let names: Vec<String> = {
+        let mut cursor = colours.walk();
+        colours
+            .named_children(&mut cursor)
+            .filter_map(|c| main.literal(c))
+            .collect()
+    };
+    assert_eq!(names, ["blue", "green"]);
+    assert!(
+        main.parameters().contains("colours"),
+        "main.bicep needs the colours parameter"
+    );
+    let app_colours = main.text(main.variable("appColours").expect("var appColours"));
+    assert!(
+        app_colours.contains("colours[app.name]") && app_colours.contains("live: 'blue'"),
+        "each app's state comes from colours, blue live by default: {app_colours}"
+    );
+    let weights = main.text(main.variable("greenWeights").expect("var greenWeights"));
+    assert!(
+        weights.contains("c.greenWeight") && weights.contains("c.live == 'green' ? 100 : 0"),
+        "green's weight comes from colours, else all or nothing by the live colour: {weights}"
+    );
+
+    // One Function App per slot, named by app and colour, each with its own deployment
+    // container; the idle colour's triggers off and no always-ready instances.
+    let apps = main.body_of("functionApps").expect("module functionApps");
+    let params = at(&main, apps, &["params"]);
+    let name = value_text(&main, params, "name");
+    assert_eq!(name, "'${base}-${apps[slot.app].name}-${slot.colour}'");
+    assert_eq!(
+        value_text(&main, params, "packageContainer"),
+        "packageContainers[s]"
+    );
+    let containers = main.text(
+        main.variable("packageContainers")
+            .expect("var packageContainers"),
+    );
+    assert!(
+        containers.contains("[for slot in slots:") && containers.contains("${slot.colour}"),
+        "one deployment container per slot: {containers}"
+    );
+    assert_eq!(
+        value_text(&main, params, "disabledFunctions"),
+        "liveColours[slot.app] == slot.colour ? [] : apps[slot.app].triggers",
+        "the idle colour gets its app's timer and Service Bus functions disabled"
+    );
+    assert_eq!(
+        value_text(&main, params, "alwaysReadyInstances"),
+        "liveColours[slot.app] == slot.colour ? alwaysReadyInstances : 0"
+    );
+    assert_eq!(
+        value_text(&main, params, "identityId"),
+        "identities[slot.app].id",
+        "both colours run as the app's identity (its roles)"
+    );
+    // Flex allows one app per plan: the module makes a plan per Function App.
+    let app = bicep("infra/modules/functionapp.bicep");
+    let plan = app.body_of("flexPlan").expect("resource flexPlan");
+    assert_eq!(value_text(&app, plan, "name"), "'${name}-plan'");
+
+    // The disabled-trigger settings: the Functions host's AzureWebJobs.<function>.Disabled.
+    assert!(app.parameters().contains("disabledFunctions"));
+    let triggers = app.text(
+        app.variable("triggerSettings")
+            .expect("var triggerSettings"),
+    );
+    assert_eq!(
+        triggers,
+        "toObject(disabledFunctions, f => 'AzureWebJobs.${f}.Disabled', f => 'true')"
+    );
+    let settings = app.text(app.variable("appSettings").expect("var appSettings"));
+    assert!(
+        settings.starts_with("union(") && settings.contains("triggerSettings"),
+        "the trigger settings must be part of the app settings: {settings}"
+    );
+    // Every app lists its non-HTTP functions (the manifest test holds them to function.json).
+    let manifest = read_json(&root().join("infra/apps.json"));
+    let execution = manifest["apps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "execution"))
+        .expect("the execution app");
+    for function in ["ExecuteJob", "RunSchedules", "ReapJobs"] {
+        assert!(
+            execution["triggers"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|f| f == function)),
+            "execution's {function} must be disabled on its idle colour: {}",
+            execution["triggers"]
+        );
+    }
+
+    // Outputs name both colours, for flowgrid deploy.
+    for output in [
+        "functionAppNames",
+        "gatewayName",
+        "gatewayResourceId",
+        "appInsightsName",
+    ] {
+        assert!(
+            main.outputs().contains(output),
+            "main.bicep outputs no {output}"
+        );
+    }
+    let names = main.text(
+        main.nodes("output_declaration")
+            .into_iter()
+            .find(|o| {
+                o.named_child(0)
+                    .is_some_and(|id| main.text(id) == "functionAppNames")
+            })
+            .expect("output functionAppNames"),
+    );
+    for part in [
+        "blue: functionApps[2 * i].outputs.name",
+        "green: functionApps[2 * i + 1].outputs.name",
+        "name: functionApps[liveSlots[i]].outputs.name",
+    ] {
+        assert!(names.contains(part), "{part} missing from {names}");
+    }
+}
+
+#[test]
+fn every_app_has_a_weighted_pool_of_its_colours_with_circuit_breakers_and_a_sticky_choice() {
+    let main = bicep("infra/main.bicep");
+    let gateway = main.body_of("gateway").expect("module gateway");
+    let backends = at(&main, gateway, &["params", "backends"]);
+    let entry = backends
+        .child_by_field_name("body")
+        .expect("backends: [for (app, i) in apps: {…}]");
+    assert_eq!(
+        value_text(&main, entry, "blueUrl"),
+        "'https://${functionApps[2 * i].outputs.hostName}/api'"
+    );
+    assert_eq!(
+        value_text(&main, entry, "greenUrl"),
+        "'https://${functionApps[2 * i + 1].outputs.hostName}/api'"
+    );
+    assert_eq!(value_text(&main, entry, "greenWeight"), "greenWeights[i]");
+    assert_eq!(value_text(&main, entry, "live"), "liveColours[i]");
+
+    let apim = bicep("infra/modules/apim.bicep");
+    let resources = apim.resources();
+    let backend_resources: Vec<_> = resources
+        .iter()
+        .filter(|r| r.type_name == "Microsoft.ApiManagement/service/backends")
+        .collect();
+    for r in &backend_resources {
+        // Pools and circuit breakers are in the 2023-09-01-preview schema and later.
+        assert!(
+            r.api_version.as_str() >= "2023-09-01",
+            "{}: API version {} has no pools or circuit breakers",
+            r.symbol,
+            r.api_version
+        );
+    }
+    let single = |r: &&&flowgrid_testkit::bicep::Resource| {
+        r.body.is_some_and(|b| {
+            apim.property(at(&apim, b, &["properties"]), "type")
+                .map(|t| apim.text(t))
+                == Some("'Single'")
+        })
+    };
+    let pool = |r: &&&flowgrid_testkit::bicep::Resource| {
+        r.body.is_some_and(|b| {
+            apim.property(at(&apim, b, &["properties"]), "type")
+                .map(|t| apim.text(t))
+                == Some("'Pool'")
+        })
+    };
+
+    // The members: one backend per app and colour, each with a circuit breaker.
+    let members: Vec<_> = backend_resources.iter().filter(single).collect();
+    assert_eq!(
+        members.len(),
+        1,
+        "one looped declaration of the colours' backends"
+    );
+    let member = members[0];
+    assert_eq!(member.looped_over.as_deref(), Some("colourBackends"));
+    let colour_backends = apim.text(apim.variable("colourBackends").expect("var colourBackends"));
+    for part in [
+        "'${b.app}-blue'",
+        "url: b.blueUrl",
+        "'${b.app}-green'",
+        "url: b.greenUrl",
+    ] {
+        assert!(
+            colour_backends.contains(part),
+            "{part} missing from {colour_backends}"
+        );
+    }
+    let body = member.body.expect("a body");
+    let rules = at(&apim, body, &["properties", "circuitBreaker", "rules"]);
+    let rules = apim.objects_in(rules);
+    assert_eq!(rules.len(), 1, "one circuit breaker rule");
+    let rule = rules[0];
+    let condition = at(&apim, rule, &["failureCondition"]);
+    assert_eq!(
+        value_text(&apim, condition, "count"),
+        "circuitBreakerFailures"
+    );
+    assert_eq!(
+        value_text(&apim, condition, "interval"),
+        "circuitBreakerInterval"
+    );
+    let ranges = apim.objects_in(at(&apim, condition, &["statusCodeRanges"]));
+    let ranges: Vec<(String, String)> = ranges
+        .iter()
+        .map(|r| {
+            (
+                value_text(&apim, *r, "min").to_owned(),
+                value_text(&apim, *r, "max").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ranges,
+        [("500".to_owned(), "599".to_owned())],
+        "server errors trip it"
+    );
+    assert_eq!(
+        value_text(&apim, rule, "tripDuration"),
+        "circuitBreakerTripDuration"
+    );
+    assert_eq!(value_text(&apim, rule, "acceptRetryAfter"), "true");
+    for parameter in [
+        "circuitBreakerFailures",
+        "circuitBreakerInterval",
+        "circuitBreakerTripDuration",
+    ] {
+        assert!(
+            main.parameters().contains(parameter),
+            "main.bicep must declare {parameter}"
+        );
+    }
+
+    // The pool: the two colours, weighted by the app's green weight.
+    let pools: Vec<_> = backend_resources.iter().filter(pool).collect();
+    assert_eq!(pools.len(), 1, "one looped declaration of the pools");
+    let pool = pools[0];
+    assert_eq!(pool.looped_over.as_deref(), Some("backends"));
+    let body = pool.body.expect("a body");
+    assert_eq!(value_text(&apim, body, "name"), "'${b.app}-pool'");
+    let services = apim.objects_in(at(&apim, body, &["properties", "pool", "services"]));
+    let services: Vec<(String, String, String)> = services
+        .iter()
+        .map(|s| {
+            (
+                value_text(&apim, *s, "id").to_owned(),
+                value_text(&apim, *s, "weight").to_owned(),
+                value_text(&apim, *s, "priority").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        services,
+        [
+            (
+                "'/backends/${b.app}-blue'".to_owned(),
+                "100 - b.greenWeight".to_owned(),
+                "1".to_owned()
+            ),
+            (
+                "'/backends/${b.app}-green'".to_owned(),
+                "b.greenWeight".to_owned(),
+                "1".to_owned()
+            ),
+        ],
+        "the pool's members are the app's blue and green backends, weighted by greenWeight"
+    );
+
+    // The named values: the weight the policies read, and the live colour flowgrid deploy reads.
+    let named: Vec<_> = resources
+        .iter()
+        .filter(|r| r.type_name == "Microsoft.ApiManagement/service/namedValues")
+        .collect();
+    let named_value = |name: &str| {
+        named
+            .iter()
+            .find(|r| r.body.is_some_and(|b| value_text(&apim, b, "name") == name))
+            .unwrap_or_else(|| panic!("no named value {name} in apim.bicep"))
+            .body
+            .expect("a body")
+    };
+    let weight = named_value("'${b.app}-green-weight'");
+    let properties = at(&apim, weight, &["properties"]);
+    assert_eq!(
+        value_text(&apim, properties, "value"),
+        "string(b.greenWeight)"
+    );
+    assert_eq!(
+        value_text(&apim, properties, "displayName"),
+        "'${b.app}-green-weight'"
+    );
+    assert_eq!(value_text(&apim, properties, "secret"), "false");
+    let live = named_value("'${b.app}-live'");
+    assert_eq!(
+        value_text(&apim, at(&apim, live, &["properties"]), "value"),
+        "b.live"
+    );
+
+    // Each operation: a tenant's bucket below the app's green weight (the named value) → green,
+    // another tenant → blue, no tenant → the pool.
+    let policy = apim
+        .body_of("operationPolicies")
+        .expect("resource operationPolicies");
+    let value = value_text(&apim, at(&apim, policy, &["properties"]), "value");
+    let pool_when = value.find(r#"<when condition="@(!context.Variables.ContainsKey("tenantBucket"))"><set-backend-service backend-id="${op.app}-pool" /></when>"#);
+    let green_when = value.find(r#"<when condition="@(int.Parse("{{${op.app}-green-weight}}") > (int)context.Variables["tenantBucket"])"><set-backend-service backend-id="${op.app}-green" /></when>"#);
+    let blue_otherwise =
+        value.find(r#"<otherwise><set-backend-service backend-id="${op.app}-blue" /></otherwise>"#);
+    match (pool_when, green_when, blue_otherwise) {
+        (Some(p), Some(g), Some(b)) => assert!(p < g && g < b, "{value}"),
+        _ => panic!(
+            "the operation policy must choose pool, green by the named weight, else blue: {value}"
+        ),
+    }
+
+    // The bucket: FNV-1a (64-bit) of the validated token's tid, modulo 100, as the local host.
+    let api = read(&root().join("infra/modules/api-policy.xml"));
+    let start = api
+        .find(r#"<set-variable name="tenantBucket" value="@{"#)
+        .expect("api-policy.xml sets tenantBucket");
+    let expression = &api[start..start + api[start..].find("}\" />").expect("its end")];
+    let number = |after: &str| -> u64 {
+        let at = expression
+            .find(after)
+            .unwrap_or_else(|| panic!("{after} missing from {expression}"))
+            + after.len();
+        let digits: String = expression[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().expect("a number")
+    };
+    let (offset, prime, buckets) = (
+        number("ulong hash = "),
+        number("(hash ^ b) * "),
+        number("return (int)(hash % "),
+    );
+    assert!(
+        expression.contains(r#"Encoding.UTF8.GetBytes(((Jwt)context.Variables["jwt"]).Claims.GetValueOrDefault("tid", ""))"#),
+        "the bucket hashes the UTF-8 bytes of the validated token's tid: {expression}"
+    );
+    // The policy's arithmetic, run here: the same bucket as FNV-1a 64 (its published test
+    // vectors) modulo 100.
+    let bucket = |tenant: &str| {
+        let mut hash = offset;
+        for b in tenant.as_bytes() {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(prime);
+        }
+        hash % buckets
+    };
+    assert_eq!(buckets, 100);
+    assert_eq!(bucket(""), 0xcbf2_9ce4_8422_2325 % 100);
+    assert_eq!(bucket("a"), 0xaf63_dc4c_8601_ec8c % 100);
+    assert_eq!(bucket("foobar"), 0x8594_4171_f739_67e8 % 100);
+    let validated = api
+        .find("output-token-variable-name=\"jwt\"")
+        .expect("validate-jwt");
+    assert!(
+        validated < start,
+        "the bucket must come from the token validate-jwt checked"
     );
 }

@@ -18,6 +18,21 @@ pub struct Module {
     pub looped_over: Option<String>,
 }
 
+/// A `resource` declaration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource<'t> {
+    /// Its symbolic name (`resource <symbol> '…' = …`).
+    pub symbol: String,
+    /// Its type without the API version (`Microsoft.Web/sites`).
+    pub type_name: String,
+    /// The API version after `@`.
+    pub api_version: String,
+    /// For `= [for … in <collection>: {…}]`: the text of the collection.
+    pub looped_over: Option<String>,
+    /// The body object (`{…}` of `= {…}`, of a loop or of a condition).
+    pub body: Option<Node<'t>>,
+}
+
 /// A use of a module's output: `<symbol>.outputs.<name>` or `<symbol>[…].outputs.<name>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputReference {
@@ -68,16 +83,7 @@ impl Bicep {
                 continue;
             };
             let looped = children.iter().find(|c| c.kind() == "for_statement");
-            // The body: `= {…}`, `= [for … : {…}]` or `= if (…) {…}`.
-            let body = children.iter().find_map(|c| match c.kind() {
-                "object" => Some(*c),
-                "for_statement" => c.child_by_field_name("body"),
-                "if_statement" => {
-                    let mut cursor = c.walk();
-                    c.named_children(&mut cursor).find(|n| n.kind() == "object")
-                }
-                _ => None,
-            });
+            let body = Self::declaration_body(&children);
             let params = body
                 .and_then(|b| self.property(b, "params"))
                 .map(|p| self.properties(p).into_iter().map(|(k, _)| k).collect())
@@ -87,6 +93,63 @@ impl Bicep {
                 path,
                 params,
                 looped_over: looped.and_then(|l| self.loop_collection(*l)),
+            });
+        }
+        out
+    }
+
+    /// The body of a module or resource declaration (its named children): `= {…}`,
+    /// `= [for … : {…}]` or `= if (…) {…}`.
+    fn declaration_body<'t>(children: &[Node<'t>]) -> Option<Node<'t>> {
+        children.iter().find_map(|c| match c.kind() {
+            "object" => Some(*c),
+            "for_statement" => c.child_by_field_name("body"),
+            "if_statement" => {
+                let mut cursor = c.walk();
+                c.named_children(&mut cursor).find(|n| n.kind() == "object")
+            }
+            _ => None,
+        })
+    }
+
+    /// The body object of the module or resource declared as `symbol`.
+    pub fn body_of(&self, symbol: &str) -> Option<Node<'_>> {
+        ["module_declaration", "resource_declaration"]
+            .iter()
+            .flat_map(|kind| self.nodes(kind))
+            .find_map(|d| {
+                let mut cursor = d.walk();
+                let children: Vec<Node> = d.named_children(&mut cursor).collect();
+                (children.first().map(|c| self.text(*c)) == Some(symbol))
+                    .then(|| Self::declaration_body(&children))?
+            })
+    }
+
+    /// The `resource` declarations (not `existing` ones), in source order.
+    pub fn resources(&self) -> Vec<Resource<'_>> {
+        let mut out = Vec::new();
+        for r in self.nodes("resource_declaration") {
+            if self.text(r).contains("' existing =") {
+                continue;
+            }
+            let mut cursor = r.walk();
+            let children: Vec<Node> = r.named_children(&mut cursor).collect();
+            let (Some(symbol), Some(ty)) = (
+                children.first().map(|c| self.text(*c).to_owned()),
+                children.iter().find_map(|c| self.literal(*c)),
+            ) else {
+                continue;
+            };
+            let (type_name, api_version) = ty.split_once('@').unwrap_or((ty.as_str(), ""));
+            out.push(Resource {
+                symbol,
+                type_name: type_name.to_owned(),
+                api_version: api_version.to_owned(),
+                looped_over: children
+                    .iter()
+                    .find(|c| c.kind() == "for_statement")
+                    .and_then(|l| self.loop_collection(*l)),
+                body: Self::declaration_body(&children),
             });
         }
         out
@@ -267,6 +330,55 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' existing = {
 output id string = site.id
 output hostName string = site.properties.defaultHostName
 ";
+
+    #[test]
+    fn resources_are_read_with_their_bodies_and_loops() {
+        let file = bicep(
+            "param names array\n\
+             resource site 'Microsoft.Web/sites@2024-04-01' = {\n  name: 'a'\n  properties: {\n    httpsOnly: true\n  }\n}\n\
+             resource plan 'Microsoft.Web/serverfarms@2024-04-01' existing = {\n  name: 'plan'\n}\n\
+             resource many 'Microsoft.Web/sites/config@2023-01-01' = [for n in names: {\n  name: n\n}]\n",
+        );
+        let resources = file.resources();
+        let summary: Vec<(String, String, String, Option<String>)> = resources
+            .iter()
+            .map(|r| {
+                (
+                    r.symbol.clone(),
+                    r.type_name.clone(),
+                    r.api_version.clone(),
+                    r.looped_over.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "site".to_owned(),
+                    "Microsoft.Web/sites".to_owned(),
+                    "2024-04-01".to_owned(),
+                    None
+                ),
+                (
+                    "many".to_owned(),
+                    "Microsoft.Web/sites/config".to_owned(),
+                    "2023-01-01".to_owned(),
+                    Some("names".to_owned())
+                ),
+            ],
+            "an existing resource is no declaration of one"
+        );
+        let site = resources[0].body.expect("a body");
+        let properties = file.property(site, "properties").expect("properties");
+        assert_eq!(
+            file.property(properties, "httpsOnly").map(|v| file.text(v)),
+            Some("true")
+        );
+        let many = file.body_of("many").expect("the loop's body");
+        assert_eq!(file.property(many, "name").map(|v| file.text(v)), Some("n"));
+        assert!(file.body_of("nothing").is_none());
+    }
 
     #[test]
     fn a_modules_parameters_and_outputs_are_read() {

@@ -30,8 +30,9 @@ fn string_field<'v>(binding: &'v Value, field: &str, file: &str) -> &'v str {
 }
 
 /// The manifest as the `<app>/<function>/function.json` files under `functions` imply it:
-/// per app its Service Bus connections and the entities it sends to and receives from; the
-/// queues and topics (with their subscriptions); one gateway operation per HTTP function and
+/// per app its Service Bus connections and the entities it sends to and receives from, and its
+/// `triggers`: the functions with a timer or Service Bus trigger (those the idle colour of a
+/// blue/green pair runs disabled, docs/deploy.md); the queues and topics (with their subscriptions); one gateway operation per HTTP function and
 /// method, sorted by app, function and method. Each app's `secrets` and `settings` are taken
 /// from `current` (the manifest as it is), since no function definition names them.
 ///
@@ -49,6 +50,7 @@ pub fn expected_manifest(functions: &Path, current: &Value) -> Value {
         let mut connections = BTreeSet::new();
         let mut sends = BTreeSet::new();
         let mut receives = BTreeSet::new();
+        let mut triggers = BTreeSet::new();
         let app_dir = functions.join(&app);
         let mut functions: Vec<PathBuf> = std::fs::read_dir(&app_dir)
             .unwrap_or_else(|e| panic!("{}: {e}", app_dir.display()))
@@ -92,10 +94,16 @@ pub fn expected_manifest(functions: &Path, current: &Value) -> Value {
                             }));
                         }
                     }
-                    "http" | "timerTrigger" => {}
+                    "http" => {}
+                    "timerTrigger" => {
+                        triggers.insert(function.clone());
+                    }
                     kind @ ("serviceBusTrigger" | "serviceBus") => {
                         connections.insert(string_field(binding, "connection", &file).to_owned());
                         let trigger = kind == "serviceBusTrigger";
+                        if trigger {
+                            triggers.insert(function.clone());
+                        }
                         let entity = if let Some(queue) = binding["queueName"].as_str() {
                             queues.insert(queue.to_owned());
                             queue.to_owned()
@@ -138,6 +146,7 @@ pub fn expected_manifest(functions: &Path, current: &Value) -> Value {
             "receives": receives,
             "secrets": kept("secrets"),
             "settings": kept("settings"),
+            "triggers": triggers,
         }));
     }
     operations.sort_by_key(|o| {
@@ -273,6 +282,7 @@ mod tests {
                     "receives": ["agent-compiled/execution", "executions"],
                     "secrets": {},
                     "settings": {},
+                    "triggers": ["OnAgentCompiled", "RunJob", "Schedules"],
                 }],
                 "queues": ["executions"],
                 "topics": [

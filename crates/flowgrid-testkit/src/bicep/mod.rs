@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use tree_sitter::{Parser, Tree};
 
-pub use declarations::{Module, OutputReference};
+pub use declarations::{Module, OutputReference, Resource};
 pub use manifest::{app_names, expected_manifest, url_template};
 /// A node of a parsed file, for the queries this module does not offer.
 pub use tree_sitter::Node;
