@@ -4,6 +4,7 @@
 mod admin;
 mod agents;
 mod api;
+mod canary;
 mod deploy;
 mod jobs;
 mod openapi;
@@ -49,6 +50,9 @@ enum Command {
     Package(flowgrid_host::cli::PackageArgs),
     /// Inspect the local Service Bus: list, peek, send, resubmit or purge dead letters.
     Queue(flowgrid_host::cli::QueueArgs),
+    /// Canaries of the running `flowgrid dev`: start, weight, promote, rollback, status.
+    #[command(subcommand)]
+    Canary(canary::CanaryCommand),
     /// Deploy to Azure with the az CLI: infrastructure, secrets, packages, smoke call (docs/deploy.md).
     Deploy(deploy::DeployArgs),
     /// Create or update agents from files, list them (through the API).
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
         Command::Dev(args) => flowgrid_host::cli::dev(&cli.data_dir, &args, app_settings()),
         Command::Package(args) => flowgrid_host::cli::run_package(&args),
         Command::Queue(args) => flowgrid_host::cli::run_queue(&cli.data_dir, &args),
+        Command::Canary(command) => canary::run(&cli.data_dir, &command),
         Command::Deploy(args) => deploy::run(&args),
         Command::Agents(command) => agents::run(&cli.data_dir, &command),
         Command::Run(args) => jobs::run(&cli.data_dir, &args),
