@@ -51,6 +51,14 @@ param maximumInstanceCount int = 40
 ])
 param premiumSku string = 'EP1'
 
+@description('API Management tier: Consumption (pay per call), or BasicV2/StandardV2, which also get the per-colour backend circuit breakers (docs/deploy.md, "Canary, promote, rollback").')
+@allowed([
+  'Consumption'
+  'BasicV2'
+  'StandardV2'
+])
+param apimSku string = 'Consumption'
+
 @description('API Management publisher e-mail (required by the service; receives its notifications).')
 param publisherEmail string
 
@@ -335,6 +343,7 @@ module gateway 'modules/apim.bicep' = {
     location: location
     name: apimName
     tags: tags
+    sku: apimSku
     publisherEmail: publisherEmail
     publisherName: publisherName
     backends: [for (app, i) in apps: {

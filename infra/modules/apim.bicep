@@ -15,6 +15,10 @@
 param location string
 param name string
 param tags object
+
+@description('Consumption, BasicV2 or StandardV2. The backend circuit breakers are deployed on the v2 tiers only: API Management documents them as not supported in the Consumption tier.')
+param sku string = 'Consumption'
+
 param publisherEmail string
 param publisherName string
 
@@ -47,8 +51,8 @@ resource service 'Microsoft.ApiManagement/service@2023-05-01-preview' = {
   location: location
   tags: tags
   sku: {
-    name: 'Consumption'
-    capacity: 0
+    name: sku
+    capacity: sku == 'Consumption' ? 0 : 1
   }
   properties: {
     publisherEmail: publisherEmail
@@ -68,10 +72,36 @@ var colourBackends = flatten(map(backends, b => [
   }
 ]))
 
+// A Function App answering 5xx this often is taken out (API Management answers 503 for it, or
+// the pool picks the other colour) for the trip duration or the Retry-After it sends.
+var circuitBreaker = {
+  rules: [
+    {
+      name: 'server-errors'
+      failureCondition: {
+        count: circuitBreakerFailures
+        interval: circuitBreakerInterval
+        statusCodeRanges: [
+          {
+            min: 500
+            max: 599
+          }
+        ]
+        errorReasons: [
+          'Server errors'
+        ]
+      }
+      tripDuration: circuitBreakerTripDuration
+      acceptRetryAfter: true
+    }
+  ]
+}
+var circuitBreakers = sku != 'Consumption'
+
 resource appBackends 'Microsoft.ApiManagement/service/backends@2024-05-01' = [for b in colourBackends: {
   parent: service
   name: b.name
-  properties: {
+  properties: union({
     type: 'Single'
     url: b.url
     protocol: 'http'
@@ -79,29 +109,9 @@ resource appBackends 'Microsoft.ApiManagement/service/backends@2024-05-01' = [fo
       validateCertificateChain: true
       validateCertificateName: true
     }
-    circuitBreaker: {
-      rules: [
-        {
-          name: 'server-errors'
-          failureCondition: {
-            count: circuitBreakerFailures
-            interval: circuitBreakerInterval
-            statusCodeRanges: [
-              {
-                min: 500
-                max: 599
-              }
-            ]
-            errorReasons: [
-              'Server errors'
-            ]
-          }
-          tripDuration: circuitBreakerTripDuration
-          acceptRetryAfter: true
-        }
-      ]
-    }
-  }
+  }, circuitBreakers ? {
+    circuitBreaker: circuitBreaker
+  } : {})
 }]
 
 // The pool of an app's two colours, weighted like the per-tenant choice: <app>-pool.

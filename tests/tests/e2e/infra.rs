@@ -864,11 +864,11 @@ fn every_app_has_a_weighted_pool_of_its_colours_with_circuit_breakers_and_a_stic
             r.api_version
         );
     }
+    // `properties: union({…}, …)` or `properties: {…}`: the object's `type`.
     let single = |r: &&&flowgrid_testkit::bicep::Resource| {
         r.body.is_some_and(|b| {
-            apim.property(at(&apim, b, &["properties"]), "type")
-                .map(|t| apim.text(t))
-                == Some("'Single'")
+            apim.text(at(&apim, b, &["properties"]))
+                .contains("type: 'Single'")
         })
     };
     let pool = |r: &&&flowgrid_testkit::bicep::Resource| {
@@ -901,7 +901,32 @@ fn every_app_has_a_weighted_pool_of_its_colours_with_circuit_breakers_and_a_stic
         );
     }
     let body = member.body.expect("a body");
-    let rules = at(&apim, body, &["properties", "circuitBreaker", "rules"]);
+    // API Management documents circuit breakers as unsupported in the Consumption tier: every
+    // member gets one on the other tiers.
+    let properties = apim.text(at(&apim, body, &["properties"]));
+    assert!(
+        properties.starts_with("union({")
+            && properties
+                .ends_with("circuitBreakers ? {\n    circuitBreaker: circuitBreaker\n  } : {})"),
+        "each member backend's properties must add the circuit breaker: {properties}"
+    );
+    assert_eq!(
+        apim.text(
+            apim.variable("circuitBreakers")
+                .expect("var circuitBreakers")
+        ),
+        "sku != 'Consumption'"
+    );
+    assert_eq!(
+        value_text(&main, at(&main, gateway, &["params"]), "sku"),
+        "apimSku",
+        "main.bicep passes its apimSku parameter"
+    );
+    let rules = at(
+        &apim,
+        apim.variable("circuitBreaker").expect("var circuitBreaker"),
+        &["rules"],
+    );
     let rules = apim.objects_in(rules);
     assert_eq!(rules.len(), 1, "one circuit breaker rule");
     let rule = rules[0];
