@@ -27,7 +27,7 @@
 //!    A row is lost only when both sends fail; a crash anywhere re-sends the same ids.
 //!
 //! Guarantees: every count of a process that stops gracefully or keeps running arrives once in
-//! Analytics, within about two minutes of its minute's end; the counts of a process killed
+//! Analytics, at most about two minutes after the request; the counts of a process killed
 //! outright (SIGKILL, a crash) that were not written yet — its current minute, and the minute
 //! just over during the first [`PERSIST_DELAY`] — are lost. At most [`MAX_KEYS`] distinct
 //! counts wait in a process (further ones are dropped and the drop is logged by the next

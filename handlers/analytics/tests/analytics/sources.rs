@@ -1,6 +1,7 @@
 //! Every source's events counted where the usage route shows them: Design's `llm.call`
 //! (provider, model, tokens by kind, cost, latency), the per-minute API request counts every
-//! app sends (`flowgrid.api.requests`, taken from the kit's counter after real requests), and
+//! app sends (`flowgrid.api.requests`: real requests, written into the app's store and sent by
+//! its own `FlushApiRequests` timer), and
 //! the Agents app's `agent.*` events; each redelivered once more changes nothing.
 
 use chrono::{Duration, Utc};
@@ -9,7 +10,7 @@ use flowgrid_domain::{AgentId, TenantId};
 use flowgrid_http::auth::Role;
 use serde_json::{Value, json};
 
-use crate::{deliver, start, tick};
+use crate::{deliver, invoke, start, tick};
 
 fn acme() -> TenantId {
     TenantId::parse("acme").expect("tenant")
@@ -127,17 +128,47 @@ async fn api_requests_counted_by_the_kit_are_rolled_up_per_app_and_per_route_and
     let r = app.get("/api/analytics/dashboard", "not-a-token").await;
     assert_eq!(r.status, 401);
 
-    // What `FlushApiRequests` sends once the minute is over (two instances' counts are two
-    // events; the second instance here reports the same counts again under its own id).
+    // The serve loop's write once the minute is over (here: as if a minute later) into the
+    // app's own store, then the app's `FlushApiRequests` timer as the host invokes it: what it
+    // sends is what Analytics receives (two instances' counts are two events; a second
+    // instance here reports the same counts again under its own id).
     let later = Utc::now() + Duration::minutes(1);
-    let (events, dropped) = flowgrid_http::api_requests::take("analytics", "i1", later);
-    assert_eq!(dropped, 0);
-    let events: Vec<_> = events
-        .into_iter()
-        .filter(|e| e.tenantid == "apicount")
+    flowgrid_http::api_requests::persist_registered(later, false).await;
+    let timer = json!({"Data": {"timer": {"IsPastDue": false}}, "Metadata": {}});
+    let reply = invoke(&app, "FlushApiRequests", timer.clone()).await;
+    assert!(reply.status.is_success(), "{}", reply.text);
+    let events: Vec<CloudEvent<PlatformEvent>> = reply.body["Outputs"]["events"]
+        .as_array()
+        .expect("the timer sends events")
+        .iter()
+        .map(|e| CloudEvent::from_slice(&serde_json::to_vec(e).expect("json")).expect("an event"))
+        .filter(|e: &CloudEvent<PlatformEvent>| e.tenantid == "apicount")
         .collect();
     let mut sent: Vec<Value> = events.iter().map(|e| e.to_json().expect("json")).collect();
     assert_eq!(sent.len(), 2, "{sent:?}");
+    // The next run sends the same events again (same ids) and deletes them; the one after
+    // sends nothing.
+    let again = invoke(&app, "FlushApiRequests", timer.clone()).await;
+    let again_ids: Vec<&str> = again.body["Outputs"]["events"]
+        .as_array()
+        .expect("the second run sends them again")
+        .iter()
+        .filter(|e| e["tenantid"] == "apicount")
+        .map(|e| e["id"].as_str().expect("id"))
+        .collect();
+    let mut first_ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let mut again_sorted = again_ids.clone();
+    first_ids.sort();
+    again_sorted.sort();
+    assert_eq!(again_sorted, first_ids);
+    let third = invoke(&app, "FlushApiRequests", timer).await;
+    assert!(
+        third.body["Outputs"]["events"]
+            .as_array()
+            .is_none_or(|a| a.iter().all(|e| e["tenantid"] != "apicount")),
+        "{}",
+        third.text
+    );
     for e in events {
         let PlatformEvent::ApiRequests {
             app: a,

@@ -136,8 +136,6 @@ pub async fn invoke(
         .cloned()
         .unwrap_or_default()
         .into_iter()
-        // API request counts of a minute that ended meanwhile may travel with the call events.
-        .filter(|e| e["type"] != "flowgrid.api.requests")
         .map(|e| e["data"].clone())
         .collect();
     (
