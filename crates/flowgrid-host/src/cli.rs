@@ -322,6 +322,12 @@ fn print_banner(host: &Host, data_dir: &Path) {
         };
         b.push_str(&format!("  {name:<14} {:?}{count}{extra}\n", s.state));
     }
+    for (app, binary, weight) in host.canaries() {
+        b.push_str(&format!(
+            "  {app:<14} canary {} at {weight} % of its tenants (flowgrid canary status)\n",
+            binary.display()
+        ));
+    }
     b.push_str("\nRoutes:\n");
     for (app, methods, path) in host.routes() {
         b.push_str(&format!("  {app:<14} {methods:<18} {url}{path}\n"));

@@ -87,6 +87,19 @@ impl Host {
             .collect()
     }
 
+    /// The running canaries, for the start-up banner: (app, binary, weight in percent).
+    pub fn canaries(&self) -> Vec<(String, std::path::PathBuf, u8)> {
+        self.shared
+            .apps
+            .iter()
+            .filter_map(|a| {
+                a.canary
+                    .active()
+                    .map(|c| (a.name.clone(), c.binary.clone(), c.weight()))
+            })
+            .collect()
+    }
+
     /// The HTTP routes, for the start-up banner: (app, methods, path).
     pub fn routes(&self) -> Vec<(String, String, String)> {
         let prefix = &self.shared.config.host.route_prefix;

@@ -634,3 +634,73 @@ async fn a_malformed_canary_setting_stops_the_start_naming_it() {
         assert!(err.contains("FLOWGRID_CANARY"), "{value}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_canary_without_a_ready_instance_gets_nothing_and_one_that_never_gets_ready_is_refused() {
+    let root = AppRoot::with_host_json(
+        &[(
+            "api",
+            vec![
+                ("Echo", http_fn("echo/{*rest}", &["get"])),
+                ("Health", http_fn("health/api/{probe?}", &["get"])),
+            ],
+        )],
+        json!({}),
+        json!({"customHandler": {"initializationTimeout": "00:00:01"}}),
+    );
+    // A "build" that never answers.
+    let silent = root.root().join("silent");
+    std::fs::write(&silent, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    let mut mode = std::fs::metadata(&silent).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+    std::fs::set_permissions(&silent, mode).unwrap();
+    let mut opts = root.options();
+    opts.scaling.canary = vec![format!("api={}:100", silent.display())];
+    let host = Host::start(opts, &mut |_| {}).await.unwrap();
+    root.start_settled(&host).await;
+    let key = admin_key(&root);
+    let tenants: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    let tokens = tokens(&root, &host, &tenants);
+    for t in &tenants {
+        let (status, program, version) = echo(&host, Some(&tokens[t]), &[]).await;
+        assert_eq!(status, 200);
+        assert_eq!(program, current_build(&root).display().to_string(), "{t}");
+        assert_eq!(version.as_deref(), Some("current"));
+    }
+    let h = health(&host).await;
+    let c = &h["apps"]["api"]["canary"];
+    assert_eq!(c["active"], true);
+    assert_eq!(c["weight"], 100);
+    assert_ne!(c["canary"]["instances"][0]["state"], "ready", "{c}");
+    assert_eq!(c["current"]["requests"], 20);
+    assert_eq!(c["canary"]["requests"], 0);
+    let (status, _, _) = admin(&host, &key, "POST", "canary/api/rollback", None).await;
+    assert_eq!(status, 200);
+
+    // Started on the running host: refused once its instance fails to get ready; nothing changed.
+    let (status, headers, v) = admin(
+        &host,
+        &key,
+        "POST",
+        "canary/api",
+        Some(json!({"binary": silent.display().to_string(), "weight": 10})),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(problem(&headers));
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did not get ready"),
+        "{v}"
+    );
+    let h = health(&host).await;
+    assert_eq!(h["apps"]["api"]["canary"]["active"], false);
+    let changes = h["apps"]["api"]["canary"]["history"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(changes, 2, "started (at start-up) and rolled back only");
+    host.shutdown().await;
+}

@@ -92,6 +92,11 @@ impl AppRoot {
         host
     }
 
+    /// Waits until every app of `host` has settled (a host started with other options).
+    pub async fn start_settled(&self, host: &Host) {
+        host.settle(Duration::from_secs(20)).await;
+    }
+
     /// The fixture's log lines.
     pub fn lines(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
