@@ -64,7 +64,7 @@ pub const SHUTDOWN_WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
-    app: String,
+    app: &'static str,
     tenant: String,
     minute: i64,
     route: String,
@@ -112,7 +112,7 @@ impl Counter {
     /// with `status` at `at` (in a minute already written: in the first one that is not).
     pub fn record_at(
         &self,
-        app: &str,
+        app: &'static str,
         tenant: &str,
         method: &str,
         route: &str,
@@ -124,7 +124,7 @@ impl Counter {
         }
         let mut state = self.state();
         let key = Key {
-            app: app.to_owned(),
+            app,
             tenant: tenant.to_owned(),
             minute: minute_of(at).max(state.floor),
             route: format!("{method} {route}"),
@@ -140,9 +140,9 @@ impl Counter {
         }
     }
 
-    /// Takes `app`'s counts of the minutes before `now`'s (`with_current`: and of `now`'s),
-    /// as rows of this instance. Later requests count in the first minute not taken.
-    fn take(&self, app: &str, now: DateTime<Utc>, with_current: bool) -> Vec<ApiRequestCount> {
+    /// Takes `app`'s counts of the minutes before `now`'s (`with_current`: and of `now`'s).
+    /// Later requests count in the first minute not taken.
+    fn take(&self, app: &str, now: DateTime<Utc>, with_current: bool) -> Vec<(Key, u64)> {
         let end = minute_of(now) + if with_current { 60 } else { 0 };
         let mut state = self.state();
         state.floor = state.floor.max(end);
@@ -152,22 +152,24 @@ impl Counter {
             .filter(|k| k.app == app && k.minute < end)
             .cloned()
             .collect();
-        let taken: Vec<(Key, u64)> = done
-            .into_iter()
+        done.into_iter()
             .filter_map(|k| state.counts.remove(&k).map(|n| (k, n)))
-            .collect();
-        drop(state);
+            .collect()
+    }
+
+    /// The rows of taken counts, as counted by this instance.
+    fn rows(&self, taken: &[(Key, u64)]) -> Vec<ApiRequestCount> {
         taken
-            .into_iter()
+            .iter()
             .filter_map(|(k, count)| {
                 Some(ApiRequestCount {
-                    app: k.app,
+                    app: k.app.to_owned(),
                     instance: self.instance.clone(),
                     tenant: TenantId::parse(&k.tenant).ok()?,
                     minute: Utc.timestamp_opt(k.minute, 0).single()?,
-                    route: k.route,
+                    route: k.route.clone(),
                     status: k.status,
-                    count,
+                    count: *count,
                 })
             })
             .collect()
@@ -175,23 +177,16 @@ impl Counter {
 
     /// Puts back counts whose write failed (their minutes are below the floor, so no request
     /// counted meanwhile shares their keys); over [`MAX_KEYS`] they are dropped.
-    fn restore(&self, rows: Vec<ApiRequestCount>) {
+    fn restore(&self, taken: Vec<(Key, u64)>) {
         let mut state = self.state();
-        for row in rows {
-            let key = Key {
-                app: row.app,
-                tenant: row.tenant.as_str().to_owned(),
-                minute: row.minute.timestamp(),
-                route: row.route,
-                status: row.status,
-            };
+        for (key, count) in taken {
             let len = state.counts.len();
             match state.counts.get_mut(&key) {
-                Some(n) => *n += row.count,
+                Some(n) => *n += count,
                 None if len < MAX_KEYS => {
-                    state.counts.insert(key, row.count);
+                    state.counts.insert(key, count);
                 }
-                None => state.dropped += row.count,
+                None => state.dropped += count,
             }
         }
     }
@@ -205,14 +200,15 @@ impl Counter {
         now: DateTime<Utc>,
         with_current: bool,
     ) -> Result<usize> {
-        let rows = self.take(app, now, with_current);
-        if rows.is_empty() {
+        let taken = self.take(app, now, with_current);
+        if taken.is_empty() {
             return Ok(0);
         }
+        let rows = self.rows(&taken);
         match store.put_counts(&rows).await {
             Ok(()) => Ok(rows.len()),
             Err(e) => {
-                self.restore(rows);
+                self.restore(taken);
                 Err(e)
             }
         }
@@ -297,8 +293,9 @@ pub fn take(
     instance: &str,
     now: DateTime<Utc>,
 ) -> (Vec<CloudEvent<PlatformEvent>>, u64) {
-    let events = counter()
-        .take(app, now, false)
+    let c = counter();
+    let events = c
+        .rows(&c.take(app, now, false))
         .into_iter()
         .map(|mut row| {
             row.instance = instance.to_owned();
@@ -470,11 +467,11 @@ mod tests {
             .unwrap();
         c.record_at("a", "acme", "GET", "/x", 200, t0);
         let boundary = t0 + chrono::Duration::seconds(1);
-        let taken = c.take("a", boundary, false);
+        let taken = c.rows(&c.take("a", boundary, false));
         assert_eq!(taken.len(), 1);
         // A request stamped in the taken minute, counted after the take.
         c.record_at("a", "acme", "GET", "/x", 200, t0);
-        let later = c.take("a", boundary + chrono::Duration::seconds(60), false);
+        let later = c.rows(&c.take("a", boundary + chrono::Duration::seconds(60), false));
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].minute, boundary, "moved to the next minute");
         assert_ne!(
