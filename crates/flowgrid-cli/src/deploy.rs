@@ -389,12 +389,7 @@ fn stage(
             args.dist.join(format!("{app}.zip")).display()
         );
     }
-    let outputs = Deployment::read(az)?.with_context(|| {
-        format!(
-            "no deployment {DEPLOYMENT} in resource group {}: run flowgrid deploy first",
-            az.group
-        )
-    })?;
+    let outputs = Deployment::require(az)?;
     let deployment = Deployment::from_outputs(&outputs)?;
     let states = colours::read_states(az, &deployment.gateway, app_names)?;
     let state = states.get(app).copied().unwrap_or(State::INITIAL);

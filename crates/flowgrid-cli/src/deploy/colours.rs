@@ -221,6 +221,17 @@ impl Deployment {
         Ok(Some(outputs))
     }
 
+    /// The outputs of the deployment there is; an error naming the first step when there is
+    /// none yet.
+    pub fn require(az: &Az) -> Result<Value> {
+        Deployment::read(az)?.with_context(|| {
+            format!(
+                "no deployment {DEPLOYMENT} in resource group {}: run flowgrid deploy first",
+                az.group
+            )
+        })
+    }
+
     /// The colours' resources from the outputs of a blue/green deployment.
     pub fn from_outputs(outputs: &Value) -> Result<Deployment> {
         let text = |name: &str| -> Result<String> {
@@ -374,73 +385,57 @@ fn disabled_functions(az: &Az, function_app: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The Function App's triggers (timer and Service Bus functions) off.
-fn disable_triggers(az: &Az, function_app: &str, triggers: &[String]) -> Result<()> {
+/// The Function App's triggers (timer and Service Bus functions) on or off: off is an
+/// `AzureWebJobs.<function>.Disabled=true` setting per function, on is none (as the Bicep
+/// deploys the live colour). Only what differs is changed.
+fn set_triggers(az: &Az, function_app: &str, triggers: &[String], on: bool) -> Result<()> {
     let disabled = disabled_functions(az, function_app)?;
-    let missing: Vec<String> = triggers
+    let change: Vec<String> = triggers
         .iter()
         .map(|f| disabled_setting(f))
-        .filter(|s| !disabled.contains(s))
-        .map(|s| format!("{s}=true"))
+        .filter(|s| disabled.contains(s) == on)
         .collect();
-    if missing.is_empty() {
-        println!("    {function_app}: timer and Service Bus functions already off");
+    let state = if on { "on" } else { "off" };
+    if change.is_empty() {
+        println!("    {function_app}: timer and Service Bus functions already {state}");
         return Ok(());
     }
+    let settings: Vec<String> = if on {
+        change.clone()
+    } else {
+        change.iter().map(|s| format!("{s}=true")).collect()
+    };
+    let (verb, flag) = if on {
+        ("delete", "--setting-names")
+    } else {
+        ("set", "--settings")
+    };
     let mut command = vec![
         "functionapp",
         "config",
         "appsettings",
-        "set",
+        verb,
         "--resource-group",
         az.group,
         "--name",
         function_app,
         "--output",
         "none",
-        "--settings",
+        flag,
     ];
-    command.extend(missing.iter().map(String::as_str));
+    command.extend(settings.iter().map(String::as_str));
     az.run(&command)?;
-    println!(
-        "    {function_app}: timer and Service Bus functions off ({})",
-        missing.join(" ")
-    );
-    Ok(())
-}
-
-/// The Function App's triggers on: its `AzureWebJobs.<function>.Disabled` settings removed, as
-/// the Bicep deploys the live colour.
-fn enable_triggers(az: &Az, function_app: &str, triggers: &[String]) -> Result<()> {
-    let disabled = disabled_functions(az, function_app)?;
-    let present: Vec<String> = triggers
-        .iter()
-        .map(|f| disabled_setting(f))
-        .filter(|s| disabled.contains(s))
-        .collect();
-    if present.is_empty() {
-        println!("    {function_app}: timer and Service Bus functions already on");
-        return Ok(());
+    if on {
+        println!(
+            "    {function_app}: timer and Service Bus functions on (removed {})",
+            change.join(" ")
+        );
+    } else {
+        println!(
+            "    {function_app}: timer and Service Bus functions off ({})",
+            settings.join(" ")
+        );
     }
-    let mut command = vec![
-        "functionapp",
-        "config",
-        "appsettings",
-        "delete",
-        "--resource-group",
-        az.group,
-        "--name",
-        function_app,
-        "--output",
-        "none",
-        "--setting-names",
-    ];
-    command.extend(present.iter().map(String::as_str));
-    az.run(&command)?;
-    println!(
-        "    {function_app}: timer and Service Bus functions on (removed {})",
-        present.join(" ")
-    );
     Ok(())
 }
 
@@ -547,8 +542,13 @@ fn make_live(
         now,
         State::settled(colour).green_weight,
     )?;
-    disable_triggers(az, deployment.function_app(app, colour.other())?, triggers)?;
-    enable_triggers(az, deployment.function_app(app, colour)?, triggers)?;
+    set_triggers(
+        az,
+        deployment.function_app(app, colour.other())?,
+        triggers,
+        false,
+    )?;
+    set_triggers(az, deployment.function_app(app, colour)?, triggers, true)?;
     set_live(az, deployment, app, now, colour)
 }
 
@@ -561,10 +561,11 @@ pub fn disable_idle_triggers(
     app: &str,
     idle: Colour,
 ) -> Result<()> {
-    disable_triggers(
+    set_triggers(
         az,
         deployment.function_app(app, idle)?,
         &triggers_of(manifest, app),
+        false,
     )
 }
 
@@ -605,13 +606,7 @@ fn describe(app: &str, state: State) -> String {
 
 /// Runs a colour operation other than staging (which deploys a package: `super::run`).
 pub fn run(az: &Az, manifest: &Value, operation: &Operation, apps: &[String]) -> Result<()> {
-    let outputs = Deployment::read(az)?.with_context(|| {
-        format!(
-            "no deployment {DEPLOYMENT} in resource group {}: run flowgrid deploy first",
-            az.group
-        )
-    })?;
-    let deployment = Deployment::from_outputs(&outputs)?;
+    let deployment = Deployment::from_outputs(&Deployment::require(az)?)?;
     let states = read_states(az, &deployment.gateway, apps)?;
     let state = |app: &str| states.get(app).copied().unwrap_or(State::INITIAL);
     match operation {

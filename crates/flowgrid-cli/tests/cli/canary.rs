@@ -10,29 +10,13 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use flowgrid_host::devstate::{DataDirLock, DevState};
 use flowgrid_host::{Host, HostOptions};
 use serde_json::json;
 
-fn flowgrid(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowgrid"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("FLOWGRID_JWT_JWKS")
-        .env_remove("FLOWGRID_JWT_ISSUER")
-        .env_remove("FLOWGRID_TOKEN")
-        .env_remove("FLOWGRID_URL")
-        .output()
-        .expect("running flowgrid")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::{flowgrid, text};
 
 /// A handler "build": an executable script serving `<dir>/api/version` = `version`.
 fn build(root: &Path, folder: &str, version: &str) -> PathBuf {

@@ -2,24 +2,9 @@
 //! --no-build`, and what the API commands say when Flowgrid is not running.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn flowgrid(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowgrid"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("FLOWGRID_JWT_JWKS")
-        .env_remove("FLOWGRID_JWT_ISSUER")
-        .env_remove("FLOWGRID_TOKEN")
-        .env_remove("FLOWGRID_URL")
-        .output()
-        .expect("running flowgrid")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::{flowgrid, text};
 
 #[test]
 fn token_prints_only_the_token_on_stdout_and_says_on_stderr_when_it_creates_the_data_folder() {

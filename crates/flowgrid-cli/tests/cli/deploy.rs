@@ -227,6 +227,15 @@ impl Fake {
             .collect()
     }
 
+    /// `flowgrid deploy --resource-group rg-test <extra>`, which must succeed: the calls it
+    /// made and what it printed.
+    fn succeed(&self, extra: &[&str]) -> (Vec<String>, String) {
+        let before = self.calls().len();
+        let (ok, output) = self.run(extra);
+        assert!(ok, "{output}");
+        (self.calls_since(before), output)
+    }
+
     /// The calls made since the first `since` ones.
     fn calls_since(&self, since: usize) -> Vec<String> {
         self.calls().split_off(since)
@@ -498,12 +507,10 @@ fn canary_promote_and_rollback_make_exactly_their_az_calls_and_a_rerun_changes_n
     };
 
     // The canary: green (idle) at 10%: the pool, then the named value the policies read.
-    let before = fake.calls().len();
     let canary = format!("{APP}=10");
-    let (ok, output) = fake.run(&["--canary", &canary]);
-    assert!(ok, "{output}");
+    let (calls, output) = fake.succeed(&["--canary", &canary]);
     assert_calls(
-        &fake.calls_since(before),
+        &calls,
         &[reads.to_vec(), vec![pool_put.clone(), weight_update(10)]].concat(),
     );
     assert_eq!(fake.kept(&format!("nv-{APP}-green-weight")), "10");
@@ -522,16 +529,12 @@ fn canary_promote_and_rollback_make_exactly_their_az_calls_and_a_rerun_changes_n
         "{output}"
     );
     // Rerun: reads only.
-    let before = fake.calls().len();
-    let (ok, output) = fake.run(&["--canary", &canary]);
-    assert!(ok, "{output}");
-    assert_calls(&fake.calls_since(before), &reads);
+    let (calls, _) = fake.succeed(&["--canary", &canary]);
+    assert_calls(&calls, &reads);
 
     // Status: the state and the query, nothing changed.
-    let before = fake.calls().len();
-    let (ok, output) = fake.run(&["--status"]);
-    assert!(ok, "{output}");
-    assert_calls(&fake.calls_since(before), &reads);
+    let (calls, output) = fake.succeed(&["--status"]);
+    assert_calls(&calls, &reads);
     assert!(
         output.contains(&format!(
             "{APP}: blue live (90%), canary green at 10% of tenants"
@@ -589,11 +592,9 @@ fn canary_promote_and_rollback_make_exactly_their_az_calls_and_a_rerun_changes_n
     assert_eq!(fake.kept(&format!("nv-{APP}-live")), "green");
     assert_eq!(fake.kept(&format!("nv-{APP}-green-weight")), "100");
     // Rerun: reads only.
-    let before = fake.calls().len();
-    let (ok, output) = fake.run(&["--promote", &promote]);
-    assert!(ok, "{output}");
+    let (calls, _) = fake.succeed(&["--promote", &promote]);
     assert_calls(
-        &fake.calls_since(before),
+        &calls,
         &[
             reads.to_vec(),
             vec![settings_list(&blue), settings_list(&green)],
@@ -602,11 +603,9 @@ fn canary_promote_and_rollback_make_exactly_their_az_calls_and_a_rerun_changes_n
     );
 
     // The next build: staged on blue (now idle), then a canary on blue, rolled back.
-    let before = fake.calls().len();
-    let (ok, output) = fake.run(&["--stage", APP]);
-    assert!(ok, "{output}");
+    let (calls, _) = fake.succeed(&["--stage", APP]);
     assert_calls(
-        &fake.calls_since(before),
+        &calls,
         &[
             reads.to_vec(),
             vec![
@@ -630,11 +629,9 @@ fn canary_promote_and_rollback_make_exactly_their_az_calls_and_a_rerun_changes_n
         "blue is the canary: tenants' buckets 80-99"
     );
     assert_eq!(fake.kept(&format!("nv-{APP}-green-weight")), "80");
-    let before = fake.calls().len();
-    let (ok, output) = fake.run(&["--rollback", APP]);
-    assert!(ok, "{output}");
+    let (calls, _) = fake.succeed(&["--rollback", APP]);
     assert_calls(
-        &fake.calls_since(before),
+        &calls,
         &[
             reads.to_vec(),
             vec![
@@ -648,11 +645,9 @@ fn canary_promote_and_rollback_make_exactly_their_az_calls_and_a_rerun_changes_n
     );
     assert_eq!(fake.pool_weights(APP), (0, 100));
     assert_eq!(fake.kept(&format!("nv-{APP}-live")), "green");
-    let before = fake.calls().len();
-    let (ok, output) = fake.run(&["--rollback", APP]);
-    assert!(ok, "{output}");
+    let (calls, _) = fake.succeed(&["--rollback", APP]);
     assert_calls(
-        &fake.calls_since(before),
+        &calls,
         &[
             reads.to_vec(),
             vec![settings_list(&blue), settings_list(&green)],

@@ -4,3 +4,25 @@
 mod canary;
 mod commands;
 mod deploy;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `flowgrid <args>` on the data folder `data_dir`, with none of the settings of the calling
+/// shell that would point it elsewhere.
+fn flowgrid(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flowgrid"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("FLOWGRID_JWT_JWKS")
+        .env_remove("FLOWGRID_JWT_ISSUER")
+        .env_remove("FLOWGRID_TOKEN")
+        .env_remove("FLOWGRID_URL")
+        .output()
+        .expect("running flowgrid")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
