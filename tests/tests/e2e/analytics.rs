@@ -403,3 +403,190 @@ fn without_request_counts(mut usage: Value) -> Value {
     }
     usage
 }
+
+/// Every instance's API request counts reach Analytics, each once, although the
+/// `FlushApiRequests` timer of a scaled-out app runs on one instance only: Agents runs two
+/// instances; a tenant of its own sends 7 requests straight to instance 0 and 11 to instance 1;
+/// the app `agents` must show exactly 18 (neither instance's alone can make it), and stay at 18
+/// through the later timer runs (each stored row is sent twice, under one id).
+/// It waits for minute boundaries by design (about three to four minutes; nextest lets it run
+/// 8, .config/nextest.toml).
+#[tokio::test]
+async fn api_request_counts_of_every_instance_arrive_in_analytics_once() {
+    let dev = Dev::start(
+        &["agents", "analytics"],
+        &[("FLOWGRID_INSTANCES", "agents=2")],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ports: Vec<u64> = loop {
+        let health = dev.health().await.expect("health");
+        let ready: Vec<u64> = health["apps"]["agents"]["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["state"] == "ready")
+            .filter_map(|i| i["port"].as_u64())
+            .collect();
+        if ready.len() == 2 {
+            break ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two Agents instances did not get ready: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let client = reqwest::Client::new();
+    let viewer = dev.token("reqcount", "viewer");
+    for (port, n) in ports.iter().zip([7u64, 11]) {
+        for _ in 0..n {
+            let r = client
+                .get(format!("http://127.0.0.1:{port}/api/agents"))
+                .bearer_auth(&viewer)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    }
+    let counted = async || {
+        let usage = get(
+            &client,
+            &dev,
+            &viewer,
+            "/api/analytics/usage/reqcount?granularity=month&groupBy=app",
+        )
+        .await;
+        usage["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["key"] == "agents")
+            .map(|p| p["apiRequests"].as_u64().expect("apiRequests"))
+            .sum::<u64>()
+    };
+    // The minute ends, the serve loop writes it, the next timer run sends it: about two
+    // minutes at most.
+    let deadline = Instant::now() + Duration::from_secs(200);
+    loop {
+        let n = counted().await;
+        assert!(n <= 18, "counted {n} requests of 18");
+        if n == 18 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Agents instances' 18 requests did not arrive (counted {n})"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The next timer run sends every row again (same ids) and deletes it: wait until the
+    // Agents app's store holds none of them, then until Analytics has read the second sends.
+    use flowgrid_domain::store::ApiRequestCountStore;
+    let store = flowgrid_storage::sqlite::Sqlite::open(&dev.data.path().join("flowgrid.db"))
+        .await
+        .expect("the apps' database");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let rows = store.pending_counts("agents", 1_000).await.expect("rows");
+        if !rows.iter().any(|r| r.count.tenant.as_str() == "reqcount") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rows were not sent a second time and deleted: {rows:?}"
+        );
+        assert_eq!(counted().await, 18, "a repeated send counted again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        assert_eq!(counted().await, 18, "a repeated send counted again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A handler stopped with SIGTERM writes its API request counts, the current minute's
+/// included, into its app's store before it exits (a graceful stop loses nothing).
+#[tokio::test]
+async fn a_handler_stopped_with_sigterm_writes_its_current_minutes_counts() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    use flowgrid_domain::store::ApiRequestCountStore;
+
+    let data = tempfile::tempdir().expect("data dir");
+    let mut child = Command::new(flowgrid_testkit::workspace_bin(
+        "flowgrid-agents",
+        "flowgrid-agents",
+    ))
+    .current_dir(flowgrid_e2e::workspace_root())
+    .env("FLOWGRID_DATA_DIR", data.path())
+    .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+    .env("FLOWGRID_LOG", "warn")
+    .env_remove("FLOWGRID_JWT_JWKS")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawning flowgrid-agents");
+    let stdout = child.stdout.take().expect("stdout");
+    let addr = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
+        .expect("the handler prints its address");
+    let token = run_cli_with(
+        data.path(),
+        &["token", "--tenant", "sigterm", "--role", "viewer"],
+        &[],
+    )
+    .lines()
+    .last()
+    .expect("a token line")
+    .trim()
+    .to_owned();
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = client
+            .get(format!("http://{addr}/api/agents"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the handler did not stop within 20 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+
+    let store = flowgrid_storage::sqlite::Sqlite::open(&data.path().join("flowgrid.db"))
+        .await
+        .expect("the app's database");
+    let rows = store.pending_counts("agents", 100).await.expect("rows");
+    let counted: u64 = rows
+        .iter()
+        .filter(|r| {
+            r.count.tenant.as_str() == "sigterm"
+                && r.count.route == "GET /api/agents"
+                && r.count.status == 200
+        })
+        .map(|r| r.count.count)
+        .sum();
+    assert_eq!(counted, 3, "{rows:?}");
+    assert!(rows.iter().all(|r| !r.sent));
+}
