@@ -29,6 +29,7 @@ use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::handler::Handler;
 use axum::routing::{get, post};
 use flowgrid_domain::health::HealthCheck;
+use flowgrid_domain::store::ApiRequestCountStore;
 use serde_json::{Value, json};
 
 use crate::api_requests;
@@ -47,6 +48,8 @@ pub struct App<S> {
     functions: Vec<Function>,
     /// The documentation of each documented HTTP function, by function name and method.
     docs: Vec<(String, String, HandlerDoc)>,
+    /// Where the app's instances keep their finished minutes of API request counts.
+    api_request_counts: Option<Arc<dyn ApiRequestCountStore>>,
 }
 
 /// The route of an app's OpenAPI document, as in `function.json`.
@@ -84,7 +87,17 @@ where
             envelope_http: Vec::new(),
             functions: with_flush_api_requests(functions),
             docs: Vec::new(),
+            api_request_counts: None,
         }
+    }
+
+    /// The app's own store of pending API request counts (its backend's
+    /// `api_request_counts()`): the serve loop writes this process's finished minutes into it
+    /// and the `FlushApiRequests` timer publishes every instance's from it
+    /// ([`crate::api_requests`]). Without one the timer fails and the counts stay in memory.
+    pub fn api_request_counts(mut self, store: Arc<dyn ApiRequestCountStore>) -> Self {
+        self.api_request_counts = Some(store);
+        self
     }
 
     /// The app's name.
@@ -417,8 +430,14 @@ where
                 .merge(doc_route),
             self.name,
         );
-        let mut invocations =
-            route_flush_api_requests(self.invocations.with_state(state), self.name);
+        if let Some(store) = &self.api_request_counts {
+            api_requests::register(self.name, store.clone());
+        }
+        let mut invocations = route_flush_api_requests(
+            self.invocations.with_state(state),
+            self.name,
+            self.api_request_counts.clone(),
+        );
         invocations = crate::middleware::invocation_spans(invocations, self.name);
         for name in self.envelope_http {
             invocations = invocations.route(
@@ -575,16 +594,38 @@ fn owned(outputs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The `FlushApiRequests` handler of `app`: sends the counts of the minutes that are over.
+/// The `FlushApiRequests` handler of `app`: writes this process's finished minutes of API
+/// request counts into `store` and sends every instance's stored ones
+/// ([`api_requests::flush`]).
 async fn flush_api_requests(
     app: &'static str,
+    store: Option<Arc<dyn ApiRequestCountStore>>,
     tick: crate::trigger::Tick,
 ) -> Result<crate::trigger::Outputs, crate::trigger::Failed> {
-    let (events, dropped) = api_requests::take(app, api_requests::instance(), chrono::Utc::now());
-    let n = events.len();
-    let mut outputs =
-        crate::trigger::Outputs::new().events(api_requests::BINDING, events, &tick.trace)?;
-    outputs = outputs.log(format!("sent {n} API request count(s)"));
+    let Some(store) = store else {
+        return Err(crate::trigger::Failed(flowgrid_domain::Error::Internal(
+            format!(
+                "the app {app} was built without a store for API request counts (App::api_request_counts)"
+            ),
+        )));
+    };
+    let counter = api_requests::counter();
+    let flushed = api_requests::flush(counter, app, store.as_ref(), chrono::Utc::now()).await?;
+    let n = flushed.events.len();
+    let mut outputs = crate::trigger::Outputs::new().events(
+        api_requests::BINDING,
+        flushed.events,
+        &tick.trace,
+    )?;
+    outputs = outputs.log(format!(
+        "sent {n} API request count(s), {} of them for the second time and deleted",
+        flushed.deleted
+    ));
+    if let Err(e) = &flushed.persisted {
+        tracing::warn!(app, error = %e, "this instance's API request counts not written; kept for the next try");
+        outputs = outputs.log(format!("this instance's counts not written: {e}"));
+    }
+    let dropped = counter.take_dropped();
     if dropped > 0 {
         tracing::warn!(
             app,
@@ -610,10 +651,16 @@ fn with_flush_api_requests(mut functions: Vec<Function>) -> Vec<Function> {
 }
 
 /// `invocations` with `POST /FlushApiRequests` of `app`.
-fn route_flush_api_requests(invocations: axum::Router, app: &'static str) -> axum::Router {
+fn route_flush_api_requests(
+    invocations: axum::Router,
+    app: &'static str,
+    store: Option<Arc<dyn ApiRequestCountStore>>,
+) -> axum::Router {
     invocations.route(
         &format!("/{}", api_requests::FUNCTION),
-        axum::routing::post(move |tick: crate::trigger::Tick| flush_api_requests(app, tick)),
+        axum::routing::post(move |tick: crate::trigger::Tick| {
+            flush_api_requests(app, store.clone(), tick)
+        }),
     )
 }
 

@@ -39,9 +39,12 @@ pub fn bind_address() -> flowgrid_domain::Result<SocketAddr> {
     Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
 }
 
-/// Binds `addr` and serves `router` until SIGTERM or Ctrl-C, then drains in-flight requests and
-/// writes out the queued log lines. Prints `listening on <addr>` to stdout once bound, so a parent
-/// process can learn a port 0 choice. Served with [`ServerLimits::HANDLER`].
+/// Binds `addr` and serves `router` until SIGTERM or Ctrl-C, then drains in-flight requests,
+/// writes this process's API request counts (the current minute's too) into the stores apps
+/// registered, and writes out the queued log lines. While it serves, the finished minutes of
+/// those counts are written shortly after each minute ends ([`crate::api_requests`]). Prints
+/// `listening on <addr>` to stdout once bound, so a parent process can learn a port 0 choice.
+/// Served with [`ServerLimits::HANDLER`].
 pub async fn serve(router: Router, addr: SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -49,7 +52,18 @@ pub async fn serve(router: Router, addr: SocketAddr) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "listening");
     println!("listening on {local}");
+    let (stop_writer, stop) = tokio::sync::watch::channel(false);
+    let writer = crate::api_requests::spawn_writer(stop);
     serve_listener(listener, router, ServerLimits::HANDLER, shutdown_signal()).await;
+    stop_writer.send_replace(true);
+    let _ = writer.await;
+    let last = crate::api_requests::persist_registered(chrono::Utc::now(), true);
+    if tokio::time::timeout(crate::api_requests::SHUTDOWN_WRITE_LIMIT, last)
+        .await
+        .is_err()
+    {
+        tracing::warn!("API request counts not written at shutdown: the store took too long");
+    }
     crate::telemetry::flush();
     Ok(())
 }

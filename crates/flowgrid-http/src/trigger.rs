@@ -227,12 +227,7 @@ impl Outputs {
         events: Vec<CloudEvent<T>>,
         trace: &Trace,
     ) -> Result<Self, Error> {
-        let mut messages = trace.stamp(events)?;
-        if binding == crate::api_requests::BINDING {
-            // The platform-events binding also carries this instance's finished minutes of
-            // API request counts (crate::api_requests::take_pending says why).
-            messages.extend(trace.stamp(crate::api_requests::take_pending(chrono::Utc::now()))?);
-        }
+        let messages = trace.stamp(events)?;
         if !messages.is_empty() {
             append(&mut self.0, binding, messages);
         }
@@ -275,38 +270,6 @@ fn short_type_name<T>() -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn finished_minutes_travel_with_any_platform_events_the_instance_sends() {
-        use crate::api_requests::{BINDING, record_at};
-        use crate::trace::Trace;
-        use chrono::Utc;
-        use flowgrid_domain::events::{CloudEvent, PlatformEvent};
-        let trace = Trace::default();
-        let no_events = Vec::<CloudEvent<PlatformEvent>>::new;
-        let earlier = Utc::now() - chrono::Duration::seconds(120);
-        record_at("agents", "acme", "POST", "/api/agents", 201, earlier);
-        // A minute not over yet (a later one, so the test never straddles a minute's end).
-        let current = Utc::now() + chrono::Duration::seconds(120);
-        record_at("agents", "acme", "GET", "/api/agents", 200, current);
-
-        // Another binding carries none of them.
-        let other = Outputs::new().events("out", no_events(), &trace).unwrap();
-        assert!(other.into_inner().outputs.is_empty());
-
-        let sent = Outputs::new()
-            .events(BINDING, no_events(), &trace)
-            .unwrap()
-            .into_inner();
-        let sent = sent.outputs[BINDING].as_array().unwrap().clone();
-        assert_eq!(sent.len(), 1, "only the minute that is over: {sent:?}");
-        assert_eq!(sent[0]["type"], "flowgrid.api.requests");
-        assert_eq!(sent[0]["data"]["route"], "POST /api/agents");
-        assert_eq!(sent[0]["data"]["count"], 1);
-
-        let again = Outputs::new().events(BINDING, no_events(), &trace).unwrap();
-        assert!(again.into_inner().outputs.is_empty(), "sent once");
-    }
-
     use axum::Router;
     use axum::body::Body;
     use axum::routing::post;

@@ -16,8 +16,8 @@ use flowgrid_domain::Result;
 use flowgrid_domain::config::{Config, StoreKind};
 use flowgrid_domain::health::HealthCheck;
 use flowgrid_domain::store::{
-    AgentStore, AnalyticsStore, ConnectionStore, JobStore, RevocationStore, SessionStore,
-    SigningKeyStore, SpendStore, TenantStore, UserStore,
+    AgentStore, AnalyticsStore, ApiRequestCountStore, ConnectionStore, JobStore, RevocationStore,
+    SessionStore, SigningKeyStore, SpendStore, TenantStore, UserStore,
 };
 
 /// The document backend the configuration names. An app opens it once and takes only the
@@ -75,6 +75,8 @@ impl Backend {
         analytics: AnalyticsStore);
     accessor!(/// The AI spend ledger (per tenant and month).
         spend: SpendStore);
+    accessor!(/// Pending API request counts of the apps' instances.
+        api_request_counts: ApiRequestCountStore);
     accessor!(/// Reachability of the backend, for readiness and deep health.
         health: HealthCheck);
 }

@@ -33,6 +33,8 @@ pub struct Stores {
     pub jobs: Arc<dyn JobStore>,
     /// Reachability of the backend.
     pub health: Arc<dyn HealthCheck>,
+    /// Pending API request counts of this app's instances (the kit writes and publishes them).
+    pub api_request_counts: Arc<dyn flowgrid_domain::store::ApiRequestCountStore>,
 }
 
 impl Stores {
@@ -42,6 +44,7 @@ impl Stores {
             agents: backend.agents(),
             jobs: backend.jobs(),
             health: backend.health(),
+            api_request_counts: backend.api_request_counts(),
         }
     }
 }
@@ -90,7 +93,9 @@ pub use routes::app;
 /// Every route of the app, with health routes and the common layers.
 pub fn router(state: AppState) -> Router {
     let checks = vec![state.stores.health.clone()];
-    app().router(state, checks)
+    app()
+        .api_request_counts(state.stores.api_request_counts.clone())
+        .router(state, checks)
 }
 
 #[cfg(test)]

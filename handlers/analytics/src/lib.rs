@@ -73,6 +73,8 @@ pub struct AppState {
     pub health: Arc<dyn HealthCheck>,
     /// Bearer token verification.
     pub verifier: Arc<TokenVerifier>,
+    /// Pending API request counts of this app's instances (the kit writes and publishes them).
+    pub api_request_counts: Arc<dyn flowgrid_domain::store::ApiRequestCountStore>,
 }
 
 impl FromRef<AppState> for Arc<TokenVerifier> {
@@ -95,6 +97,7 @@ impl AppState {
             retention,
             health: backend.health(),
             verifier,
+            api_request_counts: backend.api_request_counts(),
         })
     }
 }
@@ -107,7 +110,9 @@ pub fn page_assets() -> &'static [(&'static str, &'static str, &'static str)] {
 /// Every route of the app, with health routes and the common layers.
 pub fn router(state: AppState) -> Router {
     let checks = vec![state.health.clone()];
-    app().router(state, checks)
+    app()
+        .api_request_counts(state.api_request_counts.clone())
+        .router(state, checks)
 }
 
 #[cfg(test)]

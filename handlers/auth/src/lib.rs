@@ -93,6 +93,8 @@ pub struct Stores {
     pub revocations: Arc<dyn RevocationStore>,
     /// Reachability of the backend.
     pub health: Arc<dyn HealthCheck>,
+    /// Pending API request counts of this app's instances (the kit writes and publishes them).
+    pub api_request_counts: Arc<dyn flowgrid_domain::store::ApiRequestCountStore>,
 }
 
 impl Stores {
@@ -105,6 +107,7 @@ impl Stores {
             signing_keys: backend.signing_keys(),
             revocations: backend.revocations(),
             health: backend.health(),
+            api_request_counts: backend.api_request_counts(),
         }
     }
 
@@ -215,7 +218,9 @@ pub use routes::app;
 /// Every route of the app, with health routes and the common layers.
 pub fn router(state: AppState) -> Router {
     let checks = vec![state.stores.health.clone()];
-    app().router(state, checks)
+    app()
+        .api_request_counts(state.stores.api_request_counts.clone())
+        .router(state, checks)
 }
 
 #[cfg(test)]

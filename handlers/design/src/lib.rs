@@ -43,6 +43,8 @@ pub struct Stores {
     pub health: Arc<dyn HealthCheck>,
     /// Reachability of the blob store.
     pub blob_health: Arc<dyn HealthCheck>,
+    /// Pending API request counts of this app's instances (the kit writes and publishes them).
+    pub api_request_counts: Arc<dyn flowgrid_domain::store::ApiRequestCountStore>,
 }
 
 /// What every request handler can reach.
@@ -88,6 +90,7 @@ impl AppState {
                 blobs,
                 health: backend.health(),
                 blob_health,
+                api_request_counts: backend.api_request_counts(),
             },
             verifier,
             llm,
@@ -106,7 +109,9 @@ pub fn router(state: AppState) -> Router {
         state.stores.health.clone(),
         state.stores.blob_health.clone(),
     ];
-    app().router(state, checks)
+    app()
+        .api_request_counts(state.stores.api_request_counts.clone())
+        .router(state, checks)
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub struct Stores {
     pub jobs: Arc<dyn JobStore>,
     /// Reachability of the backend.
     pub health: Arc<dyn HealthCheck>,
+    /// Pending API request counts of this app's instances (the kit writes and publishes them).
+    pub api_request_counts: Arc<dyn flowgrid_domain::store::ApiRequestCountStore>,
 }
 
 impl Stores {
@@ -51,6 +53,7 @@ impl Stores {
             agents: backend.agents(),
             jobs: backend.jobs(),
             health: backend.health(),
+            api_request_counts: backend.api_request_counts(),
         }
     }
 }
@@ -124,7 +127,9 @@ pub use routes::app;
 /// health routes and the common layers.
 pub fn router(state: AppState) -> Router {
     let checks = vec![state.stores.health.clone()];
-    app().router(state, checks)
+    app()
+        .api_request_counts(state.stores.api_request_counts.clone())
+        .router(state, checks)
 }
 
 #[cfg(test)]

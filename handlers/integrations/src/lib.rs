@@ -47,6 +47,8 @@ pub struct AppState {
     pub health: Arc<dyn HealthCheck>,
     /// Bearer token verification.
     pub verifier: Arc<TokenVerifier>,
+    /// Pending API request counts of this app's instances (the kit writes and publishes them).
+    pub api_request_counts: Arc<dyn flowgrid_domain::store::ApiRequestCountStore>,
 }
 
 impl FromRef<AppState> for Arc<TokenVerifier> {
@@ -82,6 +84,7 @@ impl AppState {
             integrations,
             health: backend.health(),
             verifier,
+            api_request_counts: backend.api_request_counts(),
         })
     }
 }
@@ -91,7 +94,9 @@ pub use routes::app;
 /// Every route of the app, with health routes and the common layers.
 pub fn router(state: AppState) -> Router {
     let checks = vec![state.health.clone()];
-    app().router(state, checks)
+    app()
+        .api_request_counts(state.api_request_counts.clone())
+        .router(state, checks)
 }
 
 #[cfg(test)]

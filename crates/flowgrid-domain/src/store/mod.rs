@@ -7,6 +7,7 @@
 
 mod agents;
 pub mod analytics;
+pub mod api_requests;
 pub mod connections;
 mod identity;
 pub mod jobs;
@@ -17,6 +18,7 @@ pub use agents::{
     record_compiled, update_agent,
 };
 pub use analytics::AnalyticsStore;
+pub use api_requests::{ApiRequestCount, ApiRequestCountStore, PendingCount};
 pub use connections::{Connection, ConnectionHealth, ConnectionStore};
 pub use identity::{
     RevocationStore, SessionStore, SigningKeyStore, StoredSigningKey, TenantStore, UserStore,

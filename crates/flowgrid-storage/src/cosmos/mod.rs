@@ -24,6 +24,7 @@
 
 mod agents;
 mod analytics;
+mod api_requests;
 mod connections;
 mod document;
 mod jobs;
@@ -74,6 +75,9 @@ use flowgrid_domain::{Error, Result};
 /// document ever goes into `tokens`, so a tenant id can never meet those fixed partitions.
 /// `sessions` and `tokens` have TTL on (documents carry `ttl`, see [`TTL_CONTAINERS`]).
 ///
+/// `requestCounts` holds the apps' pending API request counts, in a fixed partition per app
+/// (`_app:<app>`, which no tenant id can be), and nothing else.
+///
 /// Kinds of the design still to come (connections, events, usage) are added here as their
 /// storage traits gain a Cosmos implementation.
 pub const CONTAINERS: &[&str] = &[
@@ -86,6 +90,7 @@ pub const CONTAINERS: &[&str] = &[
     CONNECTIONS,
     EVENTS,
     USAGE,
+    REQUEST_COUNTS,
 ];
 
 /// The containers whose documents expire (TTL on with no default: `defaultTtl` -1; each
@@ -113,6 +118,8 @@ const CONNECTIONS: &str = "connections";
 const EVENTS: &str = "events";
 /// Analytics' rollups and stale-hour marks ([`analytics`]).
 const USAGE: &str = "usage";
+/// Every app's pending API request counts, one fixed partition per app ([`api_requests`]).
+const REQUEST_COUNTS: &str = "requestCounts";
 
 /// The partition key path of every container.
 pub const PARTITION_KEY: &str = "/tenantId";
@@ -154,6 +161,7 @@ struct Containers {
     connections: ContainerClient,
     events: ContainerClient,
     usage: ContainerClient,
+    request_counts: ContainerClient,
 }
 
 impl Cosmos {
@@ -228,6 +236,7 @@ impl Cosmos {
                         connections: open(CONNECTIONS).await?,
                         events: open(EVENTS).await?,
                         usage: open(USAGE).await?,
+                        request_counts: open(REQUEST_COUNTS).await?,
                         client,
                     })
                 })

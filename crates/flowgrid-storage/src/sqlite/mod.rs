@@ -12,6 +12,7 @@
 
 mod agents;
 mod analytics;
+mod api_requests;
 mod connections;
 mod jobs;
 mod revocations;

@@ -10,6 +10,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     FIRE_TIMES,
     AI_SPEND,
     ANALYTICS,
+    API_REQUEST_COUNTS,
 ];
 
 /// 1: agents and their version history.
@@ -172,4 +173,22 @@ const AI_SPEND: &str = "
         micro_usd INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, month)
     ) WITHOUT ROWID;
+";
+
+/// 8: the pending API request counts of every app's instances (one row per app, instance,
+/// tenant, minute, route and status), until the app's `FlushApiRequests` timer has sent them
+/// twice (`sent` 1 after the first).
+const API_REQUEST_COUNTS: &str = "
+    CREATE TABLE api_request_counts (
+        app TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        minute_ms INTEGER NOT NULL,
+        route TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        sent INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (app, instance, tenant_id, minute_ms, route, status)
+    ) WITHOUT ROWID;
+    CREATE INDEX api_request_counts_by_minute ON api_request_counts (app, minute_ms);
 ";

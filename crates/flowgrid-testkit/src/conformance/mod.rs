@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod analytics;
+pub mod api_requests;
 pub mod blobs;
 pub mod connections;
 pub mod identity;
@@ -209,6 +210,30 @@ macro_rules! analytics_store_conformance {
             async fn $name() {
                 let (store, _guard) = $make.await;
                 $crate::conformance::analytics::$name(store.as_ref()).await;
+            }
+        )+
+    };
+}
+
+/// Generates one `#[tokio::test]` per check of the pending API request counts, each on a store
+/// made by `$make` (an async expression yielding an `Arc` of a backend and a guard kept alive
+/// for the test).
+#[macro_export]
+macro_rules! api_request_count_store_conformance {
+    ($make:expr) => {
+        $crate::api_request_count_store_conformance!(@tests $make;
+            counts_of_every_instance_are_listed_oldest_first,
+            a_repeated_write_of_a_key_changes_nothing,
+            marks_and_deletes_go_by_key_and_listings_are_bounded,
+            many_rows_are_written_marked_and_deleted_in_one_call,
+        );
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::conformance::api_requests::$name(store.as_ref()).await;
             }
         )+
     };
