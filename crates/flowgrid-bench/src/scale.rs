@@ -4,7 +4,8 @@
 //! 1. the Agents app's `GET /api/agents/{id}` latency unloaded (p50/p99);
 //! 2. a flood of queued runs loads the Execution app: its instance count (sampled from
 //!    `/api/health` every 200 ms) and the Agents app's, while the same Agents latency is measured
-//!    again;
+//!    again, while runs are being submitted through the gateway and again once every run is
+//!    submitted and Execution works off its queued backlog;
 //! 3. every Execution instance is SIGKILLed, again and again, while the Agents app is called:
 //!    the share it answered.
 //!
@@ -85,6 +86,22 @@ async fn health(client: &reqwest::Client, url: &str) -> Option<Value> {
         .json()
         .await
         .ok()
+}
+
+/// Messages waiting in Execution's `executions` queue, from the scale controller's latest reason.
+async fn queued(client: &reqwest::Client, url: &str) -> u64 {
+    let reason = health(client, url).await.map(|h| {
+        h["apps"]["execution"]["scale"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    reason
+        .as_deref()
+        .and_then(|r| r.split("executions ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn instances(h: &Value, app: &str) -> u64 {
@@ -215,6 +232,11 @@ async fn run(runs: usize, requests: usize, kill_secs: u64) -> anyhow::Result<()>
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (p50_loaded, p99_loaded) = latency(&client, &read_url, &token, requests).await?;
     let _ = flood.await;
+    // Every run is submitted: Execution works off its queued backlog while the gateway only
+    // serves the measured reads. The backlog left (the scale target's queue part) at both ends.
+    let backlog_before = queued(&client, &dev.url).await;
+    let (p50_drain, p99_drain) = latency(&client, &read_url, &token, requests).await?;
+    let backlog_after = queued(&client, &dev.url).await;
     // Let the backlog drain while sampling.
     let drain_deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -297,6 +319,10 @@ async fn run(runs: usize, requests: usize, kill_secs: u64) -> anyhow::Result<()>
     println!(
         "| the same while Execution is flooded | {p50_loaded:.2} / {p99_loaded:.2} ms (p99 {:+.0} %) | |",
         (p99_loaded / p99_idle - 1.0) * 100.0
+    );
+    println!(
+        "| the same while Execution works off its backlog, every run submitted ({backlog_before} → {backlog_after} messages queued) | {p50_drain:.2} / {p99_drain:.2} ms (p99 {:+.0} %) | |",
+        (p99_drain / p99_idle - 1.0) * 100.0
     );
     println!(
         "| every Execution instance SIGKILLed for {kill_secs} s ({} kills) | answered {ok} of {sent} ({:.2} %) | |",
