@@ -24,7 +24,9 @@
 //!    duplicate Analytics stores once. The host sends a timer's messages after the invocation
 //!    answers, so a run cannot see its own send succeed: a row is marked sent by the run that
 //!    first sends it, sent again and deleted by the next run (whose predecessor has finished).
-//!    A row is lost only when both sends fail; a crash anywhere re-sends the same ids.
+//!    A crash re-sends the same ids. A row is lost when its last send fails and the one
+//!    before failed too, or never happened (the first run marked it, then crashed before
+//!    answering).
 //!
 //! Guarantees: every count of a process that stops gracefully or keeps running arrives once in
 //! Analytics, at most about two minutes after the request; the counts of a process killed
