@@ -31,7 +31,9 @@
 //! Guarantees: every count of a process that stops gracefully or keeps running arrives once in
 //! Analytics, at most about two minutes after the request; the counts of a process killed
 //! outright (SIGKILL, a crash) that were not written yet — its current minute, and the minute
-//! just over during the first [`PERSIST_DELAY`] — are lost. At most [`MAX_KEYS`] distinct
+//! just over during the first [`PERSIST_DELAY`] — are lost. The Functions host stops worker
+//! processes with `Process.Kill` (SIGKILL), so in Azure the SIGTERM path serves only stops
+//! that reach the process as a signal; an instance idle for a minute has written everything. At most [`MAX_KEYS`] distinct
 //! counts wait in a process (further ones are dropped and the drop is logged by the next
 //! timer run).
 //!
