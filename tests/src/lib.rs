@@ -107,6 +107,98 @@ impl Dev {
         );
         out.lines().last().expect("a token line").trim().to_owned()
     }
+
+    /// `POST /api/agents` with `body` (name and definition) as `token`'s tenant; answers the new
+    /// agent's id.
+    pub async fn create_agent(&self, token: &str, body: &Value) -> String {
+        let created: Value = reqwest::Client::new()
+            .post(format!("{}/api/agents", self.url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("create agent")
+            .json()
+            .await
+            .expect("json");
+        created["id"].as_str().expect("an agent id").to_owned()
+    }
+
+    /// Submits a run of `agent` with `input` (`POST /api/execute/agent/{agent}`), which must be
+    /// accepted (202); answers the job id.
+    pub async fn submit(&self, token: &str, agent: &str, input: Value) -> String {
+        self.submit_with_headers(token, agent, input, &[]).await
+    }
+
+    /// [`Dev::submit`] with request headers added (trace context, correlation id, …).
+    pub async fn submit_with_headers(
+        &self,
+        token: &str,
+        agent: &str,
+        input: Value,
+        headers: &[(&str, &str)],
+    ) -> String {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/api/execute/agent/{agent}", self.url))
+            .bearer_auth(token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let reply = request
+            .json(&serde_json::json!({"input": input}))
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(reply.status(), 202);
+        let body: Value = reply.json().await.expect("json");
+        body["jobId"].as_str().expect("a job id").to_owned()
+    }
+
+    /// The job record's text as `GET /api/execute/jobs/{job}` answers it.
+    pub async fn job_text(&self, token: &str, job: &str) -> String {
+        reqwest::Client::new()
+            .get(format!("{}/api/execute/jobs/{job}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get job")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Polls the job record every 50 ms until `done` holds of it, failing once `within` has
+    /// passed; answers that record.
+    pub async fn wait_job(
+        &self,
+        token: &str,
+        job: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let body: Value = serde_json::from_str(&self.job_text(token, job).await).expect("json");
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on job {job}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// [`Dev::wait_job`] until the job is terminal (it has `finishedAt`).
+    pub async fn wait_finished(&self, token: &str, job: &str, within: Duration) -> Value {
+        self.wait_job(token, job, within, finished).await
+    }
+}
+
+/// Whether a job record is terminal (it has `finishedAt`).
+pub fn finished(job: &Value) -> bool {
+    job["finishedAt"].is_string()
 }
 
 impl Drop for Dev {

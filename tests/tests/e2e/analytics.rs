@@ -18,6 +18,8 @@ use flowgrid_e2e::Dev;
 use flowgrid_testkit::run_cli_with;
 use serde_json::{Value, json};
 
+use crate::upstream;
+
 /// An upstream answering `/ok` with 200 and `/fail` with 503.
 async fn upstream() -> String {
     let app = Router::new()
@@ -27,14 +29,7 @@ async fn upstream() -> String {
             "/ping",
             axum::routing::get(|| async { axum::Json(json!({})) }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    upstream::serve(app).await
 }
 
 async fn send(client: &reqwest::Client, dev: &Dev, token: &str, path: &str, body: Value) -> Value {
@@ -183,18 +178,12 @@ async fn numbers_add_up(settings: &[(&str, &str)]) -> Dev {
         .await;
         job_ids.push(submitted["jobId"].as_str().expect("job id").to_owned());
     }
+    // All five finished within 60 s.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut jobs = Vec::new();
     for id in &job_ids {
-        loop {
-            let job = get(&client, &dev, &admin, &format!("/api/execute/jobs/{id}")).await;
-            if job["finishedAt"].is_string() {
-                jobs.push(job);
-                break;
-            }
-            assert!(Instant::now() < deadline, "job {id} did not finish: {job}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        jobs.push(dev.wait_finished(&admin, id, left).await);
     }
     let expected = sums(&jobs);
     assert_eq!((expected.runs, expected.failures), (5, 2), "{jobs:?}");

@@ -24,6 +24,8 @@ use axum::routing::post;
 use flowgrid_e2e::Dev;
 use serde_json::{Value, json};
 
+use crate::upstream;
+
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -74,11 +76,7 @@ async fn call(
     body: String,
 ) -> axum::response::Response {
     let step = uri.path().trim_start_matches('/').to_owned();
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let key = upstream::header(&headers, "idempotency-key");
     let run = serde_json::from_str::<Value>(&body)
         .ok()
         .and_then(|v| v["run"].as_str().map(str::to_owned))
@@ -130,14 +128,7 @@ async fn upstream() -> (Shared, String) {
         .route("/one", post(call))
         .route("/two", post(call))
         .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (shared, addr)
+    (shared, upstream::serve(app).await)
 }
 
 #[tokio::test]
@@ -163,17 +154,12 @@ async fn chaos_every_accepted_job_ends_with_stable_keys_and_ordered_steps_while_
                "body": {"run": "{{ input.run }}"}, "timeoutMs": 1500,
                "retry": {"maxAttempts": 8, "backoffMs": 100}})
     };
-    let created: Value = client
-        .post(format!("{}/api/agents", dev.url))
-        .bearer_auth(&token)
-        .json(&json!({"name": "chaos", "definition": {"instructions": "chaos", "steps": [step("one"), step("two")]}}))
-        .send()
-        .await
-        .expect("create agent")
-        .json()
-        .await
-        .expect("json");
-    let agent = created["id"].as_str().expect("an agent id").to_owned();
+    let agent = dev
+        .create_agent(
+            &token,
+            &json!({"name": "chaos", "definition": {"instructions": "chaos", "steps": [step("one"), step("two")]}}),
+        )
+        .await;
 
     // The killer: SIGKILL the Execution handler every 2–5 s for `kill_for`.
     let started = Instant::now();

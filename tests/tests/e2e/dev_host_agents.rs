@@ -69,12 +69,7 @@ async fn flowgrid_dev_answers_unknown_routes_and_methods_with_problem_json() {
 #[tokio::test]
 async fn flowgrid_dev_health_shows_the_agents_app_ready_with_its_deep_health() {
     let dev = Dev::start(&["agents"], &[]).await;
-    let v: Value = reqwest::get(format!("{}/api/health", dev.url))
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let v = dev.health().await.expect("health");
     let agents = &v["apps"]["agents"];
     assert_eq!(agents["state"], "ready");
     assert_eq!(agents["restarts"], 0);
@@ -96,55 +91,36 @@ async fn the_rate_limit_of_flowgrid_dev_is_per_verified_tenant() {
     )
     .await;
     let client = reqwest::Client::new();
+    let list = |token: &str| {
+        client
+            .get(format!("{}/api/agents", dev.url))
+            .bearer_auth(token)
+            .send()
+    };
     let busy = dev.token("busy", "viewer");
     let calm = dev.token("calm", "viewer");
     for _ in 0..3 {
-        let r = client
-            .get(format!("{}/api/agents", dev.url))
-            .bearer_auth(&busy)
-            .send()
-            .await
-            .expect("list");
+        let r = list(&busy).await.expect("list");
         assert_eq!(r.status(), 200);
     }
-    let limited = client
-        .get(format!("{}/api/agents", dev.url))
-        .bearer_auth(&busy)
-        .send()
-        .await
-        .expect("list");
+    let limited = list(&busy).await.expect("list");
     assert_eq!(limited.status(), 429);
     assert!(limited.headers().contains_key("retry-after"));
     assert_eq!(
         limited.headers()["content-type"],
         "application/problem+json"
     );
-    let other = client
-        .get(format!("{}/api/agents", dev.url))
-        .bearer_auth(&calm)
-        .send()
-        .await
-        .expect("list");
+    let other = list(&calm).await.expect("list");
     assert_eq!(other.status(), 200, "another tenant has its own bucket");
     // A forged token does not get a tenant's bucket: it falls into the anonymous one, and the app answers 401.
-    let forged = client
-        .get(format!("{}/api/agents", dev.url))
-        .bearer_auth("e30.e30.sig")
-        .send()
-        .await
-        .expect("list");
+    let forged = list("e30.e30.sig").await.expect("list");
     assert_eq!(forged.status(), 401);
 }
 
 #[tokio::test]
 async fn stopping_flowgrid_dev_stops_every_handler_it_started() {
     let dev = Dev::start(&["agents"], &[]).await;
-    let v: Value = reqwest::get(format!("{}/api/health", dev.url))
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let v = dev.health().await.expect("health");
     let pids: Vec<u64> = v["apps"]
         .as_object()
         .expect("apps")

@@ -2,7 +2,7 @@
 //! the test): the agent compiled by the Design app, run by Execution, with the model call's
 //! provider, model, tokens and cost in the job record; llmock's verdict finds no retry mistake.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flowgrid_e2e::Dev;
 use flowgrid_testkit::ai_fakes;
@@ -23,20 +23,15 @@ async fn an_llm_step_through_flowgrid_dev_records_tokens_and_cost_from_the_fake(
     .await;
     let token = dev.token("acme", "editor");
     let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{}/api/agents", dev.url))
-        .bearer_auth(&token)
-        .json(&json!({"name": "triage", "definition": {
-            "instructions": "You triage support tickets.",
-            "model": {"provider": "openai", "model": "gpt-4o-mini", "maxTokens": 200},
-            "steps": [{"id": "ask", "kind": "llm", "prompt": "Triage: {{ input.ticket }}"}]}}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let agent = created["id"].as_str().expect("agent id").to_owned();
+    let agent = dev
+        .create_agent(
+            &token,
+            &json!({"name": "triage", "definition": {
+                "instructions": "You triage support tickets.",
+                "model": {"provider": "openai", "model": "gpt-4o-mini", "maxTokens": 200},
+                "steps": [{"id": "ask", "kind": "llm", "prompt": "Triage: {{ input.ticket }}"}]}}),
+        )
+        .await;
     let compiled = http
         .post(format!("{}/api/design/compile/{agent}", dev.url))
         .bearer_auth(&token)
@@ -54,34 +49,12 @@ async fn an_llm_step_through_flowgrid_dev_records_tokens_and_cost_from_the_fake(
         .await
         .expect("json");
     assert_eq!(preview["steps"][0]["url"], format!("{base}/responses"));
-    let submitted: Value = http
-        .post(format!("{}/api/execute/agent/{agent}", dev.url))
-        .bearer_auth(&token)
-        .json(&json!({"input": {"ticket": "VPN drops hourly"}}))
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("json");
-    let job = submitted["jobId"].as_str().expect("job id").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let body: Value = http
-            .get(format!("{}/api/execute/jobs/{job}", dev.url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("get job")
-            .json()
-            .await
-            .expect("json");
-        if body["finishedAt"].is_string() {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "job did not finish: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let job = dev
+        .submit(&token, &agent, json!({"ticket": "VPN drops hourly"}))
+        .await;
+    let done = dev
+        .wait_finished(&token, &job, Duration::from_secs(60))
+        .await;
     assert_eq!(done["status"], "succeeded", "{done}");
     let call = &done["steps"][0]["llm"];
     assert_eq!(call["provider"], "openai", "{done}");

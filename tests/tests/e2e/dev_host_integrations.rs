@@ -5,7 +5,7 @@
 //! and never the secret.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -13,6 +13,8 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use flowgrid_e2e::Dev;
 use serde_json::{Value, json};
+
+use crate::upstream;
 
 const SECRET: &str = "e2e-secret-token-7777";
 
@@ -23,17 +25,10 @@ async fn record(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> axum::Json<Value> {
-    let header = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
     seen.lock().expect("lock").push((
         uri.path().to_owned(),
-        header("authorization"),
-        header("idempotency-key"),
+        upstream::header(&headers, "authorization"),
+        upstream::header(&headers, "idempotency-key"),
     ));
     axum::Json(json!({"received": true}))
 }
@@ -44,14 +39,7 @@ async fn upstream() -> (Seen, String) {
         .route("/ping", get(record))
         .route("/hook", post(record))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (seen, addr)
+    (seen, upstream::serve(app).await)
 }
 
 #[tokio::test]
@@ -91,49 +79,21 @@ async fn a_connection_made_through_flowgrid_dev_serves_a_runs_integration_step_w
         .expect("json");
     assert_eq!(tested["ok"], true, "{tested}");
 
-    let agent: Value = client
-        .post(format!("{}/api/agents", dev.url))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "notifier", "definition": {"instructions": "notify", "integrations": ["hook"], "steps": [
-            {"id": "notify", "kind": "integration", "connection": "hook", "action": "request",
-             "input": {"method": "POST", "path": "/hook", "body": {"n": "{{ input.n }}"}}}
-        ]}}))
-        .send()
-        .await
-        .expect("agent")
-        .json()
-        .await
-        .expect("json");
-    let agent = agent["id"].as_str().expect("agent id");
-    let submitted: Value = client
-        .post(format!("{}/api/execute/agent/{agent}", dev.url))
-        .bearer_auth(&admin)
-        .json(&json!({"input": {"n": 7}}))
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("json");
-    let job = submitted["jobId"].as_str().expect("job id").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (done, raw) = loop {
-        let raw = client
-            .get(format!("{}/api/execute/jobs/{job}", dev.url))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .expect("job")
-            .text()
-            .await
-            .expect("text");
-        let body: Value = serde_json::from_str(&raw).expect("json");
-        if body["finishedAt"].is_string() {
-            break (body, raw);
-        }
-        assert!(Instant::now() < deadline, "job did not finish: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let agent = dev
+        .create_agent(
+            &admin,
+            &json!({"name": "notifier", "definition": {"instructions": "notify", "integrations": ["hook"], "steps": [
+                {"id": "notify", "kind": "integration", "connection": "hook", "action": "request",
+                 "input": {"method": "POST", "path": "/hook", "body": {"n": "{{ input.n }}"}}}
+            ]}}),
+        )
+        .await;
+    let job = dev.submit(&admin, &agent, json!({"n": 7})).await;
+    let done = dev
+        .wait_finished(&admin, &job, Duration::from_secs(30))
+        .await;
+    // The finished record as the route answers it, to the letter.
+    let raw = dev.job_text(&admin, &job).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["steps"][0]["output"]["status"], 200, "{done}");
     assert_eq!(done["steps"][0]["output"]["body"]["received"], true);

@@ -17,6 +17,8 @@ use flowgrid_testkit::free_port;
 use serde_json::{Value, json};
 use std::process::Command;
 
+use crate::upstream;
+
 /// Requests per path and idempotency key, and the keys whose effect was applied.
 #[derive(Default)]
 struct World {
@@ -32,11 +34,7 @@ async fn effect(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> axum::Json<Value> {
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let key = upstream::header(&headers, "idempotency-key");
     let hold = {
         let mut w = world.lock().expect("lock");
         *w.requests
@@ -52,86 +50,50 @@ async fn effect(
     axum::Json(json!({"applied": first}))
 }
 
-async fn world() -> (Shared, String) {
-    let shared: Shared = Arc::default();
-    let app = Router::new()
-        .route("/effect", post(effect))
-        .route("/hold", post(effect))
-        .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (shared, addr)
+/// Starts the world (its `/hold` held when `hold`) and `flowgrid dev` with the Agents and
+/// Execution apps, allowed to call the world, with `settings` added.
+async fn start(hold: bool, settings: &[(&str, &str)]) -> (Shared, String, Dev) {
+    let world: Shared = Arc::default();
+    world.lock().expect("lock").hold = hold;
+    let addr = upstream::serve(
+        Router::new()
+            .route("/effect", post(effect))
+            .route("/hold", post(effect))
+            .with_state(world.clone()),
+    )
+    .await;
+    let mut envs = vec![("FLOWGRID_OUTBOUND_ALLOWLIST", addr.as_str())];
+    envs.extend_from_slice(settings);
+    let dev = Dev::start(&["agents", "execution"], &envs).await;
+    (world, addr, dev)
 }
 
 async fn create_agent(dev: &Dev, token: &str, steps: Value) -> String {
-    let created: Value = reqwest::Client::new()
-        .post(format!("{}/api/agents", dev.url))
-        .bearer_auth(token)
-        .json(&json!({"name": format!("e2e-{}", free_port()), "definition": {"instructions": "e2e", "steps": steps}}))
-        .send()
-        .await
-        .expect("create agent")
-        .json()
-        .await
-        .expect("json");
-    created["id"].as_str().expect("an agent id").to_owned()
+    dev.create_agent(
+        token,
+        &json!({"name": format!("e2e-{}", free_port()), "definition": {"instructions": "e2e", "steps": steps}}),
+    )
+    .await
 }
 
-async fn submit(dev: &Dev, token: &str, agent: &str, input: Value) -> String {
-    let reply = reqwest::Client::new()
-        .post(format!("{}/api/execute/agent/{agent}", dev.url))
-        .bearer_auth(token)
-        .json(&json!({"input": input}))
-        .send()
-        .await
-        .expect("submit");
-    assert_eq!(reply.status(), 202);
-    let body: Value = reply.json().await.expect("json");
-    body["jobId"].as_str().expect("a job id").to_owned()
-}
-
-async fn wait_job(
-    dev: &Dev,
-    token: &str,
-    job: &str,
-    secs: u64,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let body: Value = reqwest::Client::new()
-            .get(format!("{}/api/execute/jobs/{job}", dev.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("get job")
-            .json()
-            .await
-            .expect("json");
-        if pred(&body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting on job {job}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Waits (30 s at most, else fails with `what`) until the world has received a call of `path`
+/// with idempotency key `key`.
+async fn wait_for_call(world: &Shared, path: &str, key: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !world
+        .lock()
+        .expect("lock")
+        .requests
+        .contains_key(&(path.to_owned(), key.to_owned()))
+    {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test]
 async fn a_run_through_flowgrid_dev_succeeds_with_step_records_and_one_effect_per_step() {
-    let (world, addr) = world().await;
-    let dev = Dev::start(
-        &["agents", "execution"],
-        &[("FLOWGRID_OUTBOUND_ALLOWLIST", &addr)],
-    )
-    .await;
+    let (world, addr, dev) = start(false, &[]).await;
     let token = dev.token("acme", "editor");
     let agent = create_agent(
         &dev,
@@ -143,8 +105,10 @@ async fn a_run_through_flowgrid_dev_succeeds_with_step_records_and_one_effect_pe
         ]),
     )
     .await;
-    let job = submit(&dev, &token, &agent, json!({"name": "Ada"})).await;
-    let done = wait_job(&dev, &token, &job, 30, |j| j["finishedAt"].is_string()).await;
+    let job = dev.submit(&token, &agent, json!({"name": "Ada"})).await;
+    let done = dev
+        .wait_finished(&token, &job, Duration::from_secs(30))
+        .await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["output"], json!({"applied": true}));
     let steps = done["steps"].as_array().expect("steps");
@@ -173,16 +137,7 @@ async fn a_run_through_flowgrid_dev_succeeds_with_step_records_and_one_effect_pe
 
 #[tokio::test]
 async fn a_worker_killed_mid_run_is_redelivered_and_the_run_finishes_once() {
-    let (world, addr) = world().await;
-    world.lock().expect("lock").hold = true;
-    let dev = Dev::start(
-        &["agents", "execution"],
-        &[
-            ("FLOWGRID_OUTBOUND_ALLOWLIST", &addr),
-            ("FLOWGRID_JOB_LEASE_SECS", "5"),
-        ],
-    )
-    .await;
+    let (world, addr, dev) = start(true, &[("FLOWGRID_JOB_LEASE_SECS", "5")]).await;
     let token = dev.token("acme", "editor");
     let agent = create_agent(
         &dev,
@@ -194,21 +149,15 @@ async fn a_worker_killed_mid_run_is_redelivered_and_the_run_finishes_once() {
         ]),
     )
     .await;
-    let job = submit(&dev, &token, &agent, json!({})).await;
+    let job = dev.submit(&token, &agent, json!({})).await;
     // Wait until the second step's call is in flight, then kill the worker's process.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !world
-        .lock()
-        .expect("lock")
-        .requests
-        .contains_key(&("/hold".into(), format!("{job}:second")))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the second step never called out"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_call(
+        &world,
+        "/hold",
+        &format!("{job}:second"),
+        "the second step never called out",
+    )
+    .await;
     let health = dev.health().await.expect("health");
     let pid = health["apps"]["execution"]["pid"]
         .as_u64()
@@ -221,7 +170,9 @@ async fn a_worker_killed_mid_run_is_redelivered_and_the_run_finishes_once() {
     world.lock().expect("lock").hold = false;
     // The host restarts the handler; the reaper re-enqueues the job once its lease has expired,
     // and a new worker resumes at the second step with the same idempotency key.
-    let done = wait_job(&dev, &token, &job, 90, |j| j["finishedAt"].is_string()).await;
+    let done = dev
+        .wait_finished(&token, &job, Duration::from_secs(90))
+        .await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(
         done["attempts"], 2,
@@ -253,13 +204,7 @@ async fn a_worker_killed_mid_run_is_redelivered_and_the_run_finishes_once() {
 
 #[tokio::test]
 async fn cancelling_a_run_through_flowgrid_dev_aborts_its_call_within_the_bound() {
-    let (world, addr) = world().await;
-    world.lock().expect("lock").hold = true;
-    let dev = Dev::start(
-        &["agents", "execution"],
-        &[("FLOWGRID_OUTBOUND_ALLOWLIST", &addr)],
-    )
-    .await;
+    let (world, addr, dev) = start(true, &[]).await;
     let token = dev.token("acme", "editor");
     let agent = create_agent(
         &dev,
@@ -270,17 +215,14 @@ async fn cancelling_a_run_through_flowgrid_dev_aborts_its_call_within_the_bound(
         ]),
     )
     .await;
-    let job = submit(&dev, &token, &agent, json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !world
-        .lock()
-        .expect("lock")
-        .requests
-        .contains_key(&("/hold".into(), format!("{job}:wait")))
-    {
-        assert!(Instant::now() < deadline, "the step never called out");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let job = dev.submit(&token, &agent, json!({})).await;
+    wait_for_call(
+        &world,
+        "/hold",
+        &format!("{job}:wait"),
+        "the step never called out",
+    )
+    .await;
     let asked = Instant::now();
     let reply = reqwest::Client::new()
         .post(format!("{}/api/execute/cancel/{job}", dev.url))
@@ -289,7 +231,9 @@ async fn cancelling_a_run_through_flowgrid_dev_aborts_its_call_within_the_bound(
         .await
         .expect("cancel");
     assert_eq!(reply.status(), 202);
-    let done = wait_job(&dev, &token, &job, 30, |j| j["finishedAt"].is_string()).await;
+    let done = dev
+        .wait_finished(&token, &job, Duration::from_secs(30))
+        .await;
     let took = asked.elapsed();
     assert_eq!(done["status"], "cancelled", "{done}");
     assert_eq!(done["steps"][0]["status"], "cancelled");
@@ -308,16 +252,7 @@ async fn cancelling_a_run_through_flowgrid_dev_aborts_its_call_within_the_bound(
 
 #[tokio::test]
 async fn a_flooding_tenant_does_not_hold_back_another_tenants_run_through_flowgrid_dev() {
-    let (world, addr) = world().await;
-    world.lock().expect("lock").hold = true;
-    let dev = Dev::start(
-        &["agents", "execution"],
-        &[
-            ("FLOWGRID_OUTBOUND_ALLOWLIST", &addr),
-            ("FLOWGRID_TENANT_MAX_RUNNING", "1"),
-        ],
-    )
-    .await;
+    let (_world, addr, dev) = start(true, &[("FLOWGRID_TENANT_MAX_RUNNING", "1")]).await;
     let flood = dev.token("flood", "editor");
     let calm = dev.token("calm", "editor");
     let held = create_agent(
@@ -329,17 +264,24 @@ async fn a_flooding_tenant_does_not_hold_back_another_tenants_run_through_flowgr
     let quick = json!([{"id": "t", "kind": "transform", "output": {"ok": true}}]);
     let flood_quick = create_agent(&dev, &flood, quick.clone()).await;
     let calm_quick = create_agent(&dev, &calm, quick).await;
-    let first = submit(&dev, &flood, &held, json!({})).await;
-    wait_job(&dev, &flood, &first, 30, |j| j["status"] == "running").await;
+    let first = dev.submit(&flood, &held, json!({})).await;
+    dev.wait_job(&flood, &first, Duration::from_secs(30), |j| {
+        j["status"] == "running"
+    })
+    .await;
     let mut waiting = Vec::new();
     for _ in 0..5 {
-        waiting.push(submit(&dev, &flood, &flood_quick, json!({})).await);
+        waiting.push(dev.submit(&flood, &flood_quick, json!({})).await);
     }
-    let other = submit(&dev, &calm, &calm_quick, json!({})).await;
-    let done = wait_job(&dev, &calm, &other, 30, |j| j["finishedAt"].is_string()).await;
+    let other = dev.submit(&calm, &calm_quick, json!({})).await;
+    let done = dev
+        .wait_finished(&calm, &other, Duration::from_secs(30))
+        .await;
     assert_eq!(done["status"], "succeeded", "the other tenant runs at once");
     for id in &waiting {
-        let job = wait_job(&dev, &flood, id, 5, |_| true).await;
+        let job = dev
+            .wait_job(&flood, id, Duration::from_secs(5), |_| true)
+            .await;
         assert_eq!(
             job["status"], "queued",
             "the flooding tenant waits at its limit of 1"
@@ -353,7 +295,7 @@ async fn a_flooding_tenant_does_not_hold_back_another_tenants_run_through_flowgr
         .await
         .expect("cancel");
     for id in &waiting {
-        let job = wait_job(&dev, &flood, id, 60, |j| j["finishedAt"].is_string()).await;
+        let job = dev.wait_finished(&flood, id, Duration::from_secs(60)).await;
         assert_eq!(job["status"], "succeeded", "{job}");
     }
 }
@@ -375,8 +317,10 @@ async fn ssrf_targets_are_refused_and_a_reused_idempotency_key_is_checked_throug
         "https://0x7f.0.0.1/",
         "http://example.org/",
     ] {
-        let job = submit(&dev, &token, &agent, json!({"url": url})).await;
-        let done = wait_job(&dev, &token, &job, 30, |j| j["finishedAt"].is_string()).await;
+        let job = dev.submit(&token, &agent, json!({"url": url})).await;
+        let done = dev
+            .wait_finished(&token, &job, Duration::from_secs(30))
+            .await;
         assert_eq!(done["status"], "failed", "{url}: {done}");
         assert_eq!(
             done["steps"][0]["attempts"], 1,

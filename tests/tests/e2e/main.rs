@@ -5,7 +5,8 @@
 //! with Auth and Agents (`dev_host_auth`), on the Cosmos emulator (`dev_host_cosmos`), a connection used by a run's integration step
 //! (`dev_host_integrations`), runs
 //! through Execution and the local Service Bus (`execution`), the offline checks of the Azure
-//! deployment (`infra`), the API description and schemathesis (`openapi`), and one run as one OpenTelemetry trace (`traces`).
+//! deployment (`infra`), the API description and schemathesis (`openapi`), and one run as one OpenTelemetry trace (`traces`). `upstream` is their shared local HTTP
+//! server that plays the outside world.
 
 mod analytics;
 mod bad_input;
@@ -20,3 +21,4 @@ mod execution;
 mod infra;
 mod openapi;
 mod traces;
+mod upstream;

@@ -15,7 +15,9 @@ use axum::routing::post;
 use flowgrid_e2e::Dev;
 use flowgrid_testkit::free_port;
 use flowgrid_testkit::otlp::{OtlpReceiver, ReceivedSpan};
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::upstream;
 
 const CLIENT_TRACE: &str = "5d9f0c4a6e2b4f1c8a7d3e9b1c2d3e4f";
 const CLIENT_SPAN: &str = "a1b2c3d4e5f60718";
@@ -38,68 +40,40 @@ async fn upstream() -> (Seen, String) {
             }),
         )
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (seen, addr)
+    (seen, upstream::serve(app).await)
 }
 
 /// Creates an agent (greet → call → done) and submits a run with the client's trace context and
 /// correlation id; waits for it to succeed. Returns the job id.
 async fn run_agent(dev: &Dev, addr: &str, correlation_id: &str) -> String {
     let token = dev.token("acme", "editor");
-    let client = reqwest::Client::new();
-    let created: Value = client
-        .post(format!("{}/api/agents", dev.url))
-        .bearer_auth(&token)
-        .json(&json!({"name": format!("traced-{}", free_port()), "definition": {"instructions": "e2e", "steps": [
-            {"id": "greet", "kind": "transform", "output": {"greeting": "hello {{ input.name }}"}},
-            {"id": "call", "kind": "http", "method": "POST", "url": format!("http://{addr}/effect"), "body": "{{ steps.greet.output }}"},
-            {"id": "done", "kind": "transform", "output": {"ok": "{{ steps.call.output.body.ok }}"}}
-        ]}}))
-        .send()
-        .await
-        .expect("create agent")
-        .json()
-        .await
-        .expect("json");
-    let agent = created["id"].as_str().expect("an agent id");
-    let reply = client
-        .post(format!("{}/api/execute/agent/{agent}", dev.url))
-        .bearer_auth(&token)
-        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
-        .header("x-correlation-id", correlation_id)
-        .json(&json!({"input": {"name": "Ada"}}))
-        .send()
-        .await
-        .expect("submit");
-    assert_eq!(reply.status(), 202);
-    let job = reply.json::<Value>().await.expect("json")["jobId"]
-        .as_str()
-        .expect("a job id")
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let body: Value = client
-            .get(format!("{}/api/execute/jobs/{job}", dev.url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("get job")
-            .json()
-            .await
-            .expect("json");
-        if body["finishedAt"].is_string() {
-            assert_eq!(body["status"], "succeeded", "{body}");
-            return job;
-        }
-        assert!(Instant::now() < deadline, "the run did not finish: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let agent = dev
+        .create_agent(
+            &token,
+            &json!({"name": format!("traced-{}", free_port()), "definition": {"instructions": "e2e", "steps": [
+                {"id": "greet", "kind": "transform", "output": {"greeting": "hello {{ input.name }}"}},
+                {"id": "call", "kind": "http", "method": "POST", "url": format!("http://{addr}/effect"), "body": "{{ steps.greet.output }}"},
+                {"id": "done", "kind": "transform", "output": {"ok": "{{ steps.call.output.body.ok }}"}}
+            ]}}),
+        )
+        .await;
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let job = dev
+        .submit_with_headers(
+            &token,
+            &agent,
+            json!({"name": "Ada"}),
+            &[
+                ("traceparent", &traceparent),
+                ("x-correlation-id", correlation_id),
+            ],
+        )
+        .await;
+    let body = dev
+        .wait_finished(&token, &job, Duration::from_secs(30))
+        .await;
+    assert_eq!(body["status"], "succeeded", "{body}");
+    job
 }
 
 /// The pids of `app`'s handler processes, from `/api/health`.
@@ -173,7 +147,18 @@ async fn one_run_through_flowgrid_dev_is_one_trace_from_the_submit_request_to_th
                 && ["greet", "call", "done"]
                     .iter()
                     .all(|id| has(&|s| in_trace(s) && s.name == format!("step {id}")))
-                && has(&|s| s.service == "flowgrid-host" && s.kind == 5)
+                // The host's delivery span of the worker's invocation (not merely any delivery:
+                // Analytics' ingestion of the agent's events has host delivery spans too).
+                && spans
+                    .iter()
+                    .filter(|w| in_trace(w) && w.service == "flowgrid-execution" && w.kind == 5)
+                    .any(|w| {
+                        has(&|s| {
+                            s.service == "flowgrid-host"
+                                && s.kind == 5
+                                && s.attr("faas.invocation_id") == w.attr("faas.invocation_id")
+                        })
+                    })
         })
         .await;
     assert_eq!(receiver.rejected(), Vec::<String>::new());
