@@ -196,6 +196,27 @@ impl Dev {
     }
 }
 
+/// `flowgrid admin create-tenant --name <name> --admin-email <email> --json` on the data folder
+/// `data`: what it prints (the tenant, its owner and the owner's first password).
+pub fn create_tenant(data: &Path, name: &str, email: &str) -> Value {
+    serde_json::from_str(
+        flowgrid_testkit::run_cli(
+            data,
+            &[
+                "admin",
+                "create-tenant",
+                "--name",
+                name,
+                "--admin-email",
+                email,
+                "--json",
+            ],
+        )
+        .trim(),
+    )
+    .expect("create-tenant --json prints JSON")
+}
+
 /// Whether a job record is terminal (it has `finishedAt`).
 pub fn finished(job: &Value) -> bool {
     job["finishedAt"].is_string()
@@ -203,17 +224,23 @@ pub fn finished(job: &Value) -> bool {
 
 impl Drop for Dev {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// Stops a `flowgrid dev` process as Ctrl-C would (SIGTERM, so that it stops its handlers),
+/// killing it if it has not exited within 10 s.
+pub fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -251,22 +251,7 @@ async fn login(url: &str, email: &str, password: &str) -> Value {
 
 /// A tenant made by `flowgrid admin create-tenant`, logged in: its owner's access token.
 async fn tenant(dev: &Dev, name: &str, email: &str) -> String {
-    let created: Value = serde_json::from_str(
-        run_cli(
-            dev.data.path(),
-            &[
-                "admin",
-                "create-tenant",
-                "--name",
-                name,
-                "--admin-email",
-                email,
-                "--json",
-            ],
-        )
-        .trim(),
-    )
-    .expect("create-tenant --json prints JSON");
+    let created = flowgrid_e2e::create_tenant(dev.data.path(), name, email);
     let password = created["password"].as_str().expect("password");
     login(&dev.url, email, password).await["accessToken"]
         .as_str()
@@ -937,22 +922,7 @@ async fn a_rotated_key_works_at_once_and_a_dev_401_says_why() {
         );
     }
     run_cli(dev.data.path(), &["admin", "rotate-keys"]);
-    let created: Value = serde_json::from_str(
-        run_cli(
-            dev.data.path(),
-            &[
-                "admin",
-                "create-tenant",
-                "--name",
-                "Initech",
-                "--admin-email",
-                "pat@initech.test",
-                "--json",
-            ],
-        )
-        .trim(),
-    )
-    .expect("json");
+    let created = flowgrid_e2e::create_tenant(dev.data.path(), "Initech", "pat@initech.test");
     let fresh = login(
         &url,
         "pat@initech.test",

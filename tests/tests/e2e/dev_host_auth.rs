@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use flowgrid_e2e::Dev;
-use flowgrid_testkit::run_cli;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -16,22 +15,7 @@ async fn a_user_logs_in_through_flowgrid_dev_uses_the_agents_app_and_logout_is_h
         &[("FLOWGRID_REVOCATION_CACHE_SECS", "1")],
     )
     .await;
-    let created: Value = serde_json::from_str(
-        run_cli(
-            dev.data.path(),
-            &[
-                "admin",
-                "create-tenant",
-                "--name",
-                "Acme",
-                "--admin-email",
-                "ann@acme.test",
-                "--json",
-            ],
-        )
-        .trim(),
-    )
-    .expect("create-tenant --json prints JSON");
+    let created = flowgrid_e2e::create_tenant(dev.data.path(), "Acme", "ann@acme.test");
     let client = reqwest::Client::new();
     let login = client
         .post(format!("{}/api/auth/login", dev.url))
