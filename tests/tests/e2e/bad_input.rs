@@ -120,6 +120,22 @@ impl Case {
         self.status = status;
         self
     }
+    /// `method` on a route `template` with its `{}` replaced by `id`, as `token`, with `json` as
+    /// the body when there is one.
+    fn on_id(
+        name: String,
+        method: &'static str,
+        template: &str,
+        id: &str,
+        token: &str,
+        json: Option<&[u8]>,
+    ) -> Case {
+        let case = Case::new(name, method, template.replace("{}", id)).token(token);
+        match json {
+            Some(body) => case.json(body),
+            None => case,
+        }
+    }
 
     async fn run(&self, addr: &str) {
         if let Err(e) = self.check(addr).await {
@@ -614,16 +630,9 @@ async fn no_bad_input_on_any_route_gets_an_answer_outside_the_contract_or_change
             ("a NUL", "a%00b".to_owned(), 400),
             ("a very long id", "a".repeat(8000), 400),
         ] {
-            let mut case = Case::new(
-                format!("{what} in {template}"),
-                method,
-                template.replace("{}", &id),
-            )
-            .token(&ann);
-            if matches!(*method, "PUT" | "PATCH") {
-                case = case.json(b"{}");
-            }
-            cases.push(case.expect(status));
+            let json = matches!(*method, "PUT" | "PATCH").then_some(&b"{}"[..]);
+            let name = format!("{what} in {template}");
+            cases.push(Case::on_id(name, method, template, &id, &ann, json).expect(status));
         }
         // Another tenant's id is a 404, exactly like a missing one.
         let other = if template.contains("/users/") {
@@ -633,22 +642,14 @@ async fn no_bad_input_on_any_route_gets_an_answer_outside_the_contract_or_change
         } else {
             theirs.clone()
         };
-        let mut case = Case::new(
-            format!("another tenant's id in {template}"),
-            method,
-            template.replace("{}", &other),
-        )
-        .token(&ann);
-        if *method == "PUT" {
-            case = case.json(
-                json!({"name": "stolen", "definition": {"instructions": "x"}})
-                    .to_string()
-                    .as_bytes(),
-            );
-        } else if *method == "PATCH" {
-            case = case.json(br#"{"role": "admin"}"#);
-        }
-        cases.push(case.expect(404));
+        let stolen = json!({"name": "stolen", "definition": {"instructions": "x"}}).to_string();
+        let json = match *method {
+            "PUT" => Some(stolen.as_bytes()),
+            "PATCH" => Some(&br#"{"role": "admin"}"#[..]),
+            _ => None,
+        };
+        let name = format!("another tenant's id in {template}");
+        cases.push(Case::on_id(name, method, template, &other, &ann, json).expect(404));
     }
     for (what, method, path, status) in [
         (
@@ -1284,35 +1285,24 @@ async fn no_bad_input_on_a_design_integrations_or_analytics_route_gets_an_answer
             ("a NUL", "a%00b".to_owned()),
             ("a very long id", "a".repeat(8000)),
         ] {
-            let mut case = Case::new(
-                format!("{what} in {template}"),
-                method,
-                template.replace("{}", &id),
-            )
-            .token(&ann);
-            if method == "PUT" || template.ends_with("/secret") {
-                case = case.json(b"{}");
-            }
-            cases.push(case.expect(400));
+            let json = (method == "PUT" || template.ends_with("/secret")).then_some(&b"{}"[..]);
+            let name = format!("{what} in {template}");
+            cases.push(Case::on_id(name, method, template, &id, &ann, json).expect(400));
         }
         let other = match kind {
             "agent" => theirs.clone(),
             "tenant" => bob_tid.clone(),
             _ => "bobs".to_owned(),
         };
-        let mut case = Case::new(
-            format!("another tenant's {kind} in {template}"),
-            method,
-            template.replace("{}", &other),
-        )
-        .token(&ann);
-        if method == "PUT" {
-            case =
-                case.json(br#"{"auth": "none", "config": {"baseUrl": "https://example.invalid"}}"#);
+        let json: Option<&[u8]> = if method == "PUT" {
+            Some(br#"{"auth": "none", "config": {"baseUrl": "https://example.invalid"}}"#)
         } else if template.ends_with("/secret") {
-            case = case.json(br#"{"secret": "stolen-secret-1234"}"#);
-        }
-        cases.push(case.expect(404));
+            Some(br#"{"secret": "stolen-secret-1234"}"#)
+        } else {
+            None
+        };
+        let name = format!("another tenant's {kind} in {template}");
+        cases.push(Case::on_id(name, method, template, &other, &ann, json).expect(404));
     }
     for (what, method, path, status) in [
         (
