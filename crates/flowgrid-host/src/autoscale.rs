@@ -81,7 +81,13 @@ pub(crate) fn add_instance(sh: &Arc<Shared>, ai: usize) {
 pub(crate) fn start_receivers(sh: &Arc<Shared>, ai: usize, inst: &Arc<Instance>) {
     for (fi, f) in sh.apps[ai].functions.iter().enumerate() {
         if let Trigger::ServiceBus { .. } = &f.trigger {
-            tokio::spawn(crate::bus_trigger::pump(sh.clone(), ai, fi, inst.clone()));
+            let pump = tokio::spawn(crate::bus_trigger::pump(sh.clone(), ai, fi, inst.clone()));
+            let mut receivers = sh
+                .receivers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            receivers.retain(|r| !r.is_finished());
+            receivers.push(pump);
         }
     }
 }

@@ -140,6 +140,17 @@ impl Host {
         for t in std::mem::take(&mut self.tasks) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+        // No receive after this returns (a receive under way finishes first).
+        let receivers = std::mem::take(
+            &mut *self
+                .shared
+                .receivers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for r in receivers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+        }
     }
 }
 

@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The host admin key (`host-admin.key` in the data folder): the admin endpoints want it.
     pub(crate) admin_key: String,
+    /// The Service Bus receivers (one per trigger and instance), awaited by the host's stop so
+    /// that nothing is received once it returns.
+    pub(crate) receivers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Waits for a ready instance of the app (chosen by its strategy); `None` when shutting down.

@@ -101,6 +101,7 @@ pub(crate) async fn start(opts: HostOptions, notice: &mut dyn FnMut(String)) -> 
         gateway,
         shutdown: shutdown_rx.clone(),
         admin_key,
+        receivers: std::sync::Mutex::default(),
     });
     spawn_triggers(&shared, &mut tasks);
     for (app, spec) in &scaling.canaries {
