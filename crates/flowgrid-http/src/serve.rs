@@ -14,6 +14,8 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -144,7 +146,31 @@ async fn serve_connection(
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) {
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        router.clone().oneshot(req.map(Body::new))
+        let router = router.clone();
+        async move {
+            if hyper::body::Body::is_end_stream(req.body()) {
+                return router.oneshot(req.map(Body::new)).await;
+            }
+            // A request body the answer leaves unread makes hyper close the connection after
+            // the answer; say so (RFC 9112 §9.6), or the client may reuse the connection it
+            // is closing and lose its next request (the host's pool then sees a transport
+            // failure: a 500 for a POST).
+            let read = Arc::new(AtomicBool::new(false));
+            let req = req.map(|inner| {
+                Body::new(TrackedBody {
+                    inner,
+                    read: read.clone(),
+                })
+            });
+            let mut answer = router.oneshot(req).await?;
+            if !read.load(Ordering::Acquire) {
+                answer.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            Ok(answer)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     if let Some(timeout) = limits.head_timeout {
@@ -178,6 +204,36 @@ async fn serve_connection(
                 }
             }
         }
+    }
+}
+
+/// A request body that notes when it has been read to its end.
+struct TrackedBody {
+    inner: Incoming,
+    read: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || hyper::body::Body::is_end_stream(&self.inner) {
+            self.read.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::Body::size_hint(&self.inner)
     }
 }
 
@@ -420,6 +476,55 @@ mod tests {
                 .contains(&format!("x-correlation-id: {id}")),
             "{answer}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_leaves_the_request_body_unread_says_the_connection_closes() {
+        let router = Router::new()
+            .route(
+                "/read",
+                axum::routing::post(|body: String| async move { body }),
+            )
+            .route(
+                "/ignore",
+                axum::routing::post(|| async { axum::http::StatusCode::UNAUTHORIZED }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_listener(
+            listener,
+            router,
+            ServerLimits::HANDLER,
+            std::future::pending(),
+        ));
+        let head = |answer: &str| {
+            answer
+                .split_once("\r\n\r\n")
+                .expect(answer)
+                .0
+                .to_ascii_lowercase()
+        };
+        let post = |path: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
+            )
+        };
+        // Rejected before its body was read (as a 401 from the caller extractor): closes.
+        let answer = exchange(addr, post("/ignore").as_bytes()).await;
+        assert!(head(&answer).starts_with("http/1.1 401"), "{answer}");
+        assert!(head(&answer).contains("connection: close"), "{answer}");
+        // Body read, or no body: the connection stays open for the next request.
+        let answer = exchange(addr, post("/read").as_bytes()).await;
+        assert!(head(&answer).starts_with("http/1.1 200"), "{answer}");
+        assert!(!head(&answer).contains("connection: close"), "{answer}");
+        let answer = exchange(
+            addr,
+            b"POST /ignore HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(head(&answer).starts_with("http/1.1 401"), "{answer}");
+        assert!(!head(&answer).contains("connection: close"), "{answer}");
+        server.abort();
     }
 
     #[tokio::test]
