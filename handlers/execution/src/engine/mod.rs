@@ -177,18 +177,18 @@ impl Engine {
         Ok(Work { outcome, effects })
     }
 
-    /// A message for the tenant's oldest waiting job, if it has a free slot.
+    /// A message for the tenant's oldest waiting job, if it has a free slot: one, for the one
+    /// slot the job that just ended freed (a job whose message came while its tenant was at
+    /// its limit waits without one, and the oldest queued jobs are those). Not one per free
+    /// slot: below the limit every queued job still has its own message, so a finish would
+    /// send copies of the whole backlog's oldest messages (with a limit of 1,000 and a flood,
+    /// the queue grew by hundreds of copies per finished run).
     async fn kick(&self, tenant: &TenantId) -> Result<Vec<Value>> {
         let (queued, running) = self.stores.jobs.counts(tenant).await?;
         if queued == 0 || running >= self.settings.tenant_max_running {
             return Ok(Vec::new());
         }
-        let free = self.settings.tenant_max_running - running;
-        let ids = self
-            .stores
-            .jobs
-            .oldest_queued(tenant, u32::try_from(free).unwrap_or(1))
-            .await?;
+        let ids = self.stores.jobs.oldest_queued(tenant, 1).await?;
         Ok(ids
             .into_iter()
             .map(|id| json!({"tenantId": tenant.as_str(), "jobId": id.to_string()}))

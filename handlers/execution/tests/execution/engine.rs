@@ -489,3 +489,33 @@ async fn a_tenant_at_its_limit_waits_while_another_tenant_runs_and_finishing_kic
     opener.abort();
     assert_eq!(app.job("ta", &a2).await.status, JobStatus::Succeeded);
 }
+
+#[tokio::test]
+async fn a_finished_run_below_the_limit_sends_no_copies_of_the_backlogs_messages() {
+    let app = ExecApp::with(&[("FLOWGRID_TENANT_MAX_RUNNING", "100")]).await;
+    let agent = app.agent("flood", transform_agent()).await;
+    let token = app.token("flood", Role::Editor);
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(job_id(
+            &app.submit(&token, &agent, json!({"name": "f", "n": n}), None)
+                .await,
+        ));
+    }
+    let first = app.queue.lock().unwrap().pop_front().unwrap();
+    let (_, answer) = app.deliver(&first).await;
+    // Five queued jobs, each with its own message still in the queue: the finished run frees
+    // one slot and names at most one job, never a copy of each (the old rule sent five here,
+    // and with a flood a copy of the backlog's oldest per finished run).
+    let out = answer["Outputs"]["out"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(out.len(), 1, "{answer}");
+    // The five messages of the submissions plus the one it sent (the harness queues outputs).
+    assert_eq!(app.queue.lock().unwrap().len(), 6);
+    app.drain().await;
+    for id in &ids {
+        assert_eq!(app.job("flood", id).await.status, JobStatus::Succeeded);
+    }
+}
